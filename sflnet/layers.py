@@ -1,0 +1,359 @@
+"""The paper's layers, one class each, with hand-written forward and backward.
+
+Every layer has ``forward(x)`` and ``backward(dy) -> dx``; trainable layers keep
+``params`` and ``grads`` dicts under the same keys. Caches are set to ``None``
+in ``__init__`` and named for what they hold. The same code runs on NumPy and
+CuPy arrays (``xp = get_array_module(x)``); upstream gradients are never
+modified in place, and the dtype of the input is the dtype of every result.
+
+Notation (paper Sec. 2-3): ``f^l`` is the volume of layer l, ``o^{l+1}`` the
+pre-activation of Eq. 2, ``a`` the activation of Eq. 3, ``f^L`` the
+reconstruction (L = 5) and ``f^1`` the input image.
+"""
+
+import math
+
+import numpy as np
+
+from sflnet import kernels
+from sflnet.backend import get_array_module
+
+
+# ---------------------------------------------------------------------------
+# Layers 2-5: convolution (Eq. 2) and activations (Eq. 3)
+# ---------------------------------------------------------------------------
+
+class Conv2D:
+    """Eq. 2: zero-padded "same" cross-correlation with stride 1 or 2, plus bias.
+
+    ``o[n, c, y, x] = Σ_{c', dy, dx} f[n, c', y·s + dy − p, x·s + dx − p] · w[c, c', dy, dx] + b[c]``
+
+    Weight layout (C_out, C_in, kh, kw), as PyTorch's ``conv2d``; p = (k−1)/2.
+    Shapes: x (N, C_in, H, W) → o (N, C_out, Ho, Wo) with Ho = ⌈H/s⌉, Wo = ⌈W/s⌉.
+    Implemented as im2col + one GEMM: ``o = w.reshape(C_out, C_in·kh·kw) @ cols + b``.
+
+    (The paper folds the bias into Eq. 3; here it is added in this layer so
+    that the activations are parameter-free.)
+    """
+
+    def __init__(self, w, b, stride=1):
+        """w: (C_out, C_in, kh, kw) odd kh = kw; b: (C_out,). The arrays are held, not copied."""
+        c_out, c_in, kh, kw = w.shape
+        if kh != kw or kh % 2 != 1:
+            raise ValueError(f"Conv2D needs a square odd kernel, got {kh}x{kw}")
+        if b.shape != (c_out,):
+            raise ValueError(f"Conv2D bias must have shape ({c_out},), got {b.shape}")
+        if stride not in (1, 2):
+            raise ValueError(f"Conv2D stride must be 1 or 2, got {stride}")
+        self.params = {"w": w, "b": b}
+        self.grads = {"w": None, "b": None}
+        self.stride = stride
+        self.pad = (kh - 1) // 2
+        self.input_shape = None   # (N, C_in, H, W) of the last forward input
+        self.input_cols = None    # (C_in·kh·kw, N·Ho·Wo) im2col of the last input
+
+    def forward(self, x):
+        """x: (N, C_in, H, W) → o: (N, C_out, Ho, Wo). Caches the im2col of x."""
+        w, b = self.params["w"], self.params["b"]
+        c_out, _, kh, kw = w.shape
+        n, _, h, wd = x.shape
+        ho = kernels.conv_output_size(h, kh, self.stride, self.pad)
+        wo = kernels.conv_output_size(wd, kw, self.stride, self.pad)
+        cols = kernels.im2col(x, kh, kw, self.stride, self.pad)
+        out = w.reshape(c_out, -1) @ cols            # (C_out, N·Ho·Wo)
+        out += b[:, None]
+        self.input_shape = x.shape
+        self.input_cols = cols
+        return out.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
+
+    def backward(self, dout, need_dx=True):
+        """dout = ∂E/∂o: (N, C_out, Ho, Wo) → ∂E/∂x: (N, C_in, H, W) (or None if not ``need_dx``).
+
+        Derivation. With ``O = W·cols + b 1ᵀ`` (W: C_out × K, cols: K × M,
+        K = C_in·kh·kw, M = N·Ho·Wo) and G = ∂E/∂O (C_out × M):
+
+        * ``∂E/∂W = G · colsᵀ``  — each weight multiplies the column entries it meets (Eq. 2 is linear in w);
+        * ``∂E/∂b = G · 1``      — the bias is added to every output position of its channel;
+        * ``∂E/∂cols = Wᵀ · G``, and since ``cols = im2col(x)`` is a linear copy,
+          ``∂E/∂x = col2im(Wᵀ · G)`` — col2im is im2col's transpose, so each
+          input pixel sums the gradient of every output whose window covered it.
+
+        Fills ``grads["w"]`` (C_out, C_in, kh, kw) and ``grads["b"]`` (C_out,).
+        """
+        w = self.params["w"]
+        c_out = w.shape[0]
+        g = dout.transpose(1, 0, 2, 3).reshape(c_out, -1)   # (C_out, M), a copy if needed
+        self.grads["w"] = (g @ self.input_cols.T).reshape(w.shape)
+        self.grads["b"] = g.sum(axis=1)
+        if not need_dx:
+            return None
+        kh, kw = w.shape[2:]
+        dcols = w.reshape(c_out, -1).T @ g              # (K, M)
+        return kernels.col2im(dcols, self.input_shape, kh, kw, self.stride, self.pad)
+
+
+class ReLU:
+    """Eq. 3 with a(o) = max(0, o). Shapes: any → same."""
+
+    def __init__(self):
+        self.positive_mask = None   # boolean array, True where the input was > 0
+
+    def forward(self, x):
+        """x: any shape → max(0, x)."""
+        self.positive_mask = x > 0
+        return x * self.positive_mask
+
+    def backward(self, dy):
+        """∂E/∂o = ∂E/∂f · a'(o) with a'(o) = 1 for o > 0 and 0 otherwise (Eq. 3; the kink at 0 takes 0)."""
+        return dy * self.positive_mask
+
+
+class Tanh:
+    """Eq. 3 with a(o) = tanh(o), the output layer (L = 5). Shapes: any → same."""
+
+    def __init__(self):
+        self.output = None   # tanh(o), reused by the derivative
+
+    def forward(self, x):
+        """x: any shape → tanh(x)."""
+        xp = get_array_module(x)
+        self.output = xp.tanh(x)
+        return self.output
+
+    def backward(self, dy):
+        """∂E/∂o = ∂E/∂f · (1 − f²), since d tanh(o)/do = 1 − tanh²(o) (Eq. 3, the factor ∂f^L/∂o^L of Eq. 9)."""
+        return dy * (1 - self.output * self.output)
+
+
+# ---------------------------------------------------------------------------
+# Layer 4's "stride 0.5": bilinear x2, cropped to the encoder's input size
+# ---------------------------------------------------------------------------
+
+class Upsample2x:
+    """Bilinear ×2 with half-pixel centres and clamped edges, then a crop.
+
+    Per axis: ``out[2i] = ¾ in[i] + ¼ in[i−1]``, ``out[2i+1] = ¾ in[i] + ¼ in[i+1]``
+    (indices clamped), the same as PyTorch's
+    ``interpolate(scale_factor=2, mode="bilinear", align_corners=False)``. The
+    result is cropped to ``output_size`` (the encoder's input H × W), because
+    2·⌈H/2⌉ is H + 1 when H is odd.
+
+    Shapes: x (N, C, h, w) → (N, C, H, W) with H ∈ {2h−1, 2h}, W ∈ {2w−1, 2w}.
+    Set ``output_size`` before ``forward`` (the model does); ``None`` means (2h, 2w).
+    """
+
+    def __init__(self, output_size=None):
+        self.output_size = output_size
+        self.input_hw = None   # (h, w) of the last forward input
+
+    def forward(self, x):
+        """x: (N, C, h, w) → (N, C, H, W)."""
+        h, w = x.shape[-2:]
+        out_h, out_w = self.output_size if self.output_size is not None else (2 * h, 2 * w)
+        if not (2 * h - 1 <= out_h <= 2 * h and 2 * w - 1 <= out_w <= 2 * w):
+            raise ValueError(f"Upsample2x cannot map {h}x{w} to {out_h}x{out_w}")
+        self.input_hw = (h, w)
+        rows = kernels.upsample2x_axis(x, axis=2, out_len=out_h)
+        return kernels.upsample2x_axis(rows, axis=3, out_len=out_w)
+
+    def backward(self, dy):
+        """dy: (N, C, H, W) → (N, C, h, w).
+
+        The layer is linear and separable, ``out = U_H · in · U_Wᵀ`` per channel,
+        so ∂E/∂in = U_Hᵀ · dy · U_W: apply the transpose of the per-axis map
+        (crop → zero-pad; each output's ¾ and ¼ sent back to the inputs it read)
+        along W, then along H. There is no trainable weight.
+        """
+        h, w = self.input_hw
+        cols = kernels.upsample2x_axis_adjoint(dy, axis=3, in_len=w)
+        return kernels.upsample2x_axis_adjoint(cols, axis=2, in_len=h)
+
+
+# ---------------------------------------------------------------------------
+# Layer 6: the fixed Laplacian-of-Gaussian bank (Eq. 5)
+# ---------------------------------------------------------------------------
+
+def log_kernel_size(sigma):
+    """Kernel size for scale σ: ⌈8σ⌉, plus 1 if even (paper Sec. 4): 7, 13, 27 for σ = 0.8, 1.6, 3.2."""
+    k = math.ceil(8 * sigma - 1e-9)   # guard: 8·0.8 is 6.4000000000000004 in floating point, still 7
+    return k + 1 if k % 2 == 0 else k
+
+
+def log_kernel(sigma, dtype=np.float64):
+    """Eq. 5, sampled at integer offsets (x, y) ∈ [−s, s]², s = (k−1)/2, not renormalised.
+
+    ``K_σ(x, y) = −(2 − (x² + y²)/σ²) · exp(−(x² + y²)/(2σ²)) / (2πσ²)``
+
+    returns (k, k) NumPy array; rows are y, columns x.
+    """
+    s = (log_kernel_size(sigma) - 1) // 2
+    y, x = np.mgrid[-s:s + 1, -s:s + 1].astype(np.float64)
+    r2 = x * x + y * y
+    g = np.exp(-r2 / (2 * sigma * sigma)) / (2 * np.pi * sigma * sigma)
+    return (-(2 - r2 / (sigma * sigma)) * g).astype(dtype)
+
+
+def log_kernel_factors(sigma):
+    """The separable split of :func:`log_kernel`: ``K_σ = a ⊗ b + b ⊗ a`` (outer products, rows ⊗ cols).
+
+    Writing r² = x² + y², Eq. 5 is
+    ``−(1/2πσ²) · [(1 − x²/σ²) + (1 − y²/σ²)] · e^{−x²/2σ²} e^{−y²/2σ²}``, so with
+    ``a(t) = −(1 − t²/σ²) e^{−t²/2σ²} / (2πσ²)`` and ``b(t) = e^{−t²/2σ²}``,
+    ``K_σ(x, y) = a(y) b(x) + b(y) a(x)``. Returns ``(a, b)``, each (k,) float64.
+    """
+    s = (log_kernel_size(sigma) - 1) // 2
+    t = np.arange(-s, s + 1, dtype=np.float64)
+    b = np.exp(-t * t / (2 * sigma * sigma))
+    a = -(1 - t * t / (sigma * sigma)) * b / (2 * np.pi * sigma * sigma)
+    return a, b
+
+
+def log_bank_weights(sigmas, dtype=np.float64):
+    """The literal layer-6 weights of Eq. 2: ``W6[c, c', :, :] = K_{σ_c}`` for every colour c'.
+
+    Kernels of different sizes are zero-padded (centred) to the largest size,
+    which leaves the correlation unchanged. returns (S, 3, k_max, k_max), S = len(sigmas).
+    Used as the reference that the fast :class:`LoGBank` is tested against.
+    """
+    k_max = max(log_kernel_size(s) for s in sigmas)
+    w = np.zeros((len(sigmas), 3, k_max, k_max), dtype=dtype)
+    for c, sigma in enumerate(sigmas):
+        k = log_kernel(sigma, dtype)
+        off = (k_max - k.shape[0]) // 2
+        w[c, :, off:off + k.shape[0], off:off + k.shape[1]] = k
+    return w
+
+
+class LoGBank:
+    """Layer 6: the fixed Laplacian-of-Gaussian bank, Eq. 2 with the Eq. 5 weights, identity activation, no bias.
+
+    ``out[n, c] = Σ_{c'} K_{σ_c} ⋆ f[n, c']`` (zero "same" padding), i.e. each
+    subband output is the LoG response of the sum of the three colours.
+    Shapes: f (N, 3, H, W) → (N, S, H, W), S = len(sigmas).
+
+    Computed exactly but cheaply: the colours are summed first (Eq. 2 is linear
+    in f and the weights do not depend on c'), and each K_σ is applied in its
+    separable form a ⊗ b + b ⊗ a (4k taps per pixel instead of k²).
+    Never trainable: it has no ``params``.
+    """
+
+    def __init__(self, sigmas=(0.8, 1.6, 3.2)):
+        self.sigmas = tuple(float(s) for s in sigmas)
+        self.factors = [log_kernel_factors(s) for s in self.sigmas]
+        self.input_shape = None   # (N, 3, H, W) of the last forward input
+
+    def _filter_sum(self, plane):
+        """plane: (N, H, W) → (N, S, H, W): K_{σ_c} ⋆ plane for every σ_c."""
+        xp = get_array_module(plane)
+        bands = [kernels.correlate_separable(plane, b, a) + kernels.correlate_separable(plane, a, b)
+                 for a, b in self.factors]
+        return xp.stack(bands, axis=1)
+
+    def forward(self, f):
+        """f: (N, C, H, W) → (N, S, H, W)."""
+        self.input_shape = f.shape
+        return self._filter_sum(f.sum(axis=1))
+
+    def backward(self, dy):
+        """dy: (N, S, H, W) → ∂E/∂f: (N, C, H, W).
+
+        The layer is linear, ``out_c = K_c ⋆ Σ_{c'} f_{c'}``, so its transpose is
+        ``∂E/∂f_{c'} = Σ_c K_cᵀ ⋆ dy_c`` for every c'. Zero-padded correlation's
+        transpose is correlation with the flipped kernel, and K_σ is symmetric
+        (it depends on x² + y² only), so ``K_cᵀ ⋆`` is ``K_c ⋆`` again: the same
+        filtering as forward, summed over subbands and copied to each colour.
+        This is the step that carries Eq. 8's gradient from layer L+1 down to f^L.
+        """
+        xp = get_array_module(dy)
+        n, c, h, w = self.input_shape
+        total = xp.zeros((n, h, w), dtype=dy.dtype)
+        for band, (a, b) in enumerate(self.factors):
+            g = dy[:, band]
+            total += kernels.correlate_separable(g, b, a) + kernels.correlate_separable(g, a, b)
+        return xp.broadcast_to(total[:, None], (n, c, h, w)).copy()
+
+
+# ---------------------------------------------------------------------------
+# Losses (Eq. 4/9 and Eq. 6/8), layers that return a scalar and ∂E/∂f^L
+# ---------------------------------------------------------------------------
+
+class PixelLoss:
+    """Eq. 4, the pixel loss, for one group of same-sized images inside a batch of ``batch_count`` images.
+
+    ``E_PL = (1/N_m) Σ_i Σ_c w_PL[c] · ½ · mean_{x,y} (f^L_i − f^1_i)²``
+
+    The group's contribution is returned, so summing over the groups of a
+    batch gives Eq. 4 exactly whatever the grouping.
+    """
+
+    def __init__(self, weights=(1.0, 1.0, 1.0)):
+        self.weights = tuple(float(w) for w in weights)
+        self.difference = None    # f^L − f^1, (n, C, H, W)
+        self.batch_count = None   # N_m
+
+    def forward(self, recon, target, batch_count):
+        """recon f^L, target f^1: (n, C, H, W); batch_count N_m ≥ n. Returns E_PL's share (0-d array)."""
+        xp = get_array_module(recon)
+        d = recon - target
+        self.difference = d
+        self.batch_count = batch_count
+        w = xp.asarray(self.weights, dtype=recon.dtype)
+        per_channel = 0.5 * (d * d).mean(axis=(2, 3)).sum(axis=0)   # (C,): Σ_i ½ mean_xy d²
+        return (w * per_channel).sum() / batch_count
+
+    def backward(self):
+        """Eq. 9 without the tanh factor: ``∂E_PL/∂f^L = w_PL[c] / (N_m H W) · (f^L − f^1)``, (n, C, H, W).
+
+        Each squared term ½ d² / (H W N_m) has derivative d / (H W N_m) with
+        respect to its own f^L pixel. The tanh factor ``∂f^L/∂o^L`` of Eq. 9 is
+        applied by :class:`Tanh` after the SFL gradient has been added (Sec. 3:
+        the Eq. 9 gradients "are added to the gradients backpropagated from the
+        (L+1)-th layer").
+        """
+        xp = get_array_module(self.difference)
+        _, c, h, w = self.difference.shape
+        scale = xp.asarray(self.weights, dtype=self.difference.dtype) / (self.batch_count * h * w)
+        return self.difference * scale[None, :, None, None]
+
+
+class SpatialFrequencyLoss:
+    """Eq. 6, the spatial frequency loss through the fixed LoG bank (layer 6).
+
+    ``SFL(i, c) = ½ · mean_{x,y} (LoG_c(f^L_i) − LoG_c(f^1_i))²`` and
+    ``E_SFL = (1/N_m) Σ_i Σ_c w_SFL[c] · SFL(i, c)``.
+
+    Layer 6 is linear, so ``LoG(f^L) − LoG(f^1) = LoG(f^L − f^1)``: one pass on
+    the difference gives both terms exactly. ``forward`` also returns the
+    unit-weight subband losses ``(1/N_m) Σ_i SFL(i, c)`` that Fig. 5 plots.
+    """
+
+    def __init__(self, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
+        if len(sigmas) != len(weights):
+            raise ValueError(f"{len(sigmas)} sigmas but {len(weights)} SFL weights")
+        self.bank = LoGBank(sigmas)
+        self.weights = tuple(float(w) for w in weights)
+        self.band_difference = None   # LoG(f^L − f^1), (n, S, H, W)
+        self.batch_count = None       # N_m
+
+    def forward(self, recon, target, batch_count):
+        """recon, target: (n, 3, H, W) → (E_SFL share (0-d), unit-weight subband shares (S,))."""
+        xp = get_array_module(recon)
+        d6 = self.bank.forward(recon - target)
+        self.band_difference = d6
+        self.batch_count = batch_count
+        subbands = 0.5 * (d6 * d6).mean(axis=(2, 3)).sum(axis=0) / batch_count   # (S,)
+        w = xp.asarray(self.weights, dtype=recon.dtype)
+        return (w * subbands).sum(), subbands
+
+    def backward(self):
+        """Returns ∂E_SFL/∂f^L: (n, 3, H, W).
+
+        Eq. 8: ``∂E_SFL/∂o^6 = w_SFL[c] / (N_m H W) · (LoG_c(f^L) − LoG_c(f^1))`` (derivative of
+        each ½ d² / (N_m H W) term); layer 6 has identity activation, so this
+        is also ∂E/∂f^6, and the bank's transpose carries it down to f^L.
+        """
+        xp = get_array_module(self.band_difference)
+        _, _, h, w = self.band_difference.shape
+        scale = xp.asarray(self.weights, dtype=self.band_difference.dtype) / (self.batch_count * h * w)
+        grad_bands = self.band_difference * scale[None, :, None, None]
+        return self.bank.backward(grad_bands)

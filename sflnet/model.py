@@ -1,0 +1,240 @@
+"""The Table 1 autoencoder with its losses, for batches of images of different sizes.
+
+=====  ==========================================  ==================
+layer  what                                        parameters
+=====  ==========================================  ==================
+1      input image f^1 (3 × H × W, in [−1, 1])
+2      conv 3→32, 3×3, stride 1, ReLU              w2 (32,3,3,3), b2
+3      conv 32→16, 3×3, stride 2, ReLU             w3 (16,32,3,3), b3
+4      bilinear ×2 + crop, conv 16→32, ReLU        w4 (32,16,3,3), b4
+5      conv 32→3, 3×3, tanh → f^L                  w5 (3,32,3,3), b5
+6      fixed LoG bank (loss only)                  none
+=====  ==========================================  ==================
+
+A batch is a list of images (3, H_i, W_i), or a list of groups (n, 3, H, W)
+of same-sized images, or one such 4-D array. The losses are per-image means
+(each image normalised by its own H_i·W_i) averaged over the N_m images, so
+the gradient is the mean of the per-image gradients whatever the grouping.
+Groups are processed in chunks of at most ``max_chunk_pixels`` pixels and the
+gradient is accumulated, so peak memory does not grow with the batch.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sflnet.backend import get_array_module, to_device, to_host
+from sflnet.layers import Conv2D, PixelLoss, ReLU, SpatialFrequencyLoss, Tanh, Upsample2x
+
+PARAM_NAMES = ("w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5")
+PARAM_SHAPES = {
+    "w2": (32, 3, 3, 3), "b2": (32,),
+    "w3": (16, 32, 3, 3), "b3": (16,),
+    "w4": (32, 16, 3, 3), "b4": (32,),
+    "w5": (3, 32, 3, 3), "b5": (3,),
+}
+LOSSES = ("pl", "sfl")
+DEFAULT_SIGMAS = (0.8, 1.6, 3.2)
+DEFAULT_SFL_WEIGHTS = (100.0, 10.0, 10.0)
+DEFAULT_PL_WEIGHTS = (1.0, 1.0, 1.0)
+DEFAULT_MAX_CHUNK_PIXELS = 1 << 17   # about two 300×225 images per chunk
+
+
+def init_params(seed=0, std=0.02, dtype=np.float32, xp=np):
+    """Sec. 4 initialisation: weights ~ N(0, std²) (the paper's "N(0, 0.02)" read as a std), biases 0.
+
+    Drawn on the host with ``numpy.random.default_rng(seed)`` in the order
+    w2, w3, w4, w5, so the CPU and the GPU start from identical weights.
+    returns {name: array} with the shapes of ``PARAM_SHAPES``, on ``xp``.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name in PARAM_NAMES:
+        shape = PARAM_SHAPES[name]
+        if name.startswith("w"):
+            host = rng.normal(0.0, std, size=shape)
+        else:
+            host = np.zeros(shape)
+        params[name] = to_device(host.astype(dtype), xp)
+    return params
+
+
+@dataclass
+class LossResult:
+    """What one pass over a batch measured (all floats on the host).
+
+    E:      the trained objective (E_PL for ``loss="pl"``, E_PL + E_SFL for ``"sfl"``)
+    E_PL:   Eq. 4
+    E_SFL:  Eq. 6 with the configured subband weights (measured for both losses)
+    sfl:    (S,) unit-weight subband SFLs, one per σ
+    grads:  {name: array (param shape, device, dtype)} = ∂E/∂θ, or None if not computed
+    """
+
+    E: float
+    E_PL: float
+    E_SFL: float
+    sfl: np.ndarray
+    grads: dict = None
+
+
+def as_groups(batch):
+    """Normalise a batch to a list of (n, 3, H, W) arrays of same-sized images.
+
+    Accepts one (3, H, W) image, one (n, 3, H, W) array, or a list mixing
+    (3, H, W) images and (n, 3, H, W) groups. Loose images of the same size
+    are stacked into one group (exact: the loss is a sum of per-image terms).
+    """
+    if hasattr(batch, "ndim"):
+        batch = [batch]
+    groups, loose = [], {}
+    for item in batch:
+        if item.ndim == 4:
+            groups.append(item)
+        elif item.ndim == 3:
+            loose.setdefault(item.shape, []).append(item)
+        else:
+            raise ValueError(f"expected images (3, H, W) or groups (n, 3, H, W), got shape {item.shape}")
+    for images in loose.values():
+        xp = get_array_module(images[0])
+        groups.append(xp.stack(images))
+    for g in groups:
+        if g.shape[1] != 3:
+            raise ValueError(f"images must have 3 colour channels, got shape {g.shape}")
+    return groups
+
+
+def _chunks(group, max_pixels):
+    """Split a group (n, 3, H, W) into consecutive slices of at most ``max_pixels`` pixels (at least one image)."""
+    n, _, h, w = group.shape
+    per = max(1, max_pixels // (h * w))
+    return [group[i:i + per] for i in range(0, n, per)]
+
+
+class Autoencoder:
+    """The Table 1 CAE (layers 2-5) plus its losses (layer 6 and Eq. 4/6/7).
+
+    ``layers`` is the ordered list walked by :meth:`forward`; :meth:`backward`
+    walks it in reverse. Parameters live in the Conv2D layers and are exposed
+    by name (w2 … b5) through :attr:`params` and :attr:`grads`.
+    """
+
+    def __init__(self, params, loss="sfl", sigmas=DEFAULT_SIGMAS, sfl_weights=DEFAULT_SFL_WEIGHTS,
+                 pl_weights=DEFAULT_PL_WEIGHTS, max_chunk_pixels=DEFAULT_MAX_CHUNK_PIXELS):
+        """params: {w2 … b5} arrays (all one dtype, one device; held, not copied).
+        loss: "pl" (E = E_PL; the SFLs are measured, not backpropagated) or "sfl" (E = E_PL + E_SFL)."""
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        missing = [n for n in PARAM_NAMES if n not in params]
+        if missing:
+            raise ValueError(f"missing parameters: {', '.join(missing)}")
+        for name in PARAM_NAMES:
+            if tuple(params[name].shape) != PARAM_SHAPES[name]:
+                raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, "
+                                 f"expected {PARAM_SHAPES[name]}")
+        dtypes = {params[n].dtype for n in PARAM_NAMES}
+        if len(dtypes) != 1:
+            raise ValueError(f"parameters mix dtypes {sorted(str(d) for d in dtypes)}")
+        self.dtype = dtypes.pop()
+        self.xp = get_array_module(params["w2"])
+        self.loss = loss
+        self.max_chunk_pixels = int(max_chunk_pixels)
+
+        self.conv2 = Conv2D(params["w2"], params["b2"], stride=1)
+        self.conv3 = Conv2D(params["w3"], params["b3"], stride=2)
+        self.up4 = Upsample2x()
+        self.conv4 = Conv2D(params["w4"], params["b4"], stride=1)
+        self.conv5 = Conv2D(params["w5"], params["b5"], stride=1)
+        self.layers = [self.conv2, ReLU(), self.conv3, ReLU(), self.up4, self.conv4, ReLU(),
+                       self.conv5, Tanh()]
+        self._convs = {"2": self.conv2, "3": self.conv3, "4": self.conv4, "5": self.conv5}
+        self.pixel_loss = PixelLoss(pl_weights)
+        self.sfl_loss = SpatialFrequencyLoss(sigmas, sfl_weights)
+
+    @property
+    def sigmas(self):
+        return self.sfl_loss.bank.sigmas
+
+    @property
+    def params(self):
+        """{name: array} — the live parameter arrays (w2 … b5)."""
+        return {f"{kind}{num}": conv.params[kind] for num, conv in self._convs.items() for kind in ("w", "b")}
+
+    def _layer_grads(self):
+        return {f"{kind}{num}": conv.grads[kind] for num, conv in self._convs.items() for kind in ("w", "b")}
+
+    def forward(self, x):
+        """x: (n, 3, H, W) → f^L: (n, 3, H, W). The upsampling is cropped back to H × W."""
+        self.up4.output_size = x.shape[-2:]
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_recon):
+        """grad_recon = ∂E/∂f^L: (n, 3, H, W). Walks the layers in reverse and fills each Conv2D's grads.
+
+        The first layer's input gradient (∂E/∂f^1) is not needed and not computed.
+        """
+        g = grad_recon
+        for layer in reversed(self.layers[1:]):
+            g = layer.backward(g)
+        self.layers[0].backward(g, need_dx=False)
+
+    def _check_group(self, group):
+        if group.dtype != self.dtype:
+            raise ValueError(f"images are {group.dtype} but the model is {self.dtype}; convert them first")
+        if get_array_module(group) is not self.xp:
+            raise ValueError("images and parameters are on different devices")
+
+    def loss_and_grads(self, batch, compute_grads=True):
+        """Eq. 4, 6, 7 over a whole batch, and ∂E/∂θ (Eq. 8, 9 and backprop) if ``compute_grads``.
+
+        batch: see :func:`as_groups`; N_m is the total number of images.
+        returns :class:`LossResult`; ``grads`` holds the full-batch gradient,
+        i.e. the mean over images of each image's gradient.
+        """
+        xp = self.xp
+        groups = as_groups(batch)
+        batch_count = sum(g.shape[0] for g in groups)
+        e_pl = xp.zeros((), dtype=self.dtype)
+        e_sfl = xp.zeros((), dtype=self.dtype)
+        subbands = xp.zeros(len(self.sigmas), dtype=self.dtype)
+        grads = {n: xp.zeros_like(p) for n, p in self.params.items()} if compute_grads else None
+        for group in groups:
+            self._check_group(group)
+            for chunk in _chunks(group, self.max_chunk_pixels):
+                recon = self.forward(chunk)
+                e_pl += self.pixel_loss.forward(recon, chunk, batch_count)
+                weighted, unit = self.sfl_loss.forward(recon, chunk, batch_count)
+                e_sfl += weighted
+                subbands += unit
+                if not compute_grads:
+                    continue
+                grad_recon = self.pixel_loss.backward()
+                if self.loss == "sfl":
+                    grad_recon = grad_recon + self.sfl_loss.backward()
+                self.backward(grad_recon)
+                for name, g in self._layer_grads().items():
+                    grads[name] += g
+        e_pl, e_sfl = float(e_pl), float(e_sfl)
+        total = e_pl + e_sfl if self.loss == "sfl" else e_pl
+        host_subbands = to_host(subbands).astype(np.float64)
+        return LossResult(E=total, E_PL=e_pl, E_SFL=e_sfl, sfl=host_subbands, grads=grads)
+
+    def reconstruct(self, images):
+        """f^L for each image. images: list of (3, H_i, W_i) → list of (3, H_i, W_i), same order.
+
+        Same-sized images are run together (chunked by ``max_chunk_pixels``).
+        """
+        xp = self.xp
+        by_shape = {}
+        for index, image in enumerate(images):
+            by_shape.setdefault(tuple(image.shape), []).append(index)
+        outputs = [None] * len(images)
+        for indices in by_shape.values():
+            group = xp.stack([images[i] for i in indices])
+            self._check_group(group)
+            parts = [self.forward(chunk) for chunk in _chunks(group, self.max_chunk_pixels)]
+            recon = xp.concatenate(parts) if len(parts) > 1 else parts[0]
+            for row, i in enumerate(indices):
+                outputs[i] = recon[row]
+        return outputs

@@ -1,0 +1,40 @@
+"""One training step: forward, backward and momentum update on a (mini-)batch.
+
+The losses reported for a step are those of its forward pass, i.e. measured
+*before* the update (as the paper's learning curves log them).
+"""
+
+import numpy as np
+
+
+def train_step(model, optimizer, batch):
+    """Forward + backward on ``batch`` (see :func:`sflnet.model.as_groups`), then one optimizer step.
+
+    returns the :class:`sflnet.model.LossResult` measured before the update.
+    """
+    result = model.loss_and_grads(batch)
+    optimizer.step(model.params, result.grads)
+    return result
+
+
+def minibatch_order(n_images, batch_size, rng):
+    """Index lists for one epoch: all images at once when ``batch_size`` is 0 or ≥ n, else a
+    shuffled split (``rng.permutation``) into consecutive batches of ``batch_size``."""
+    if batch_size <= 0 or batch_size >= n_images:
+        return [list(range(n_images))]
+    order = rng.permutation(n_images)
+    return [order[i:i + batch_size].tolist() for i in range(0, n_images, batch_size)]
+
+
+def train_epoch(model, optimizer, images, batch_size=0, rng=None):
+    """One epoch over ``images`` (list of (3, H_i, W_i)). Full batch when ``batch_size`` is 0.
+
+    returns the list of per-step :class:`LossResult` (one element for full batch).
+    ``rng`` (numpy Generator) shuffles the mini-batches; it is needed only when batching.
+    """
+    if rng is None:
+        rng = np.random.default_rng(0)
+    results = []
+    for indices in minibatch_order(len(images), batch_size, rng):
+        results.append(train_step(model, optimizer, [images[i] for i in indices]))
+    return results
