@@ -1,0 +1,60 @@
+"""Entry point of the ``sflnet`` command: the Click group and the error policy.
+
+Error policy: a problem the user can fix (:class:`sflnet.SflnetError`, a bad
+option value) prints one line ``Error: ...`` on stderr and exits with status 2
+(usage) or 1 (everything else), without a traceback. ``sflnet --debug ...``
+shows the traceback instead. Ctrl-C exits with 130.
+"""
+
+import sys
+
+import click
+
+from sflnet import SflnetError, __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="sflnet")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """sflnet: convolutional autoencoders trained with the Spatial Frequency Loss (Ichimura)."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# --- command registration (one line per command module) -------------------
+# (each module defines one or more click commands and is imported here)
+# ---------------------------------------------------------------------------
+
+
+def _debug_requested(argv):
+    return "--debug" in argv
+
+
+def main(argv=None):
+    """Run the CLI; turn user errors into one line and a non-zero exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=argv, prog_name="sflnet", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SflnetError as exc:
+        if _debug_requested(argv):
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
