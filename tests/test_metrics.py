@@ -1,0 +1,207 @@
+"""Tests for sflnet.metrics, checked against values derived by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sflnet import metrics
+
+C1_RANGE_2 = (0.01 * 2.0) ** 2  # C1 for data_range = 2
+C2_RANGE_2 = (0.03 * 2.0) ** 2
+
+
+def random_image(height=16, width=20, seed=0):
+    """Random (3, H, W) float64 image with values in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1.0, 1.0, size=(3, height, width))
+
+
+def noisy_copy(image, noise, seed=1):
+    rng = np.random.default_rng(seed)
+    return np.clip(image + rng.normal(0.0, noise, size=image.shape), -1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------
+# PSNR
+# ---------------------------------------------------------------------------
+
+
+def test_psnr_of_constant_offset_by_hand():
+    x = random_image() * 0.5  # stays inside [-1, 1] after the offset
+    y = x + 0.1
+    # MSE = 0.1**2 = 0.01, so PSNR = 10 log10(2**2 / 0.01) = 10 log10(400).
+    assert metrics.psnr(x, y) == pytest.approx(26.020599913, abs=1e-6)
+    assert metrics.psnr(y, x) == pytest.approx(26.020599913, abs=1e-6)
+
+
+def test_psnr_of_one_8bit_step_everywhere():
+    # One grey level off on [0, 255]: MSE = 1, PSNR = 20 log10(255) = 48.1308 dB.
+    # On the [-1, 1] scale one grey level is 1 / 127.5.
+    x = np.full((3, 5, 7), -0.2, dtype=np.float32)
+    y = x + np.float32(1 / 127.5)
+    assert metrics.psnr(x, y) == pytest.approx(48.130803609, abs=1e-4)
+
+
+def test_psnr_of_half_the_pixels_wrong_by_hand():
+    x = np.zeros((3, 4, 4), dtype=np.float64)
+    y = np.zeros((3, 4, 4), dtype=np.float64)
+    y[:, :2, :] = 1.0  # half the values off by 1 -> MSE = 0.5
+    assert metrics.psnr(x, y) == pytest.approx(10 * math.log10(4 / 0.5))
+
+
+def test_psnr_identical_is_infinite():
+    x = random_image()
+    assert metrics.psnr(x, x.copy()) == math.inf
+
+
+def test_psnr_is_the_same_on_8bit_and_unit_scales():
+    x = random_image(seed=2)
+    y = noisy_copy(x, 0.05)
+    reference = metrics.psnr(x, y)
+    assert metrics.psnr((x + 1) * 127.5, (y + 1) * 127.5, data_range=255) == pytest.approx(reference)
+    assert metrics.psnr((x + 1) / 2, (y + 1) / 2, data_range=1.0) == pytest.approx(reference)
+
+
+def test_psnr_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        metrics.psnr(np.zeros((3, 4, 4), dtype=np.float64), np.zeros((3, 4, 5), dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------
+# SSIM
+# ---------------------------------------------------------------------------
+
+
+def reference_ssim_channel(x, y, data_range):
+    """Brute-force SSIM of one (H, W) channel, written independently of scipy.
+
+    Explicit 11x11 Gaussian window (sigma 1.5), images mirrored at the border
+    the way scipy's 'reflect' mode does it (numpy calls it 'symmetric'). A
+    window of another size or sigma changes the result far beyond the test
+    tolerance, so this also pins the window.
+    """
+    offsets = np.arange(-5, 6)
+    window = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 1.5**2))
+    window = window / window.sum()
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    padded_x = np.pad(x, 5, mode="symmetric")
+    padded_y = np.pad(y, 5, mode="symmetric")
+    height, width = x.shape
+    values = []
+    for row in range(height):
+        for col in range(width):
+            patch_x = padded_x[row : row + 11, col : col + 11]
+            patch_y = padded_y[row : row + 11, col : col + 11]
+            mean_x = np.sum(window * patch_x)
+            mean_y = np.sum(window * patch_y)
+            var_x = np.sum(window * (patch_x - mean_x) ** 2)
+            var_y = np.sum(window * (patch_y - mean_y) ** 2)
+            cov = np.sum(window * (patch_x - mean_x) * (patch_y - mean_y))
+            numerator = (2 * mean_x * mean_y + c1) * (2 * cov + c2)
+            denominator = (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
+            values.append(numerator / denominator)
+    return np.mean(values)
+
+
+def test_ssim_matches_brute_force_reference():
+    x = random_image(12, 9, seed=4)
+    y = noisy_copy(x, 0.3, seed=5)
+    # ssim() shifts [-1, 1] to [0, 2] before computing (data_min=-1).
+    expected = np.mean([reference_ssim_channel(x[c] + 1, y[c] + 1, 2.0) for c in range(3)])
+    assert metrics.ssim(x, y) == pytest.approx(expected, abs=1e-10)
+
+
+def test_ssim_of_identical_images_is_one():
+    for height, width in [(16, 20), (1, 1), (2, 2), (3, 40)]:
+        x = random_image(height, width, seed=height)
+        assert metrics.ssim(x, x.copy()) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("a, b", [(0.3, 0.7), (0.0, 2.0), (1.5, 1.5), (0.05, 1.9)])
+def test_ssim_of_constant_images_matches_closed_form(a, b):
+    # Constant images have zero variance and covariance, so the structure term
+    # is C2 / C2 = 1 and SSIM is the luminance term (2ab + C1) / (a^2 + b^2 + C1).
+    x = np.full((3, 8, 8), a, dtype=np.float64)
+    y = np.full((3, 8, 8), b, dtype=np.float64)
+    expected = (2 * a * b + C1_RANGE_2) / (a**2 + b**2 + C1_RANGE_2)
+    assert metrics.ssim(x, y, data_min=0.0) == pytest.approx(expected, rel=1e-9)
+
+
+def test_ssim_of_constant_images_on_default_scale_uses_shifted_values():
+    # On [-1, 1] the values -0.2 and 0.4 are 0.8 and 1.4 on the [0, 2] scale.
+    x = np.full((3, 5, 6), -0.2, dtype=np.float64)
+    y = np.full((3, 5, 6), 0.4, dtype=np.float64)
+    expected = (2 * 0.8 * 1.4 + C1_RANGE_2) / (0.8**2 + 1.4**2 + C1_RANGE_2)
+    assert metrics.ssim(x, y) == pytest.approx(expected, rel=1e-9)
+
+
+def test_ssim_is_symmetric_and_drops_with_noise():
+    x = random_image(seed=6)
+    previous = 1.0
+    for noise in (0.02, 0.1, 0.3):
+        y = noisy_copy(x, noise)
+        value = metrics.ssim(x, y)
+        assert value == pytest.approx(metrics.ssim(y, x), abs=1e-12)
+        assert value < previous
+        previous = value
+    assert previous < 0.9
+
+
+def test_ssim_of_unrelated_noise_is_near_zero():
+    x = random_image(32, 32, seed=7)
+    y = random_image(32, 32, seed=8)
+    assert abs(metrics.ssim(x, y)) < 0.1
+
+
+def test_ssim_is_the_same_on_8bit_and_unit_scales():
+    x = random_image(seed=9)
+    y = noisy_copy(x, 0.1)
+    reference = metrics.ssim(x, y)
+    on_255 = metrics.ssim((x + 1) * 127.5, (y + 1) * 127.5, data_range=255, data_min=0.0)
+    on_unit = metrics.ssim((x + 1) / 2, (y + 1) / 2, data_range=1.0, data_min=0.0)
+    assert on_255 == pytest.approx(reference, abs=1e-10)
+    assert on_unit == pytest.approx(reference, abs=1e-10)
+
+
+def test_inputs_are_not_modified():
+    x = random_image(seed=10).astype(np.float32)
+    y = noisy_copy(x, 0.1).astype(np.float32)
+    x_before, y_before = x.copy(), y.copy()
+    metrics.psnr(x, y)
+    metrics.ssim(x, y)
+    metrics.mean_psnr_ssim([x], [y])
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
+# ---------------------------------------------------------------------------
+# Means over a list of images
+# ---------------------------------------------------------------------------
+
+
+def test_mean_psnr_ssim_over_images_of_different_sizes():
+    originals = [random_image(10, 12, seed=11), random_image(5, 3, seed=12), random_image(1, 1, seed=13)]
+    reconstructions = [noisy_copy(image, 0.1, seed=i) for i, image in enumerate(originals)]
+    mean_psnr, mean_ssim = metrics.mean_psnr_ssim(originals, reconstructions)
+    psnrs = [metrics.psnr(o, r) for o, r in zip(originals, reconstructions)]
+    ssims = [metrics.ssim(o, r) for o, r in zip(originals, reconstructions)]
+    assert mean_psnr == pytest.approx(sum(psnrs) / 3)
+    assert mean_ssim == pytest.approx(sum(ssims) / 3)
+    assert isinstance(mean_psnr, float) and isinstance(mean_ssim, float)
+
+
+def test_mean_psnr_ssim_by_hand():
+    zeros = np.zeros((3, 4, 4), dtype=np.float64)
+    originals = [zeros, zeros]
+    reconstructions = [zeros + 0.1, zeros + 0.2]  # MSE 0.01 and 0.04
+    mean_psnr, _ = metrics.mean_psnr_ssim(originals, reconstructions)
+    assert mean_psnr == pytest.approx((10 * math.log10(400) + 10 * math.log10(100)) / 2)
+
+
+def test_mean_psnr_ssim_rejects_bad_lists():
+    with pytest.raises(ValueError):
+        metrics.mean_psnr_ssim([np.zeros((3, 2, 2), dtype=np.float64)], [])
+    with pytest.raises(ValueError):
+        metrics.mean_psnr_ssim([], [])
