@@ -25,6 +25,11 @@ def cli(ctx, debug):
 
 # --- command registration (one line per command module) -------------------
 # (each module defines one or more click commands and is imported here)
+from sflnet_cli.commands import evaluate, filters, reconstruct, train  # noqa: E402
+cli.add_command(train)
+cli.add_command(reconstruct)
+cli.add_command(evaluate)
+cli.add_command(filters)
 # ---------------------------------------------------------------------------
 
 

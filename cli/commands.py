@@ -1,0 +1,434 @@
+"""The commands ``sflnet train``, ``reconstruct``, ``evaluate`` and ``filters``.
+
+They are thin: options are parsed here, the work is done by
+:mod:`sflnet.runner` (training runs), :mod:`sflnet.checkpoint`,
+:mod:`sflnet.data`, :mod:`sflnet.metrics` and :mod:`sflnet.figures`.
+User-fixable problems raise :class:`sflnet.SflnetError`, which ``sflnet``'s
+``main`` prints as one line (``Error: ...``) with exit status 1.
+"""
+
+import datetime
+import json
+import math
+import os
+import shlex
+import sys
+
+import click
+import numpy as np
+from click.core import ParameterSource
+
+from sflnet import SflnetError
+from sflnet.backend import DEVICES, select_device, to_device, to_host
+from sflnet.checkpoint import load_checkpoint, write_npz_atomic
+from sflnet.data import demo_dir, find_image_files, load_dataset, load_image, save_png
+from sflnet.model import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS, LOSSES, PARAM_NAMES
+from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, evaluate_model,
+                           model_from_checkpoint, run_training, sigma_label)
+
+EXIT_INTERRUPTED = 130
+SIDE_BY_SIDE_GAP = 4   # white pixels between original and reconstruction
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+
+def parse_float_list(text, option):
+    """``"0.8,1.6,3.2"`` → (0.8, 1.6, 3.2); SflnetError naming ``option`` if malformed."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not any(parts):
+        raise SflnetError(f"{option} is empty; give comma-separated numbers such as 0.8,1.6,3.2")
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise SflnetError(f"{option} {text!r}: {part!r} is not a number") from None
+        if not math.isfinite(value):
+            raise SflnetError(f"{option} {text!r}: {part!r} is not a finite number")
+        values.append(value)
+    return tuple(values)
+
+
+def _format_list(values):
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _absolute_paths(paths):
+    return tuple(os.path.abspath(p) for p in paths) if paths else None
+
+
+def _stderr_note(message):
+    click.echo(message, err=True)
+
+
+def data_options(size_default):
+    """The options that pick images, shared by ``train`` and ``evaluate``."""
+    size_help = ("Longer image side in pixels, aspect ratio kept; 0 keeps the native size"
+                 + (" [default: 300]" if size_default is not None else " [default: the checkpoint's]"))
+
+    def decorate(command):
+        command = click.option("--skip-bad", is_flag=True,
+                               help="Skip unreadable image files with a warning instead of stopping.")(command)
+        command = click.option("--size", type=int, default=size_default, show_default=False,
+                               help=size_help + ".")(command)
+        command = click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
+                               help="Drop images whose path relative to the data folder matches (repeatable).")(
+            command)
+        command = click.option("--include", "include", multiple=True, metavar="GLOB",
+                               help="Keep only images whose path relative to the data folder matches "
+                                    "(repeatable).")(command)
+        command = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
+                               help="Image file or folder (searched recursively); repeatable. "
+                                    "Default: the built-in demo images.")(command)
+        return command
+    return decorate
+
+
+# ---------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------
+
+class ProgressReporter(Reporter):
+    """A click progress bar on stderr (epoch, E, the subband SFLs, ETA); plain lines when not a terminal."""
+
+    def __init__(self, sigmas):
+        self.labels = [sigma_label(s) for s in sigmas]
+        self.bar = None
+        self.last = 0
+        self.every = 1
+        self.tty = False
+
+    def describe(self, row):
+        if row is None:
+            return ""
+        sfl = " ".join(f"sfl{label}={row['sfl_' + label]:.3e}" for label in self.labels)
+        return f"epoch {row['epoch']}/{self.last} E={row['E']:.4e} {sfl}"
+
+    def start(self, first_epoch, last_epoch):
+        stream = sys.stderr
+        self.tty = stream.isatty()
+        self.last = last_epoch
+        total = max(0, last_epoch - first_epoch + 1)
+        self.every = max(1, total // 20)
+        self.bar = click.progressbar(length=total, label="training", file=stream, show_eta=True,
+                                     show_pos=True, width=20, item_show_func=self.describe)
+        self.bar.__enter__()
+
+    def epoch(self, row):
+        self.bar.update(1, row)
+        if not self.tty and (row["epoch"] % self.every == 0 or row["epoch"] == self.last):
+            click.echo(self.describe(row), err=True)
+
+    def note(self, message):
+        if self.bar is not None and self.tty:
+            click.echo("", err=True)
+        click.echo(message, err=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _default_out():
+    """``runs/YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``, ... if that exists already)."""
+    base = os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    candidate, number = base, 1
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = f"{base}-{number}"
+    return candidate
+
+
+def _command_line(ctx):
+    """The full ``sflnet train ...`` command with every option spelled out (for config.json)."""
+    words = ["sflnet", "train"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        flag = param.opts[0]
+        if param.name in ("resume", "overwrite") or value is None or value == ():
+            continue
+        if param.is_flag:
+            if value:
+                words.append(flag)
+        elif param.multiple:
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+@click.command()
+@data_options(size_default=300)
+@click.option("--loss", type=click.Choice(LOSSES), default="sfl", show_default=True,
+              help="Trained objective: sfl = E_PL + E_SFL (paper Eq. 7), pl = pixel loss only (Eq. 4).")
+@click.option("--epochs", type=int, default=2000, show_default=True, help="Total number of epochs (>= 1).")
+@click.option("--lr", type=float, default=0.02, show_default=True, help="Learning rate (> 0).")
+@click.option("--momentum", type=float, default=0.5, show_default=True, help="Momentum, in [0, 1).")
+@click.option("--init-std", type=float, default=0.02, show_default=True,
+              help="Std of the normal initial weights (paper: N(0, 0.02)); biases start at 0.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the initial weights and the mini-batch shuffling.")
+@click.option("--sigmas", default=_format_list(DEFAULT_SIGMAS), show_default=True,
+              help="Comma-separated LoG scales σ of the subbands (> 0).")
+@click.option("--sfl-weights", default=_format_list(DEFAULT_SFL_WEIGHTS), show_default=True,
+              help="Comma-separated SFL weight per σ (>= 0), same count as --sigmas.")
+@click.option("--batch-size", type=int, default=0, show_default=True,
+              help="Images per mini-batch, shuffled each epoch; 0 = full batch (the paper).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="gpu needs CuPy and a CUDA device; auto uses it when available.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+              help="Floating-point precision of images, parameters and arithmetic.")
+@click.option("--out", type=click.Path(), default=None, metavar="RUN_DIR",
+              help="Run folder. Default: runs/<YYYYmmdd-HHMMSS>.")
+@click.option("--snapshot-every", type=int, default=None,
+              help="Epochs between snapshots (checkpoints/epoch_NNNN.npz and reconstructions); "
+                   "0 = final epoch only. Default: max(1, epochs // 10); the final epoch always gets one.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its checkpoint.npz up to --epochs, exactly as if it had "
+                   "never stopped. Its settings come from its config.json.")
+@click.option("--overwrite", is_flag=True,
+              help="Allow --out to be an existing run or a non-empty folder (sflnet's own files are replaced).")
+def train(data, include, exclude, size, skip_bad, loss, epochs, lr, momentum, init_std, seed, sigmas,
+          sfl_weights, batch_size, device, dtype, out, snapshot_every, resume, overwrite):
+    """Train the Table 1 autoencoder and write a run folder.
+
+    \b
+    RUN_DIR/config.json          every option, version, device, data names and sizes
+    RUN_DIR/history.csv          epoch,E,E_PL,E_SFL,sfl_<σ>...,seconds; row k = losses
+                                 measured before epoch k's update
+    RUN_DIR/checkpoint.npz       latest epoch (parameters after that many updates)
+    RUN_DIR/checkpoints/         epoch_NNNN.npz at snapshot epochs
+    RUN_DIR/snapshots/           reconstructions of the first 8 images at snapshot epochs
+    RUN_DIR/curves.png           learning curves (paper Fig. 5 style)
+
+    Ctrl-C stops after the current epoch, saves and prints how to resume (exit 130).
+    """
+    ctx = click.get_current_context()
+    sigma_values = parse_float_list(sigmas, "--sigmas")
+    weight_values = parse_float_list(sfl_weights, "--sfl-weights")
+    values = {"data": _absolute_paths(data), "include": tuple(include), "exclude": tuple(exclude),
+              "size": size, "skip_bad": skip_bad, "loss": loss, "epochs": epochs, "lr": lr,
+              "momentum": momentum, "init_std": init_std, "seed": seed, "sigmas": sigma_values,
+              "sfl_weights": weight_values, "batch_size": batch_size, "device": device, "dtype": dtype,
+              "snapshot_every": snapshot_every}
+    reporter = ProgressReporter(sigma_values)
+    if resume:
+        if out is None:
+            raise SflnetError("--resume needs --out RUN_DIR, the run folder to continue")
+        given = {name for name in values if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+        overrides = {name: values[name] for name in given if name in KEY_OPTIONS + RESUME_OPTIONS}
+        if overwrite:
+            raise SflnetError("--resume and --overwrite contradict each other; give only one")
+        result = run_training(out=out, resume=True, overrides=overrides, reporter=reporter)
+        reporter.labels = [sigma_label(s) for s in result.options.sigmas]
+    else:
+        options = TrainOptions(**values).validate()
+        out = out if out is not None else _default_out()
+        result = run_training(options, out, overwrite=overwrite, reporter=reporter,
+                              command=_command_line(ctx))
+    _report_training(result)
+
+
+def _report_training(result):
+    folder = result.folder
+    if result.status == "up-to-date":
+        click.echo(f"Nothing to do: {folder} is already at epoch {result.epoch} (ask for more with --epochs).")
+        return
+    if result.status == "interrupted":
+        command = shlex.join(["sflnet", "train", "--resume", "--out", folder])
+        click.echo(f"Interrupted. {os.path.join(folder, 'checkpoint.npz')} holds epoch {result.epoch} and "
+                   f"history.csv is flushed.", err=True)
+        click.echo(f"Resume with: {command}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    row = result.last_row
+    summary = f"E={row['E']:.6g} E_PL={row['E_PL']:.6g} E_SFL={row['E_SFL']:.6g}" if row else ""
+    click.echo(f"Trained to epoch {result.epoch} in {result.seconds:.1f} s on "
+               f"{result.extra.get('device_name', '?')} ({result.extra.get('images', '?')} images). "
+               f"Last logged {summary}.")
+    click.echo(f"Run folder: {folder}")
+
+
+# ---------------------------------------------------------------------------
+# reconstruct
+# ---------------------------------------------------------------------------
+
+def _check_size(size):
+    if size is not None and size < 0:
+        raise SflnetError(f"--size must be 0 (native size) or a positive number of pixels, got {size}")
+
+
+def _refuse_existing(paths, overwrite):
+    if overwrite:
+        return
+    existing = [p for p in paths if os.path.lexists(p)]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise SflnetError(f"output file {existing[0]} already exists{more}; pass --overwrite to replace it")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="INPUT...")
+@click.option("--out", required=True, type=click.Path(), metavar="DIR", help="Folder for the output PNGs.")
+@click.option("--size", type=int, default=None,
+              help="Longer image side in pixels; 0 keeps the native size. Default: the checkpoint's training size.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--side-by-side", is_flag=True, help="Also write NAME_side_by_side.png: original | reconstruction.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable image files with a warning.")
+def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, skip_bad):
+    """Reconstruct images with a trained CHECKPOINT.
+
+    INPUT is an image file or a folder (searched recursively). One PNG per input is
+    written to DIR, named after the input (sub-folders kept), with the size of the input
+    after --size. The network is fully convolutional, so any size works.
+    """
+    _check_size(size)
+    ckpt = load_checkpoint(checkpoint)
+    size = ckpt.config["size"] if size is None else size
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise SflnetError(f"--out {out} exists and is not a folder")
+    dataset = load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype,
+                           warn=_stderr_note)
+    targets, seen = [], {}
+    for name in dataset.names:
+        stem = os.path.splitext(name)[0]
+        target = os.path.join(out, stem + ".png")
+        if target in seen:
+            raise SflnetError(f"inputs {seen[target]!r} and {name!r} would both be written to {target}")
+        seen[target] = name
+        targets.append((target, os.path.join(out, stem + "_side_by_side.png")))
+    _refuse_existing([t for pair in targets for t in (pair if side_by_side else pair[:1])], overwrite)
+    xp = select_device(device)
+    model = model_from_checkpoint(ckpt, xp)
+    for image, (target, side_target) in zip(dataset.images, targets):
+        recon = to_host(model.reconstruct([to_device(image, xp)])[0])
+        save_png(recon, target)
+        if side_by_side:
+            gap = np.ones((3, image.shape[1], SIDE_BY_SIDE_GAP), dtype=image.dtype)
+            save_png(np.concatenate([image, gap, recon], axis=2), side_target)
+    click.echo(f"Wrote {len(targets)} reconstruction(s) to {out} (checkpoint epoch {ckpt.epoch}).")
+
+
+# ---------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@data_options(size_default=None)
+@click.option("--loss", type=click.Choice(LOSSES), default=None,
+              help="Objective reported as E (and differentiated for --grads). Default: the checkpoint's.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: E, E_PL, E_SFL, sfl (σ → value), psnr, ssim, images.")
+@click.option("--grads", type=click.Path(), default=None, metavar="FILE.npz",
+              help="Also write the full-batch gradient dE/dθ under w2 … b5, in the run's dtype.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --grads file.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, as_json, grads, overwrite, device):
+    """Losses, mean PSNR and mean SSIM of a CHECKPOINT on a data set.
+
+    Default data: the checkpoint's training data, size and include/exclude patterns.
+    E, E_PL, E_SFL and the unit-weight SFL per σ are computed exactly as in training
+    (full batch); evaluating checkpoints/epoch_NNNN.npz reproduces row NNNN+1 of the
+    run's history.csv. PSNR and SSIM compare images on [-1, 1] with data_range = 2,
+    which equals 8-bit PSNR/SSIM.
+    """
+    _check_size(size)
+    ckpt = load_checkpoint(checkpoint)
+    config = ckpt.config
+    if data:
+        paths = list(_absolute_paths(data))
+    else:
+        paths = config.get("data")
+        include = include or tuple(config.get("include") or ())
+        exclude = exclude or tuple(config.get("exclude") or ())
+        skip_bad = skip_bad or bool(config.get("skip_bad"))
+    size = config["size"] if size is None else size
+    if grads is not None:
+        _refuse_existing([grads], overwrite)
+        parent = os.path.dirname(os.path.abspath(grads))
+        if not os.path.isdir(parent):
+            raise SflnetError(f"--grads {grads}: folder {parent} does not exist")
+    dataset = load_dataset(paths=paths or None, size=size, include=include, exclude=exclude,
+                           skip_bad=skip_bad, dtype=ckpt.dtype, warn=_stderr_note)
+    xp = select_device(device)
+    model = model_from_checkpoint(ckpt, xp, loss=loss)
+    images = [to_device(image, xp) for image in dataset.images]
+    report, gradient = evaluate_model(model, images, compute_grads=grads is not None)
+    if grads is not None:
+        meta = {"what": "full-batch gradient dE/dtheta", "loss": model.loss, "E": report["E"],
+                "checkpoint": os.path.abspath(checkpoint), "epoch": ckpt.epoch, "images": len(images),
+                "size": size, "dtype": str(ckpt.dtype)}
+        arrays = {name: gradient[name] for name in PARAM_NAMES}
+        arrays["meta"] = np.array(json.dumps(meta))
+        write_npz_atomic(grads, arrays, what="gradient file")
+    if as_json:
+        finite = {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
+                  for key, value in report.items()}
+        click.echo(json.dumps(finite))
+        return
+    loss_text = ("E = E_PL + E_SFL" if model.loss == "sfl" else "E = E_PL")
+    lines = [
+        f"checkpoint  {checkpoint} (epoch {ckpt.epoch}: parameters after {ckpt.epoch} updates)",
+        f"data        {dataset.source}: {len(images)} images, longer side "
+        f"{size if size else 'native'}{' px' if size else ''}",
+        f"loss        {model.loss} ({loss_text}; SFL weights {_format_list(config['sfl_weights'])})",
+        f"E           {report['E']:.10g}",
+        f"E_PL        {report['E_PL']:.10g}",
+        f"E_SFL       {report['E_SFL']:.10g}",
+    ]
+    lines += [f"SFL σ={label:<5} {value:.10g} (unit weight)" for label, value in report["sfl"].items()]
+    lines += [
+        f"PSNR        {report['psnr']:.4f} dB (mean over images; images on [-1, 1], data_range 2, "
+        f"the same as 8-bit PSNR)",
+        f"SSIM        {report['ssim']:.4f} (mean over images; data_range 2, Gaussian window σ=1.5)",
+        f"images      {report['images']}",
+    ]
+    if grads is not None:
+        lines.append(f"gradient    written to {grads}")
+    click.echo("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------
+# filters
+# ---------------------------------------------------------------------------
+
+FIG3_FILE = "fig3_log_responses.png"
+FIG4_FILE = "fig4_subbands.png"
+
+
+@click.command()
+@click.option("--out", type=click.Path(), default=".", show_default=True, metavar="DIR",
+              help="Folder for the two PNGs.")
+@click.option("--image", type=click.Path(), default=None, metavar="PATH",
+              help="Image for Fig. 4. Default: the first built-in demo image.")
+@click.option("--size", type=int, default=300, show_default=True,
+              help="Longer side of the Fig. 4 image in pixels (0: native).")
+@click.option("--sigmas", default=_format_list(DEFAULT_SIGMAS), show_default=True,
+              help="Comma-separated LoG scales σ (> 0).")
+@click.option("--overwrite", is_flag=True, help="Replace existing PNGs.")
+def filters(out, image, size, sigmas, overwrite):
+    """Draw the LoG filters: paper Fig. 3 (frequency responses) and Fig. 4 (subbands of an image).
+
+    Writes DIR/fig3_log_responses.png and DIR/fig4_subbands.png.
+    """
+    from sflnet.figures import plot_log_responses, plot_subbands  # noqa: PLC0415  (matplotlib is slow)
+
+    sigma_values = parse_float_list(sigmas, "--sigmas")
+    if not all(s > 0 for s in sigma_values):
+        raise SflnetError(f"--sigmas must all be > 0, got {sigmas}")
+    _check_size(size)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise SflnetError(f"--out {out} exists and is not a folder")
+    fig3, fig4 = os.path.join(out, FIG3_FILE), os.path.join(out, FIG4_FILE)
+    _refuse_existing([fig3, fig4], overwrite)
+    image_path = image if image is not None else find_image_files(demo_dir())[0][0]
+    picture = load_image(image_path, size=size, dtype=np.float64)
+    plot_log_responses(list(sigma_values), fig3)
+    plot_subbands(picture, list(sigma_values), fig4)
+    click.echo(f"Wrote {fig3} and {fig4}")

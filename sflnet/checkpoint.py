@@ -1,0 +1,422 @@
+"""Checkpoints: the network's parameters, the optimiser's velocity and the run's state in one ``.npz``.
+
+File format (``FORMAT_VERSION`` 1)
+----------------------------------
+A plain NumPy ``.npz`` archive (a zip of ``.npy`` files), readable with
+``numpy.load(path, allow_pickle=False)``. It holds only numeric arrays and one
+string, never pickled Python objects:
+
+==================  ===========================  ==========================================
+key                 shape                        what
+==================  ===========================  ==========================================
+``w2`` … ``b5``     PyTorch conv layout          the parameters (see ``sflnet.model.PARAM_SHAPES``):
+                    (C_out, C_in, kh, kw), (C,)  weights of a cross-correlation, like ``torch.nn.Conv2d``
+``velocity_w2`` …   same as the parameter        momentum SGD velocity ``v`` (``v ← μv − ηg; θ ← θ + v``)
+``meta``            () unicode                   a JSON document, see below
+==================  ===========================  ==========================================
+
+All parameter and velocity arrays have the run's dtype (float32 or float64)
+and live on the host.
+
+``meta`` (JSON) holds:
+
+* ``format`` (``"sflnet-checkpoint"``) and ``format_version``;
+* ``sflnet_version`` that wrote the file;
+* ``architecture``: ``{"name": "ichimura-table1-cae", "param_shapes": {...}}``;
+* ``epoch``: the number of parameter updates (epochs) **already applied**.
+  The checkpoint of "epoch k" holds the parameters after k epochs of
+  training; ``epoch`` 0 is the initialisation. Row ``epoch = k + 1`` of the
+  run's ``history.csv`` holds the losses measured with exactly these
+  parameters (each history row is measured by the forward pass of its epoch,
+  before that epoch's update);
+* ``config``: the training options (loss, sigmas, sfl_weights, pl_weights,
+  lr, momentum, init_std, seed, dtype, size, batch_size, data, include,
+  exclude, skip_bad, epochs, snapshot_every) and the data fingerprint;
+* ``rng_state``: ``numpy.random.Generator.bit_generator.state`` of the
+  mini-batch shuffling generator, so that a resumed run draws the same
+  mini-batches as an uninterrupted one.
+
+Loading into PyTorch takes a few lines::
+
+    import numpy as np, torch
+    z = np.load("checkpoint.npz", allow_pickle=False)
+    convs = {n: torch.nn.Conv2d(*z[f"w{n}"].shape[1::-1], 3, stride=2 if n == 3 else 1, padding=1)
+             for n in (2, 3, 4, 5)}   # layer 4 is preceded by bilinear x2 upsampling (then crop)
+    for n, conv in convs.items():
+        conv.weight.data = torch.from_numpy(z[f"w{n}"]); conv.bias.data = torch.from_numpy(z[f"b{n}"])
+
+Writing is atomic (:func:`atomic_writer`): the archive goes to a temporary
+file in the same folder, is flushed and fsync'ed, then renamed over the old
+one with :func:`os.replace`, so a crash at any moment leaves either the old or
+the new checkpoint, never a half-written one. Non-finite parameters are never
+written.
+
+Loading (:func:`load_checkpoint`) always uses ``allow_pickle=False`` and
+checks everything: a broken zip, a file that is not an ``.npz``, missing
+arrays, wrong shapes or dtypes, a foreign architecture, an unknown format
+version, a malformed ``meta`` or a σ set that differs from the expected one
+each raise :class:`SflnetError` with one line naming the file and the problem.
+A pickled object inside the archive is refused, never unpickled.
+"""
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from sflnet import __version__
+from sflnet.errors import SflnetError
+from sflnet.model import PARAM_NAMES, PARAM_SHAPES
+
+FORMAT_NAME = "sflnet-checkpoint"
+FORMAT_VERSION = 1
+ARCHITECTURE = "ichimura-table1-cae"
+EPOCH_MEANING = ("parameters after `epoch` updates (0 = initialisation); history.csv row "
+                 "epoch+1 holds the losses measured with these parameters")
+VELOCITY_PREFIX = "velocity_"
+FLOAT_DTYPES = ("float32", "float64")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint, everything on the host.
+
+    params:    {name: ndarray} for w2 … b5 (PyTorch layout, the run's dtype)
+    velocity:  {name: ndarray} the momentum SGD velocity, same shapes and dtype
+    meta:      the decoded ``meta`` JSON (dict)
+    path:      the file it came from (str)
+    """
+
+    params: dict
+    velocity: dict
+    meta: dict
+    path: str
+
+    @property
+    def epoch(self):
+        """Number of updates already applied to :attr:`params`."""
+        return self.meta["epoch"]
+
+    @property
+    def config(self):
+        """The training options stored with the checkpoint (dict)."""
+        return self.meta["config"]
+
+    @property
+    def dtype(self):
+        return self.params["w2"].dtype
+
+    def rng(self):
+        """A new ``numpy.random.Generator`` in the saved mini-batch shuffling state."""
+        return generator_from_state(self.meta["rng_state"])
+
+
+def generator_from_state(state):
+    """``numpy.random.Generator`` whose bit generator is restored from ``state`` (JSON form).
+
+    Raises ValueError/TypeError/KeyError for a malformed state.
+    """
+    name = state["bit_generator"]
+    bit_generator_class = getattr(np.random, name, None)
+    if not (isinstance(bit_generator_class, type)
+            and issubclass(bit_generator_class, np.random.BitGenerator)):
+        raise ValueError(f"unknown bit generator {name!r}")
+    bit_generator = bit_generator_class()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def architecture_meta():
+    """The ``architecture`` entry of ``meta``: the name and every parameter's shape."""
+    return {"name": ARCHITECTURE, "param_shapes": {n: list(PARAM_SHAPES[n]) for n in PARAM_NAMES}}
+
+
+# ---------------------------------------------------------------------------
+# Atomic writing
+# ---------------------------------------------------------------------------
+
+def _fsync_folder(folder):
+    """Make a rename in ``folder`` durable (best effort: not every system can open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path, what="file"):
+    """Context manager yielding a binary file object whose content replaces ``path`` atomically.
+
+    The data goes to a temporary file in the same folder (so the rename cannot
+    cross file systems); on a clean exit it is flushed, fsync'ed and renamed
+    over ``path`` with :func:`os.replace`. On any error the temporary file is
+    removed and ``path`` is left untouched. An ``OSError`` (disk full,
+    read-only folder, ...) becomes an :class:`SflnetError` naming ``path``.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                            dir=folder)
+    except OSError as exc:
+        raise SflnetError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp_path, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)
+        if isinstance(exc, OSError):
+            raise SflnetError(f"cannot write {what} {path}: {exc.strerror or exc} "
+                              f"(the previous file, if any, is unchanged)") from None
+        raise
+    _fsync_folder(folder)
+
+
+def write_text_atomic(path, text, what="file"):
+    """Replace ``path`` by ``text`` (UTF-8) atomically, see :func:`atomic_writer`."""
+    with atomic_writer(path, what) as stream:
+        stream.write(text.encode("utf-8"))
+
+
+def write_npz_atomic(path, arrays, what="file"):
+    """Write ``{name: ndarray}`` as an uncompressed ``.npz`` atomically (no pickles allowed)."""
+    for name, array in arrays.items():
+        if np.asarray(array).dtype.hasobject:
+            raise ValueError(f"array {name!r} holds Python objects; refusing to pickle it")
+    with atomic_writer(path, what) as stream:
+        np.savez(stream, **arrays)
+
+
+# ---------------------------------------------------------------------------
+# Saving
+# ---------------------------------------------------------------------------
+
+def make_meta(epoch, config, rng_state):
+    """The ``meta`` dict of a checkpoint (see the module docstring)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "sflnet_version": __version__,
+        "architecture": architecture_meta(),
+        "epoch": int(epoch),
+        "epoch_meaning": EPOCH_MEANING,
+        "config": config,
+        "rng_state": rng_state,
+    }
+
+
+def save_checkpoint(path, params, velocity, meta):
+    """Write a checkpoint atomically.
+
+    params:   {w2 … b5: array (host or device)}, all one float dtype
+    velocity: {name: array} (a missing entry, e.g. before the first step, is saved as zeros)
+    meta:     dict from :func:`make_meta` (must be JSON-serialisable)
+
+    Raises ValueError if any parameter or velocity is not finite (a checkpoint
+    must always be a good state to resume from), SflnetError if the file cannot
+    be written (the previous file at ``path`` then stays as it was).
+    """
+    from sflnet.backend import to_host  # noqa: PLC0415  (keeps this module importable alone)
+
+    arrays = {}
+    for name in PARAM_NAMES:
+        theta = np.array(to_host(params[name]), copy=True)
+        if name in velocity:
+            v = np.array(to_host(velocity[name]), copy=True)
+        else:
+            v = np.zeros(theta.shape, dtype=theta.dtype)
+        if not (np.isfinite(theta).all() and np.isfinite(v).all()):
+            raise ValueError(f"refusing to save a checkpoint with non-finite values in {name}")
+        arrays[name] = theta
+        arrays[VELOCITY_PREFIX + name] = v
+    arrays["meta"] = np.array(json.dumps(meta, allow_nan=False, sort_keys=True))
+    write_npz_atomic(path, arrays, what="checkpoint")
+
+
+# ---------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text if text else type(exc).__name__
+
+
+def _read_member(archive, key, path):
+    """One array of an open NpzFile; pickles are refused (allow_pickle=False)."""
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise SflnetError(f"refusing checkpoint {path}: array {key!r} holds pickled Python objects, "
+                              f"which sflnet never loads") from None
+        raise SflnetError(f"corrupt checkpoint {path}: cannot read array {key!r} ({_one_line(exc)})") from None
+    except Exception as exc:  # zlib/zip/CRC errors, truncated members
+        raise SflnetError(f"corrupt checkpoint {path}: cannot read array {key!r} ({_one_line(exc)})") from None
+
+
+def _read_archive(path):
+    """{key: ndarray} of every member of the ``.npz`` at ``path``, loaded with allow_pickle=False."""
+    if not os.path.exists(path):
+        raise SflnetError(f"checkpoint file does not exist: {path}")
+    if os.path.isdir(path):
+        raise SflnetError(f"expected a checkpoint file but got a folder: {path}")
+    if not zipfile.is_zipfile(path):
+        raise SflnetError(f"not a checkpoint: {path} is not an .npz archive (not a zip file)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise SflnetError(f"not a checkpoint: {path} cannot be read by numpy.load ({_one_line(exc)})") from None
+    except Exception as exc:  # BadZipFile, OSError, EOFError, ...
+        raise SflnetError(f"corrupt checkpoint {path}: {_one_line(exc)}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise SflnetError(f"not a checkpoint: {path} is not an .npz archive")
+    with archive:
+        return {key: _read_member(archive, key, path) for key in archive.files}
+
+
+def _decode_meta(arrays, path):
+    if "meta" not in arrays:
+        raise SflnetError(f"not an sflnet checkpoint: {path} has no 'meta' entry")
+    raw = arrays["meta"]
+    if raw.ndim != 0 or raw.dtype.kind != "U":
+        raise SflnetError(f"corrupt checkpoint {path}: 'meta' must be a single unicode string, "
+                          f"got dtype {raw.dtype} shape {raw.shape}")
+    try:
+        meta = json.loads(str(raw.item()))
+    except ValueError as exc:
+        raise SflnetError(f"corrupt checkpoint {path}: 'meta' is not valid JSON ({_one_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise SflnetError(f"corrupt checkpoint {path}: 'meta' must be a JSON object")
+    return meta
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_meta(meta, path):
+    """Format, version, architecture, epoch, config and RNG state of a decoded ``meta``."""
+    if meta.get("format") != FORMAT_NAME:
+        raise SflnetError(f"not an sflnet checkpoint: {path} has format {meta.get('format')!r}, "
+                          f"expected {FORMAT_NAME!r}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise SflnetError(f"corrupt checkpoint {path}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise SflnetError(f"checkpoint {path} has format version {version}, newer than this sflnet "
+                          f"({__version__}) reads ({FORMAT_VERSION}); upgrade sflnet")
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict) or arch.get("name") != ARCHITECTURE:
+        name = arch.get("name") if isinstance(arch, dict) else arch
+        raise SflnetError(f"checkpoint {path} is for architecture {name!r}; sflnet only knows {ARCHITECTURE!r}")
+    if arch.get("param_shapes") != architecture_meta()["param_shapes"]:
+        raise SflnetError(f"checkpoint {path} describes different layer shapes than the {ARCHITECTURE} network")
+    epoch = meta.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise SflnetError(f"corrupt checkpoint {path}: bad epoch {epoch!r}")
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise SflnetError(f"corrupt checkpoint {path}: 'config' is missing from meta")
+    for key in ("loss", "sigmas", "sfl_weights", "pl_weights", "dtype", "size"):
+        if key not in config:
+            raise SflnetError(f"corrupt checkpoint {path}: config has no {key!r}")
+    if config["loss"] not in ("sfl", "pl"):
+        raise SflnetError(f"corrupt checkpoint {path}: unknown loss {config['loss']!r}")
+    sigmas, weights = config["sigmas"], config["sfl_weights"]
+    if (not isinstance(sigmas, list) or not sigmas or not all(_is_number(s) and s > 0 for s in sigmas)):
+        raise SflnetError(f"corrupt checkpoint {path}: bad sigma set {sigmas!r}")
+    if not isinstance(weights, list) or len(weights) != len(sigmas) or not all(_is_number(w) for w in weights):
+        raise SflnetError(f"corrupt checkpoint {path}: sfl_weights {weights!r} do not match sigmas {sigmas!r}")
+    pl_weights = config["pl_weights"]
+    if not isinstance(pl_weights, list) or len(pl_weights) != 3 or not all(_is_number(w) for w in pl_weights):
+        raise SflnetError(f"corrupt checkpoint {path}: bad pl_weights {pl_weights!r}")
+    if config["dtype"] not in FLOAT_DTYPES:
+        raise SflnetError(f"corrupt checkpoint {path}: unknown dtype {config['dtype']!r}")
+    size = config["size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise SflnetError(f"corrupt checkpoint {path}: bad image size {size!r}")
+    try:
+        generator_from_state(meta["rng_state"])
+    except Exception as exc:
+        raise SflnetError(f"corrupt checkpoint {path}: bad rng_state ({_one_line(exc)})") from None
+
+
+def _check_arrays(arrays, dtype_name, path):
+    """The parameter and velocity arrays: present, right shapes, one float dtype, finite."""
+    expected = [*PARAM_NAMES, *(VELOCITY_PREFIX + n for n in PARAM_NAMES)]
+    missing = [key for key in expected if key not in arrays]
+    if missing:
+        raise SflnetError(f"incomplete checkpoint {path}: missing array(s) {', '.join(missing)}")
+    for key in expected:
+        array = arrays[key]
+        shape = PARAM_SHAPES[key[len(VELOCITY_PREFIX):] if key.startswith(VELOCITY_PREFIX) else key]
+        if tuple(array.shape) != shape:
+            raise SflnetError(f"checkpoint {path}: array {key!r} has shape {tuple(array.shape)}, expected "
+                              f"{shape} (a different architecture?)")
+        if array.dtype != np.dtype(dtype_name):
+            raise SflnetError(f"checkpoint {path}: array {key!r} has dtype {array.dtype}, expected {dtype_name}")
+        if not np.isfinite(array).all():
+            raise SflnetError(f"checkpoint {path}: array {key!r} holds NaN or Inf values")
+
+
+def _check_expected(config, expect, path):
+    """Compare the stored config with ``expect`` ({key: value}); one line on the first mismatch."""
+    for key, wanted in expect.items():
+        stored = config.get(key)
+        if not _same(stored, wanted):
+            raise SflnetError(f"checkpoint {path} does not match: it has {key}={_show(stored)} "
+                              f"but {_show(wanted)} is expected")
+
+
+def _same(a, b):
+    """Config equality: lists/tuples element-wise, numbers compared as floats."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if _is_number(a) and _is_number(b):
+        return float(a) == float(b)
+    return a == b
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if _is_number(v) else str(v) for v in value)
+    return str(value)
+
+
+def load_checkpoint(path, expect=None):
+    """Read and validate a checkpoint written by :func:`save_checkpoint`.
+
+    path:   the ``.npz`` file
+    expect: optional {config key: value} that must match the stored config,
+            e.g. ``{"sigmas": [0.8, 1.6, 3.2], "loss": "sfl"}`` (lists compare
+            element-wise as floats)
+
+    returns :class:`Checkpoint` (host arrays). Raises :class:`SflnetError`
+    (one line naming ``path``) for anything unusable.
+    """
+    path = os.fspath(path)
+    arrays = _read_archive(path)
+    meta = _decode_meta(arrays, path)
+    _check_meta(meta, path)
+    _check_arrays(arrays, meta["config"]["dtype"], path)
+    if expect:
+        _check_expected(meta["config"], expect, path)
+    params = {n: arrays[n] for n in PARAM_NAMES}
+    velocity = {n: arrays[VELOCITY_PREFIX + n] for n in PARAM_NAMES}
+    return Checkpoint(params=params, velocity=velocity, meta=meta, path=path)

@@ -1,0 +1,932 @@
+"""A training run on disk: options, run folder, history, checkpoints, snapshots, resume, Ctrl-C, divergence.
+
+Run folder
+----------
+::
+
+    RUN/
+      config.json              every option, sflnet version, device, dtype, data (paths, names, sizes, fingerprint)
+      history.csv              one row per epoch (see below), flushed after every row
+      checkpoint.npz           the latest completed epoch (rewritten atomically after every epoch)
+      checkpoints/epoch_NNNN.npz   kept at snapshot epochs
+      snapshots/original/      the first 8 training images as PNGs (for comparison)
+      snapshots/epoch_NNNN/    reconstructions of the first 8 training images at snapshot epochs
+      curves.png               the learning curves (paper Fig. 5 style), drawn at the end
+
+Epoch numbering
+---------------
+Epoch k (1-based) is the k-th pass over the training data. Its forward pass
+measures the losses with the parameters after k−1 updates; then the update
+is applied. So:
+
+* ``history.csv`` row ``epoch = k`` holds the losses measured **before**
+  epoch k's update (parameters after k−1 updates);
+* the checkpoint of epoch k (``checkpoint.npz`` with meta ``epoch = k``, or
+  ``checkpoints/epoch_k.npz``) holds the parameters **after** k updates; the
+  loss of exactly that state is logged in row k+1. Epoch 0 is the
+  initialisation, saved before training starts;
+* ``snapshots/epoch_k/`` shows the reconstructions of the checkpoint of epoch k.
+
+history.csv
+-----------
+Header ``epoch,E,E_PL,E_SFL,sfl_0.8,sfl_1.6,sfl_3.2,seconds`` (one ``sfl_``
+column per σ, named ``f"sfl_{sigma:g}"``). ``E`` is the trained objective
+(``E_PL`` for ``--loss pl``, ``E_PL + E_SFL`` for ``--loss sfl``), ``E_SFL``
+uses the configured subband weights, the ``sfl_`` columns are unit-weight
+subband losses. Losses are written with Python's shortest round-trip ``repr``
+so they can be compared exactly. ``seconds`` is the wall time of the epoch's
+computation. With mini-batches (``batch_size > 0``) a row is the
+image-weighted mean of the per-step losses, each measured before its own
+step.
+
+Robustness
+----------
+* Everything is validated, the device selected and the data loaded before
+  anything is written.
+* ``checkpoint.npz`` is rewritten atomically after every epoch and only with
+  finite values, so a crash or ``kill -9`` at any moment leaves a loadable
+  checkpoint of the last completed epoch.
+* ``resume`` continues exactly: the checkpoint holds parameters, momentum
+  velocity and the shuffling RNG state; ``history.csv`` rows after the
+  checkpoint's epoch (left by a crash) are dropped. Resuming refuses data or
+  settings that differ from ``config.json``.
+* Ctrl-C (SIGINT) asks the loop to stop after the current epoch; a second
+  Ctrl-C abandons the epoch at once. Either way the last completed epoch is
+  in ``checkpoint.npz`` and :func:`run_training` returns ``"interrupted"``.
+* A NaN/Inf loss or parameter stops training with an :class:`SflnetError`
+  suggesting a smaller learning rate; ``checkpoint.npz`` keeps the last good
+  epoch.
+"""
+
+import contextlib
+import csv
+import datetime
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from sflnet import __version__
+from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
+from sflnet.checkpoint import (EPOCH_MEANING, load_checkpoint, make_meta, save_checkpoint,
+                               write_text_atomic)
+from sflnet.data import load_dataset, save_png
+from sflnet.errors import SflnetError
+from sflnet.model import (DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, LOSSES, PARAM_NAMES,
+                          Autoencoder, init_params)
+from sflnet.optim import MomentumSGD
+from sflnet.train import minibatch_order, train_step
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_FILE = "checkpoint.npz"
+CURVES_FILE = "curves.png"
+CHECKPOINTS_DIR = "checkpoints"
+SNAPSHOTS_DIR = "snapshots"
+RUN_MARKERS = (CONFIG_FILE, CHECKPOINT_FILE, HISTORY_FILE)
+SNAPSHOT_IMAGES = 8          # reconstructions of the first 8 training images per snapshot
+CURVES_EVERY_S = 60.0        # redraw curves.png at snapshot epochs at most this often (and at the end)
+SHUFFLE_STREAM = 1           # mini-batch RNG: numpy.random.default_rng((seed, SHUFFLE_STREAM))
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "gpu")
+
+# Options that define the run: a resumed run must use the same values.
+KEY_OPTIONS = ("data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
+               "pl_weights", "dtype", "lr", "momentum", "init_std", "seed", "batch_size")
+# Options a resume may change.
+RESUME_OPTIONS = ("epochs", "device", "snapshot_every")
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def sigma_label(sigma):
+    """How a σ is written in column names and JSON keys: ``f"{sigma:g}"`` (0.8 → "0.8")."""
+    return f"{sigma:g}"
+
+
+def history_columns(sigmas):
+    """``["epoch", "E", "E_PL", "E_SFL", "sfl_0.8", ..., "seconds"]``."""
+    return ["epoch", "E", "E_PL", "E_SFL", *(f"sfl_{sigma_label(s)}" for s in sigmas), "seconds"]
+
+
+def default_snapshot_every(epochs):
+    """Snapshots about ten times per run: ``max(1, epochs // 10)`` (the final epoch always gets one)."""
+    return max(1, epochs // 10)
+
+
+@dataclass
+class TrainOptions:
+    """Every setting of a training run (the ``sflnet train`` options).
+
+    data:      tuple of absolute image file/folder paths, or None for the built-in demo images
+    size:      longer image side in pixels (0: native size)
+    sigmas, sfl_weights, pl_weights: tuples of floats (pl_weights is not a CLI option)
+    batch_size: 0 for full batch, else images per mini-batch
+    snapshot_every: epochs between snapshots; 0 = only the final epoch; None = :func:`default_snapshot_every`
+    """
+
+    data: tuple = None
+    include: tuple = ()
+    exclude: tuple = ()
+    size: int = 300
+    skip_bad: bool = False
+    loss: str = "sfl"
+    epochs: int = 2000
+    lr: float = 0.02
+    momentum: float = 0.5
+    init_std: float = 0.02
+    seed: int = 0
+    sigmas: tuple = DEFAULT_SIGMAS
+    sfl_weights: tuple = DEFAULT_SFL_WEIGHTS
+    pl_weights: tuple = DEFAULT_PL_WEIGHTS
+    batch_size: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    snapshot_every: int = None
+
+    def validate(self):
+        """Raise :class:`SflnetError` (one line naming the option) for any bad value; returns self."""
+        if not _whole(self.epochs) or self.epochs < 1:
+            raise SflnetError(f"--epochs must be a whole number >= 1, got {self.epochs!r}")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise SflnetError(f"--lr must be a finite number > 0, got {self.lr!r}")
+        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
+            raise SflnetError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if not _finite(self.init_std) or self.init_std < 0:
+            raise SflnetError(f"--init-std must be a finite number >= 0, got {self.init_std!r}")
+        if not _whole(self.seed) or self.seed < 0:
+            raise SflnetError(f"--seed must be a whole number >= 0, got {self.seed!r}")
+        if not _whole(self.size) or self.size < 0:
+            raise SflnetError(f"--size must be 0 (native size) or a positive number of pixels, got {self.size!r}")
+        if not _whole(self.batch_size) or self.batch_size < 0:
+            raise SflnetError(f"--batch-size must be 0 (full batch) or positive, got {self.batch_size!r}")
+        if self.snapshot_every is not None and (not _whole(self.snapshot_every) or self.snapshot_every < 0):
+            raise SflnetError(f"--snapshot-every must be 0 (final epoch only) or positive, "
+                              f"got {self.snapshot_every!r}")
+        if self.loss not in LOSSES:
+            raise SflnetError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.device not in DEVICES:
+            raise SflnetError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise SflnetError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not self.sigmas:
+            raise SflnetError("--sigmas needs at least one value")
+        if not all(_finite(s) and s > 0 for s in self.sigmas):
+            raise SflnetError(f"--sigmas must all be finite numbers > 0, got {_join(self.sigmas)}")
+        labels = [sigma_label(s) for s in self.sigmas]
+        if len(set(labels)) != len(labels):
+            raise SflnetError(f"--sigmas must be distinct (as printed with 6 significant digits), "
+                              f"got {','.join(labels)}")
+        if not all(_finite(w) and w >= 0 for w in self.sfl_weights):
+            raise SflnetError(f"--sfl-weights must all be finite numbers >= 0, got {_join(self.sfl_weights)}")
+        if len(self.sfl_weights) != len(self.sigmas):
+            raise SflnetError(f"--sfl-weights has {len(self.sfl_weights)} values but --sigmas has "
+                              f"{len(self.sigmas)}; give one weight per sigma")
+        if len(self.pl_weights) != 3 or not all(_finite(w) and w >= 0 for w in self.pl_weights):
+            raise SflnetError(f"pl_weights must be three finite numbers >= 0, got {_join(self.pl_weights)}")
+        return self
+
+    @property
+    def effective_snapshot_every(self):
+        if self.snapshot_every is None:
+            return default_snapshot_every(self.epochs)
+        return self.snapshot_every
+
+    def is_snapshot_epoch(self, epoch):
+        """True at multiples of ``snapshot_every`` and at the final epoch."""
+        every = self.effective_snapshot_every
+        return epoch == self.epochs or (every > 0 and epoch % every == 0)
+
+    def to_config(self):
+        """A JSON-friendly dict (tuples become lists)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        out["snapshot_every"] = self.effective_snapshot_every
+        return out
+
+    @classmethod
+    def from_config(cls, config, where="config.json"):
+        """Rebuild from :meth:`to_config` output; SflnetError if malformed."""
+        known = {f.name for f in fields(cls)}
+        try:
+            values = {}
+            for name in known:
+                if name not in config:
+                    raise SflnetError(f"{where} has no option {name!r}")
+                value = config[name]
+                if isinstance(value, list):
+                    value = tuple(value)
+                values[name] = value
+            options = cls(**values)
+        except TypeError as exc:
+            raise SflnetError(f"{where}: malformed options ({exc})") from None
+        return options.validate()
+
+
+def _join(values):
+    return ",".join(str(v) for v in values)
+
+
+def same_value(a, b):
+    """Equality for config values: lists/tuples element-wise, numbers as floats."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if _finite(a) and _finite(b):
+        return float(a) == float(b)
+    return a == b
+
+
+def show_value(value):
+    if value is None:
+        return "demo images"
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if _finite(v) else str(v) for v in value) or "(none)"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------
+# Run folder
+# ---------------------------------------------------------------------------
+
+class RunFolder:
+    """Paths inside a run folder (see the module docstring)."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(os.fspath(path))
+        self.config = os.path.join(self.path, CONFIG_FILE)
+        self.history = os.path.join(self.path, HISTORY_FILE)
+        self.checkpoint = os.path.join(self.path, CHECKPOINT_FILE)
+        self.curves = os.path.join(self.path, CURVES_FILE)
+        self.checkpoints_dir = os.path.join(self.path, CHECKPOINTS_DIR)
+        self.snapshots_dir = os.path.join(self.path, SNAPSHOTS_DIR)
+
+    def epoch_checkpoint(self, epoch):
+        return os.path.join(self.checkpoints_dir, f"epoch_{epoch:04d}.npz")
+
+    def snapshot_dir(self, epoch):
+        return os.path.join(self.snapshots_dir, f"epoch_{epoch:04d}")
+
+    @property
+    def originals_dir(self):
+        return os.path.join(self.snapshots_dir, "original")
+
+    def state(self):
+        """"missing", "empty", "run" (holds config.json, checkpoint.npz or history.csv) or "other"."""
+        if not os.path.lexists(self.path):
+            return "missing"
+        if not os.path.isdir(self.path):
+            raise SflnetError(f"--out {self.path} exists and is not a folder")
+        if any(os.path.lexists(os.path.join(self.path, name)) for name in RUN_MARKERS):
+            return "run"
+        return "empty" if not os.listdir(self.path) else "other"
+
+    def remove_run_files(self):
+        """Delete sflnet's own files (for --overwrite); anything else in the folder is left alone."""
+        for path in (self.config, self.history, self.checkpoint, self.curves):
+            if os.path.lexists(path):
+                os.remove(path)
+        for folder in (self.checkpoints_dir, self.snapshots_dir):
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+        for name in os.listdir(self.path):   # temporary files of interrupted atomic writes
+            if name.startswith(".") and name.endswith(".tmp") and any(
+                    name.startswith(f".{marker}.") for marker in (*RUN_MARKERS, CURVES_FILE)):
+                os.remove(os.path.join(self.path, name))
+
+    def remove_snapshots_after(self, epoch):
+        """Delete epoch checkpoints and snapshot folders of epochs > ``epoch`` (left by a crashed run)."""
+        for folder, suffix in ((self.checkpoints_dir, ".npz"), (self.snapshots_dir, "")):
+            if not os.path.isdir(folder):
+                continue
+            for name in os.listdir(folder):
+                stem = name[:-len(suffix)] if suffix and name.endswith(suffix) else name
+                if stem.startswith("epoch_") and stem[6:].isdigit() and int(stem[6:]) > epoch:
+                    target = os.path.join(folder, name)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target)
+                    else:
+                        os.remove(target)
+
+
+def check_output_folder(folder, resume=False, overwrite=False):
+    """Refuse unsafe uses of ``--out`` before anything is written (SflnetError, one line)."""
+    if resume and overwrite:
+        raise SflnetError("--resume and --overwrite contradict each other; give only one")
+    state = folder.state()
+    if resume:
+        if state != "run":
+            raise SflnetError(f"--resume: {folder.path} is not an sflnet run folder (no {CONFIG_FILE} "
+                              f"or {CHECKPOINT_FILE})")
+        if not os.path.isfile(folder.config):
+            raise SflnetError(f"--resume: {folder.config} is missing, so the run's settings are unknown")
+        if not os.path.isfile(folder.checkpoint):
+            raise SflnetError(f"--resume: {folder.path} has no {CHECKPOINT_FILE} to resume from; "
+                              f"start again with --overwrite")
+        return state
+    if state == "run" and not overwrite:
+        raise SflnetError(f"--out {folder.path} already holds a training run; use --resume to continue it "
+                          f"or --overwrite to start it again")
+    if state == "other" and not overwrite:
+        raise SflnetError(f"--out {folder.path} is a non-empty folder that is not an sflnet run; choose "
+                          f"another folder or pass --overwrite (only sflnet's own files are replaced)")
+    return state
+
+
+# ---------------------------------------------------------------------------
+# history.csv
+# ---------------------------------------------------------------------------
+
+def format_row(row, columns):
+    """One CSV line (with newline). Losses use repr (exact round trip), seconds 6 decimals."""
+    cells = []
+    for name in columns:
+        value = row[name]
+        if name == "epoch":
+            cells.append(str(int(value)))
+        elif name == "seconds":
+            cells.append(f"{value:.6f}")
+        else:
+            cells.append(repr(float(value)))
+    return ",".join(cells) + "\n"
+
+
+def read_history(path, sigmas=None):
+    """Rows of a history.csv as dicts of floats (``epoch`` as int).
+
+    A last line without its newline (cut by a crash) is ignored. If
+    ``sigmas`` is given the header must match :func:`history_columns`.
+    Raises SflnetError for an unreadable or malformed file.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise SflnetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_history(text, path, sigmas)[0]
+
+
+def parse_history(text, path, sigmas=None):
+    """(rows as dicts, complete raw lines without the header) of history.csv text."""
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    if not lines:
+        raise SflnetError(f"{path} is empty (no header)")
+    header = lines[0].rstrip("\r\n").split(",")
+    if sigmas is not None and header != history_columns(sigmas):
+        raise SflnetError(f"{path} has header {','.join(header)}, expected {','.join(history_columns(sigmas))}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = next(csv.reader([line]))
+        if len(cells) != len(header):
+            raise SflnetError(f"{path} line {number} has {len(cells)} fields, expected {len(header)}")
+        try:
+            row = {name: float(cell) for name, cell in zip(header, cells)}
+            row["epoch"] = int(cells[0])
+        except ValueError:
+            raise SflnetError(f"{path} line {number} is not numeric: {line.strip()}") from None
+        rows.append(row)
+    return rows, lines[1:]
+
+
+class HistoryWriter:
+    """Appends rows to history.csv, flushing after each row (a crash loses at most a partial line)."""
+
+    def __init__(self, path, columns):
+        self.path = path
+        self.columns = columns
+        try:
+            self._stream = open(path, "a", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise SflnetError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def append(self, row):
+        try:
+            self._stream.write(format_row(row, self.columns))
+            self._stream.flush()
+        except OSError as exc:
+            raise SflnetError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def sync(self):
+        """Flush and fsync (called at checkpoint time; errors here are reported by the next write)."""
+        with contextlib.suppress(OSError):
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+
+    def close(self):
+        if self._stream.closed:
+            return
+        with contextlib.suppress(OSError):
+            self.sync()
+            self._stream.close()
+
+
+def truncate_history(path, sigmas, epoch):
+    """Keep the header and rows 1..``epoch`` of history.csv (rewritten atomically).
+
+    Rows after ``epoch`` come from a run that crashed or was interrupted after
+    writing them but before its checkpoint; resuming from ``epoch`` recomputes
+    them. Raises SflnetError if rows 1..epoch are not all there.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise SflnetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    rows, lines = parse_history(text, path, sigmas)
+    kept = [line for row, line in zip(rows, lines) if row["epoch"] <= epoch]
+    epochs = [row["epoch"] for row in rows if row["epoch"] <= epoch]
+    if epochs != list(range(1, epoch + 1)):
+        raise SflnetError(f"{path} does not hold rows 1..{epoch} in order (it has {len(epochs)} of them), "
+                          f"so the run cannot be resumed exactly; start again with --overwrite")
+    write_text_atomic(path, ",".join(history_columns(sigmas)) + "\n" + "".join(kept), what="history")
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+def data_fingerprint(images):
+    """SHA-256 over every image's shape, dtype and bytes (order matters)."""
+    digest = hashlib.sha256()
+    for image in images:
+        host = np.ascontiguousarray(to_host(image))
+        digest.update(f"{host.shape}{host.dtype}".encode())
+        digest.update(host.tobytes())
+    return digest.hexdigest()
+
+
+def load_training_data(options, warn=None):
+    """The :class:`sflnet.data.Dataset` selected by the options (demo images when ``data`` is None)."""
+    return load_dataset(paths=list(options.data) if options.data else None, size=options.size,
+                        include=options.include, exclude=options.exclude, skip_bad=options.skip_bad,
+                        dtype=np.dtype(options.dtype), warn=warn)
+
+
+def describe_data(dataset):
+    """The ``data`` entry of config.json: source, count, fingerprint, names and sizes."""
+    return {
+        "source": dataset.source,
+        "count": len(dataset),
+        "sha256": data_fingerprint(dataset.images),
+        "images": [{"name": name, "height": int(image.shape[1]), "width": int(image.shape[2])}
+                   for name, image in zip(dataset.names, dataset.images)],
+    }
+
+
+def check_same_data(saved, dataset, config_path):
+    """SflnetError (one line) if ``dataset`` differs from the ``data`` entry saved in config.json."""
+    now = describe_data(dataset)
+    saved_names = [item["name"] for item in saved.get("images", [])]
+    now_names = [item["name"] for item in now["images"]]
+    if saved_names != now_names:
+        missing = [n for n in saved_names if n not in now_names]
+        added = [n for n in now_names if n not in saved_names]
+        detail = (f"missing {missing[0]!r}" if missing else f"new {added[0]!r}" if added else "different order")
+        raise SflnetError(f"the training images differ from those in {config_path}: {len(now_names)} images now, "
+                          f"{len(saved_names)} in the run ({detail})")
+    for old, new in zip(saved["images"], now["images"]):
+        if (old["height"], old["width"]) != (new["height"], new["width"]):
+            raise SflnetError(f"image {new['name']!r} is {new['height']}x{new['width']} now but was "
+                              f"{old['height']}x{old['width']} in {config_path}")
+    if saved.get("sha256") != now["sha256"]:
+        raise SflnetError(f"the training images' pixels differ from those recorded in {config_path} "
+                          f"(files changed since the run started?)")
+
+
+# ---------------------------------------------------------------------------
+# Models from checkpoints, evaluation
+# ---------------------------------------------------------------------------
+
+def model_from_checkpoint(checkpoint, xp, loss=None):
+    """An :class:`Autoencoder` on ``xp`` with the checkpoint's parameters, σ set and weights."""
+    config = checkpoint.config
+    params = {n: to_device(checkpoint.params[n], xp) for n in PARAM_NAMES}
+    return Autoencoder(params, loss=loss or config["loss"], sigmas=config["sigmas"],
+                       sfl_weights=config["sfl_weights"], pl_weights=config["pl_weights"])
+
+
+def evaluate_model(model, images, compute_grads=False):
+    """Losses, mean PSNR/SSIM and optionally the full-batch gradient on ``images`` (device arrays).
+
+    returns {"E", "E_PL", "E_SFL", "sfl": {sigma label: value}, "psnr", "ssim", "images"} and, if
+    ``compute_grads``, the gradient {name: host array} as a second value (else None).
+    PSNR/SSIM compare images on [-1, 1] with data_range 2 (the same as 8-bit PSNR/SSIM).
+    """
+    from sflnet.metrics import mean_psnr_ssim  # noqa: PLC0415
+
+    result = model.loss_and_grads(images, compute_grads=compute_grads)
+    recons = model.reconstruct(images)
+    psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons])
+    report = {
+        "E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL,
+        "sfl": {sigma_label(s): float(v) for s, v in zip(model.sigmas, result.sfl)},
+        "psnr": psnr, "ssim": ssim, "images": len(images),
+    }
+    grads = {n: to_host(result.grads[n]) for n in PARAM_NAMES} if compute_grads else None
+    return report, grads
+
+
+def snapshot_name(index, name):
+    """File name of a snapshot PNG: ``NN_<name with / as __, extension .png>``."""
+    stem = os.path.splitext(name)[0].replace("/", "__").replace("\\", "__")
+    return f"{index:02d}_{stem}.png"
+
+
+# ---------------------------------------------------------------------------
+# Progress reporting and interrupts
+# ---------------------------------------------------------------------------
+
+class Reporter:
+    """Receives progress from :func:`run_training`. The default prints nothing; the CLI draws a bar."""
+
+    def start(self, first_epoch, last_epoch):
+        """Called once before the loop; epochs first_epoch..last_epoch will run."""
+
+    def epoch(self, row):
+        """Called after each completed epoch with its history row (dict)."""
+
+    def note(self, message):
+        """A one-line message for the user (warnings, interrupt notices)."""
+
+    def close(self):
+        """Called once after the loop, whatever happened."""
+
+
+class _InterruptFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def graceful_interrupts(reporter):
+    """While active, the first SIGINT only sets ``flag.requested``; a second raises KeyboardInterrupt.
+
+    Installed only in the main thread (signal handlers cannot be set elsewhere).
+    The previous handler is restored on exit.
+    """
+    flag = _InterruptFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        reporter.note("Interrupt received: stopping after the current epoch "
+                      "(press Ctrl-C again to stop at once).")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    """What :func:`run_training` did.
+
+    status:  "completed", "interrupted" or "up-to-date" (resume with nothing left to do)
+    epoch:   the epoch of the last saved checkpoint.npz (updates applied)
+    folder:  the run folder (absolute path)
+    last_row: the last history row written (dict) or None
+    options: the effective :class:`TrainOptions`
+    """
+
+    status: str
+    epoch: int
+    folder: str
+    last_row: dict = None
+    options: TrainOptions = None
+    seconds: float = 0.0
+    history_rows: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _now():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _write_config(folder, config):
+    write_text_atomic(folder.config, json.dumps(config, indent=2, allow_nan=False) + "\n", what="config")
+
+
+def _read_config(folder):
+    try:
+        with open(folder.config, encoding="utf-8") as stream:
+            config = json.load(stream)
+    except OSError as exc:
+        raise SflnetError(f"cannot read {folder.config}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise SflnetError(f"{folder.config} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("options"), dict) \
+            or not isinstance(config.get("data"), dict):
+        raise SflnetError(f"{folder.config} is not an sflnet run configuration")
+    return config
+
+
+def merge_resume_options(saved_options, overrides, config_path):
+    """The options of a resumed run: the saved ones, with ``overrides`` (options the user gave explicitly).
+
+    Run-defining options (:data:`KEY_OPTIONS`) must equal the saved values;
+    ``epochs``, ``device`` and ``snapshot_every`` may change.
+    """
+    values = saved_options.to_config()
+    for name, value in overrides.items():
+        if name in KEY_OPTIONS:
+            if not same_value(value, values[name]):
+                flag = "--data" if name == "data" else "--" + name.replace("_", "-")
+                raise SflnetError(f"{flag} {show_value(value)} differs from the run's {config_path} "
+                                  f"({show_value(values[name])}); a resumed run keeps its settings, start a "
+                                  f"new run (another --out) to change them")
+        elif name in RESUME_OPTIONS:
+            values[name] = value
+        else:
+            raise ValueError(f"unknown option {name!r}")
+    return TrainOptions.from_config(values, where=config_path)
+
+
+class _Diverged(Exception):
+    """Internal: a non-finite loss or parameter in the given epoch."""
+
+
+def _all_finite(xp, arrays):
+    return all(bool(xp.isfinite(a).all()) for a in arrays)
+
+
+def _combine(results, sizes, sigmas):
+    """One history row from the per-step results of an epoch (exact copy for a single full-batch step)."""
+    if len(results) == 1:
+        r = results[0]
+        row = {"E": r.E, "E_PL": r.E_PL, "E_SFL": r.E_SFL}
+        sfl = [float(v) for v in r.sfl]
+    else:
+        total = float(sum(sizes))
+        row = {key: sum(getattr(r, key) * n for r, n in zip(results, sizes)) / total
+               for key in ("E", "E_PL", "E_SFL")}
+        sfl = [sum(float(r.sfl[i]) * n for r, n in zip(results, sizes)) / total for i in range(len(sigmas))]
+    for sigma, value in zip(sigmas, sfl):
+        row[f"sfl_{sigma_label(sigma)}"] = value
+    return row
+
+
+class _Training:
+    """The state of one training loop: model, optimiser, RNG, data and run folder."""
+
+    def __init__(self, folder, options, dataset, xp, params, velocity, rng, epoch, reporter, config):
+        self.folder = folder
+        self.options = options
+        self.names = dataset.names
+        self.images = [to_device(image, xp) for image in dataset.images]
+        self.xp = xp
+        self.model = Autoencoder(params, loss=options.loss, sigmas=options.sigmas,
+                                 sfl_weights=options.sfl_weights, pl_weights=options.pl_weights)
+        self.optimizer = MomentumSGD(options.lr, options.momentum)
+        self.optimizer.load_state_dict({"lr": options.lr, "momentum": options.momentum,
+                                        "velocity": {n: to_device(v, xp) for n, v in velocity.items()}})
+        self.rng = rng
+        self.epoch = epoch                # updates applied so far
+        self.saved_epoch = None           # epoch of the checkpoint.npz on disk
+        self.reporter = reporter
+        self.checkpoint_config = dict(options.to_config(), data_sha256=config["data"]["sha256"],
+                                      n_images=len(self.images))
+        self.columns = history_columns(options.sigmas)
+        self.last_row = None
+        self.last_curves = time.monotonic()
+
+    # -- saving ---------------------------------------------------------------
+    def _meta(self):
+        return make_meta(self.epoch, self.checkpoint_config, self.rng.bit_generator.state)
+
+    def save(self, path):
+        save_checkpoint(path, self.model.params, self.optimizer.velocity, self._meta())
+
+    def save_latest(self):
+        self.save(self.folder.checkpoint)
+        self.saved_epoch = self.epoch
+
+    def save_snapshot(self):
+        """checkpoints/epoch_NNNN.npz and reconstructions of the first images in snapshots/epoch_NNNN/."""
+        os.makedirs(self.folder.checkpoints_dir, exist_ok=True)
+        self.save(self.folder.epoch_checkpoint(self.epoch))
+        count = min(SNAPSHOT_IMAGES, len(self.images))
+        recons = self.model.reconstruct(self.images[:count])
+        target = self.folder.snapshot_dir(self.epoch)
+        for index, (name, recon) in enumerate(zip(self.names, recons)):
+            save_png(to_host(recon), os.path.join(target, snapshot_name(index, name)))
+
+    def save_originals(self):
+        if os.path.isdir(self.folder.originals_dir):
+            return
+        for index, (name, image) in enumerate(zip(self.names[:SNAPSHOT_IMAGES], self.images)):
+            save_png(to_host(image), os.path.join(self.folder.originals_dir, snapshot_name(index, name)))
+
+    def draw_curves(self):
+        from sflnet.figures import plot_curves  # noqa: PLC0415  (matplotlib is slow to import)
+
+        rows = read_history(self.folder.history, self.options.sigmas)
+        if rows:
+            title = f"{self.options.loss.upper()} run, {len(self.images)} images, lr {self.options.lr:g}"
+            plot_curves(rows, list(self.options.sigmas), self.folder.curves, title=title)
+        self.last_curves = time.monotonic()
+
+    # -- one epoch --------------------------------------------------------------
+    def run_epoch(self):
+        """Epoch ``self.epoch + 1``: all its steps; returns its history row. Raises _Diverged."""
+        epoch = self.epoch + 1
+        start = time.perf_counter()
+        results, sizes = [], []
+        for indices in minibatch_order(len(self.images), self.options.batch_size, self.rng):
+            # Overflow/NaN is detected below and reported as divergence; NumPy's warnings would only add noise.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                result = train_step(self.model, self.optimizer, [self.images[i] for i in indices])
+            losses = [result.E, result.E_PL, result.E_SFL, *result.sfl]
+            if not all(math.isfinite(v) for v in losses):
+                raise _Diverged(f"the loss became non-finite at epoch {epoch} (E = {result.E})")
+            if not _all_finite(self.xp, self.model.params.values()):
+                raise _Diverged(f"the parameters became NaN/Inf in the update of epoch {epoch} "
+                                f"(E was {result.E:.6g})")
+            if result.E > 0 and not any(bool(self.xp.any(g)) for g in result.grads.values()):
+                raise _Diverged(f"the network collapsed: at epoch {epoch} the gradient is exactly zero although "
+                                f"E = {result.E:.6g} (saturated tanh output or dead ReLUs, so training "
+                                f"cannot recover)")
+            results.append(result)
+            sizes.append(len(indices))
+        synchronize(self.xp)
+        row = _combine(results, sizes, self.options.sigmas)
+        row["epoch"] = epoch
+        row["seconds"] = time.perf_counter() - start
+        self.epoch = epoch
+        return row
+
+    # -- the loop ---------------------------------------------------------------
+    def loop(self):
+        """Run epochs up to ``options.epochs``; returns "completed" or "interrupted".
+
+        Raises SflnetError on divergence, after closing history.csv and drawing
+        curves.png; checkpoint.npz then holds the last good epoch.
+        """
+        options = self.options
+        history = HistoryWriter(self.folder.history, self.columns)
+        status, diverged = "completed", None
+        self.reporter.start(self.epoch + 1, options.epochs)
+        try:
+            with graceful_interrupts(self.reporter) as interrupt:
+                while self.epoch < options.epochs:
+                    try:
+                        row = self.run_epoch()
+                    except _Diverged as exc:
+                        diverged = str(exc)
+                        break
+                    history.append(row)
+                    self.last_row = row
+                    if options.is_snapshot_epoch(self.epoch):
+                        self.save_snapshot()
+                    history.sync()
+                    self.save_latest()
+                    self.reporter.epoch(row)
+                    if options.is_snapshot_epoch(self.epoch) and \
+                            time.monotonic() - self.last_curves >= CURVES_EVERY_S:
+                        self.draw_curves()
+                    if interrupt.requested and self.epoch < options.epochs:
+                        status = "interrupted"
+                        break
+        except KeyboardInterrupt:   # a second Ctrl-C: the epoch in progress is abandoned
+            status = "interrupted"
+        finally:
+            history.close()
+            self.reporter.close()
+        self._finish_curves()
+        if diverged:
+            raise SflnetError(f"training diverged: {diverged}; {self.folder.checkpoint} keeps the last finite "
+                              f"state (epoch {self.saved_epoch}); try a smaller learning rate, e.g. "
+                              f"--lr {options.lr / 10:g}")
+        return status
+
+    def _finish_curves(self):
+        """Draw curves.png at the end; a second Ctrl-C while drawing is ignored (the data is safe)."""
+        with contextlib.suppress(KeyboardInterrupt):
+            self.draw_curves()
+
+
+def _start_fresh(folder, options, dataset, xp, reporter, command):
+    """Create the run folder: config.json, history.csv header, epoch-0 checkpoint, originals."""
+    config = {
+        "sflnet_version": __version__,
+        "created": _now(),
+        "command": command,
+        "options": options.to_config(),
+        "device_name": device_name(xp),
+        "dtype": options.dtype,
+        "data": describe_data(dataset),
+        "history_columns": history_columns(options.sigmas),
+        "epoch_meaning": EPOCH_MEANING,
+        "resumes": [],
+    }
+    try:
+        os.makedirs(folder.path, exist_ok=True)
+        if folder.state() == "run":
+            folder.remove_run_files()   # only reached with --overwrite (checked before)
+    except OSError as exc:
+        raise SflnetError(f"cannot prepare run folder {folder.path}: {exc.strerror or exc}") from None
+    _write_config(folder, config)
+    write_text_atomic(folder.history, ",".join(history_columns(options.sigmas)) + "\n", what="history")
+    dtype = np.dtype(options.dtype)
+    params = init_params(options.seed, options.init_std, dtype, xp)
+    velocity = {n: xp.zeros_like(p) for n, p in params.items()}
+    rng = np.random.default_rng((options.seed, SHUFFLE_STREAM))
+    training = _Training(folder, options, dataset, xp, params, velocity, rng, 0, reporter, config)
+    training.save_originals()
+    training.save_latest()
+    return training
+
+
+def _start_resume(folder, overrides, reporter, warn):
+    """Load config.json and checkpoint.npz, check the data, truncate history; returns (training, options)."""
+    config = _read_config(folder)
+    saved = TrainOptions.from_config(config["options"], where=folder.config)
+    options = merge_resume_options(saved, overrides, folder.config)
+    xp = select_device(options.device)
+    expect = {key: options.to_config()[key] for key in KEY_OPTIONS}
+    expect["data_sha256"] = config["data"].get("sha256")
+    checkpoint = load_checkpoint(folder.checkpoint, expect=expect)
+    if checkpoint.epoch > options.epochs:
+        raise SflnetError(f"{folder.checkpoint} is already at epoch {checkpoint.epoch}, beyond --epochs "
+                          f"{options.epochs}")
+    if checkpoint.epoch == options.epochs:
+        return None, options
+    dataset = load_training_data(options, warn)
+    check_same_data(config["data"], dataset, folder.config)
+    truncate_history(folder.history, options.sigmas, checkpoint.epoch)
+    folder.remove_snapshots_after(checkpoint.epoch)
+    config["options"] = options.to_config()
+    config.setdefault("resumes", []).append({"time": _now(), "from_epoch": checkpoint.epoch,
+                                             "to_epoch": options.epochs, "device_name": device_name(xp)})
+    _write_config(folder, config)
+    params = {n: to_device(checkpoint.params[n], xp) for n in PARAM_NAMES}
+    training = _Training(folder, options, dataset, xp, params, checkpoint.velocity, checkpoint.rng(),
+                         checkpoint.epoch, reporter, config)
+    training.saved_epoch = checkpoint.epoch
+    training.save_originals()
+    return training, options
+
+
+def run_training(options=None, out="runs/run", *, resume=False, overwrite=False, overrides=None,
+                 reporter=None, command=None):
+    """Train (or resume) a run in folder ``out``; returns a :class:`RunResult`.
+
+    options:   :class:`TrainOptions` for a new run (ignored with ``resume``)
+    resume:    continue the run in ``out`` from its checkpoint.npz; ``overrides``
+               holds the options the user gave explicitly ({name: value}); run-defining
+               ones must match config.json, ``epochs``/``device``/``snapshot_every`` may change
+    overwrite: allow ``out`` to be an existing run or a non-empty folder (sflnet's own
+               files in it are replaced, other files are left alone)
+    reporter:  a :class:`Reporter` for progress (default: silent)
+    command:   the command line, recorded in config.json
+
+    Raises SflnetError for bad options, data, folders or checkpoints (before
+    anything is written) and for divergence (after saving what is good).
+    """
+    reporter = reporter or Reporter()
+    folder = RunFolder(out)
+    started = time.perf_counter()
+    if resume:
+        check_output_folder(folder, resume=True)
+        training, options = _start_resume(folder, overrides or {}, reporter, reporter.note)
+        if training is None:
+            return RunResult("up-to-date", options.epochs, folder.path, None, options,
+                             history_rows=options.epochs)
+    else:
+        options.validate()
+        check_output_folder(folder, resume=False, overwrite=overwrite)
+        xp = select_device(options.device)
+        dataset = load_training_data(options, reporter.note)
+        training = _start_fresh(folder, options, dataset, xp, reporter, command)
+    status = training.loop()
+    return RunResult(status, training.saved_epoch, folder.path, training.last_row, options,
+                     seconds=time.perf_counter() - started, history_rows=training.epoch,
+                     extra={"device_name": device_name(training.xp), "images": len(training.images)})
