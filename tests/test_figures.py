@@ -1,13 +1,20 @@
 """Tests for sflnet.figures: the numbers behind Fig. 3 and Fig. 4 checked against independent
 derivations, and smoke tests that every plot writes a valid, non-empty PNG."""
 
+import csv
+import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from sflnet import figures
+from sflnet.data import demo_dir
 from sflnet.layers import log_kernel
 
 SIGMAS = (0.8, 1.6, 3.2)
@@ -213,3 +220,57 @@ def test_plot_reconstruction_grid_rejects_mismatched_rows(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         figures.plot_reconstruction_grid(originals, [("x", [np.zeros((3, 8, 9))])], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+# ---------------------------------------------------------------------------
+# validation/reproduce.py end to end, on the built-in demo images (never the Willow data)
+# ---------------------------------------------------------------------------
+
+REPRODUCE = pathlib.Path(__file__).resolve().parents[1] / "validation" / "reproduce.py"
+
+
+def run_reproduce(*args):
+    return subprocess.run([sys.executable, str(REPRODUCE), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+
+
+def test_reproduce_end_to_end_on_demo_images(tmp_path):
+    out = tmp_path / "out"
+    done = run_reproduce("--data", str(demo_dir()), "--size", "24", "--epochs", "3",
+                         "--snap-epochs", "1,2", "--device", "cpu", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for name in ("fig3_log_responses.png", "fig4_subbands.png", "fig5_curves.png", "fig6_reconstructions.png",
+                 "fig7_epochs.png", "fig7_epochs_cd.png"):
+        assert_png(out / name)
+    for loss in ("pl", "sfl"):
+        with open(out / f"history_{loss}.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+        assert list(rows[0]) == ["epoch", "E", "E_PL", "E_SFL", "sfl_0.8", "sfl_1.6", "sfl_3.2", "seconds"]
+        if loss == "pl":
+            pl_rows = rows
+        else:
+            sfl_rows = rows
+    # Same initial weights: the first forward pass (before any update) is identical in both runs.
+    for key in ("E_PL", "sfl_0.8", "sfl_1.6", "sfl_3.2"):
+        assert float(pl_rows[0][key]) == float(sfl_rows[0][key])
+    # E of the SFL run is E_PL + E_SFL; of the PL run, E_PL alone.
+    first = sfl_rows[0]
+    assert float(first["E"]) == pytest.approx(float(first["E_PL"]) + float(first["E_SFL"]), rel=1e-6)
+    assert float(pl_rows[0]["E"]) == pytest.approx(float(pl_rows[0]["E_PL"]), rel=1e-6)
+    table = json.loads((out / "table.json").read_text())
+    assert table["settings"]["images"] == len(list(demo_dir().glob("*.png")))
+    assert table["settings"]["snapshot epochs"] == [1, 2, 3]
+    assert table["final"]["pl"]["sfl"] == pytest.approx([float(pl_rows[-1][f"sfl_{s:g}"]) for s in SIGMAS])
+    expected_lower = table["final"]["sfl"]["sfl"][0] < table["final"]["pl"]["sfl"][0]
+    assert table["final"]["sfl_run_highest_subband_lower"] == expected_lower
+    assert "18.9" in (out / "table.md").read_text()
+
+
+def test_reproduce_missing_data_is_one_line_error(tmp_path):
+    done = run_reproduce("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "--data" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
