@@ -63,16 +63,16 @@ def _stderr_note(message):
     click.echo(message, err=True)
 
 
-def data_options(size_default):
+def data_options(size_default, data_default):
     """The options that pick images, shared by ``train`` and ``evaluate``."""
-    size_help = ("Longer image side in pixels, aspect ratio kept; 0 keeps the native size"
-                 + (" [default: 300]" if size_default is not None else " [default: the checkpoint's]"))
+    size_help = ("Longer image side in pixels, aspect ratio kept; 0 keeps the native size."
+                 + ("  [default: 300]" if size_default is not None else "  [default: the checkpoint's]"))
 
     def decorate(command):
         command = click.option("--skip-bad", is_flag=True,
                                help="Skip unreadable image files with a warning instead of stopping.")(command)
         command = click.option("--size", type=int, default=size_default, show_default=False,
-                               help=size_help + ".")(command)
+                               help=size_help)(command)
         command = click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
                                help="Drop images whose path relative to the data folder matches (repeatable).")(
             command)
@@ -81,7 +81,7 @@ def data_options(size_default):
                                     "(repeatable).")(command)
         command = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
                                help="Image file or folder (searched recursively); repeatable. "
-                                    "Default: the built-in demo images.")(command)
+                                    f"Default: {data_default}.")(command)
         return command
     return decorate
 
@@ -162,7 +162,7 @@ def _command_line(ctx):
 
 
 @click.command()
-@data_options(size_default=300)
+@data_options(size_default=300, data_default="the built-in demo images")
 @click.option("--loss", type=click.Choice(LOSSES), default="sfl", show_default=True,
               help="Trained objective: sfl = E_PL + E_SFL (paper Eq. 7), pl = pixel loss only (Eq. 4).")
 @click.option("--epochs", type=int, default=2000, show_default=True, help="Total number of epochs (>= 1).")
@@ -318,9 +318,19 @@ def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, 
 # evaluate
 # ---------------------------------------------------------------------------
 
+def _json_safe(value):
+    """Replace NaN/Inf (not valid JSON) by None, recursively; PSNR of identical images is Inf → None."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 @click.command()
 @click.argument("checkpoint", type=click.Path())
-@data_options(size_default=None)
+@data_options(size_default=None, data_default="the checkpoint's training data, with its "
+              "include/exclude patterns")
 @click.option("--loss", type=click.Choice(LOSSES), default=None,
               help="Objective reported as E (and differentiated for --grads). Default: the checkpoint's.")
 @click.option("--json", "as_json", is_flag=True,
@@ -367,10 +377,10 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, as_json, 
         arrays = {name: gradient[name] for name in PARAM_NAMES}
         arrays["meta"] = np.array(json.dumps(meta))
         write_npz_atomic(grads, arrays, what="gradient file")
+    if not all(math.isfinite(v) for v in (report["E"], report["E_PL"], report["E_SFL"], *report["sfl"].values())):
+        _stderr_note("warning: the losses are not finite: the checkpoint's parameters overflow on this data")
     if as_json:
-        finite = {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
-                  for key, value in report.items()}
-        click.echo(json.dumps(finite))
+        click.echo(json.dumps(_json_safe(report), allow_nan=False))
         return
     loss_text = ("E = E_PL + E_SFL" if model.loss == "sfl" else "E = E_PL")
     lines = [

@@ -307,10 +307,18 @@ class RunFolder:
         for folder in (self.checkpoints_dir, self.snapshots_dir):
             if os.path.isdir(folder):
                 shutil.rmtree(folder)
-        for name in os.listdir(self.path):   # temporary files of interrupted atomic writes
+        self.remove_temp_files()
+
+    def remove_temp_files(self):
+        """Delete ``.<name>.*.tmp`` files that atomic writes killed midway (kill -9, power loss) left behind."""
+        for name in os.listdir(self.path):
             if name.startswith(".") and name.endswith(".tmp") and any(
                     name.startswith(f".{marker}.") for marker in (*RUN_MARKERS, CURVES_FILE)):
                 os.remove(os.path.join(self.path, name))
+        if os.path.isdir(self.checkpoints_dir):
+            for name in os.listdir(self.checkpoints_dir):
+                if name.startswith(".epoch_") and name.endswith(".tmp"):
+                    os.remove(os.path.join(self.checkpoints_dir, name))
 
     def remove_snapshots_after(self, epoch):
         """Delete epoch checkpoints and snapshot folders of epochs > ``epoch`` (left by a crashed run)."""
@@ -534,9 +542,10 @@ def evaluate_model(model, images, compute_grads=False):
     """
     from sflnet.metrics import mean_psnr_ssim  # noqa: PLC0415
 
-    result = model.loss_and_grads(images, compute_grads=compute_grads)
-    recons = model.reconstruct(images)
-    psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # non-finite results are returned as such
+        result = model.loss_and_grads(images, compute_grads=compute_grads)
+        recons = model.reconstruct(images)
+        psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons])
     report = {
         "E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL,
         "sfl": {sigma_label(s): float(v) for s, v in zip(model.sigmas, result.sfl)},
@@ -734,7 +743,8 @@ class _Training:
         os.makedirs(self.folder.checkpoints_dir, exist_ok=True)
         self.save(self.folder.epoch_checkpoint(self.epoch))
         count = min(SNAPSHOT_IMAGES, len(self.images))
-        recons = self.model.reconstruct(self.images[:count])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            recons = self.model.reconstruct(self.images[:count])
         target = self.folder.snapshot_dir(self.epoch)
         for index, (name, recon) in enumerate(zip(self.names, recons)):
             save_png(to_host(recon), os.path.join(target, snapshot_name(index, name)))
@@ -882,7 +892,11 @@ def _start_resume(folder, overrides, reporter, warn):
     dataset = load_training_data(options, warn)
     check_same_data(config["data"], dataset, folder.config)
     truncate_history(folder.history, options.sigmas, checkpoint.epoch)
-    folder.remove_snapshots_after(checkpoint.epoch)
+    try:
+        folder.remove_snapshots_after(checkpoint.epoch)
+        folder.remove_temp_files()
+    except OSError as exc:
+        raise SflnetError(f"cannot clean up run folder {folder.path}: {exc.strerror or exc}") from None
     config["options"] = options.to_config()
     config.setdefault("resumes", []).append({"time": _now(), "from_epoch": checkpoint.epoch,
                                              "to_epoch": options.epochs, "device_name": device_name(xp)})
