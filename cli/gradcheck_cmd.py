@@ -1,0 +1,35 @@
+"""``sflnet gradcheck``: the gradient-check validation suite (thin over :mod:`sflnet.gradcheck`)."""
+
+import click
+
+from sflnet import gradcheck as suite
+
+
+@click.command("gradcheck")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="cpu: NumPy only. auto: also CuPy when a GPU is usable. gpu: also CuPy, error without a GPU. "
+                   "The float64 NumPy checks always run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Base seed of every random draw.")
+@click.option("--layer", metavar="NAME", default=None,
+              help=f"Only this layer's rows: one of {', '.join(suite.LAYER_NAMES)}.")
+@click.option("--verbose", is_flag=True,
+              help="Also show, per row, a few elements side by side (analytic vs numeric, sflnet vs reference).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the rows as JSON (keys: device, layer, check, shape, eps, error, threshold, passed, "
+                   "status, worst, note) instead of the table.")
+@click.option("--full", is_flag=True,
+              help="Whole-network dense check on all 11027 parameters instead of a sample (several minutes).")
+@click.pass_context
+def gradcheck(ctx, device, seed, layer, verbose, as_json, full):
+    """Check every hand-written backward pass against finite differences and SciPy references.
+
+    One row per check; exit status 1 if any row FAILs. The footer explains the
+    error bands and the thresholds.
+    """
+    report = suite.run_suite(device=device, seed=seed, layer=layer, full=full)
+    if as_json:
+        click.echo(suite.to_json(report, verbose=verbose))
+    else:
+        click.echo(suite.format_table(report, verbose=verbose))
+    if not report.passed:
+        ctx.exit(1)
