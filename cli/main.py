@@ -30,6 +30,8 @@ cli.add_command(train)
 cli.add_command(reconstruct)
 cli.add_command(evaluate)
 cli.add_command(filters)
+from sflnet_cli.gradcheck_cmd import gradcheck  # noqa: E402
+cli.add_command(gradcheck)
 # ---------------------------------------------------------------------------
 
 
