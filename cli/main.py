@@ -32,6 +32,8 @@ cli.add_command(evaluate)
 cli.add_command(filters)
 from sflnet_cli.gradcheck_cmd import gradcheck  # noqa: E402
 cli.add_command(gradcheck)
+from sflnet_cli.bench_cmd import bench  # noqa: E402
+cli.add_command(bench)
 # ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,160 @@
+"""The benchmark harness (sflnet.bench, ``sflnet bench``) on tiny data, and the PyTorch reference.
+
+The harness is smoke-tested for its structure (every variant timed, every
+breakdown key present, memory figures filled) and checked for transparency:
+its instrumentation and its "cae" epoch must compute what training computes.
+The PyTorch reference (only where torch is installed) must give our E and
+gradients in float64, which validates it as a baseline.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sflnet import bench
+from sflnet.model import PARAM_NAMES, Autoencoder, init_params
+from sflnet.optim import MomentumSGD
+from sflnet.train import train_step
+
+
+def tiny_images(dtype=np.float64, seed=0):
+    """Five images in [-0.9, 0.9] of three sizes, odd and even (not all zeros)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 9, 11), (3, 8, 8), (3, 9, 11), (3, 7, 10), (3, 8, 8)]
+    return [rng.uniform(-0.9, 0.9, size=s).astype(dtype) for s in shapes]
+
+
+def test_group_by_shape_keeps_every_image_once():
+    images = tiny_images()
+    groups = bench.group_by_shape(images, np, np.float32)
+    assert [g.shape for g in groups] == [(1, 3, 7, 10), (2, 3, 8, 8), (2, 3, 9, 11)]
+    assert all(g.dtype == np.float32 for g in groups)
+    np.testing.assert_array_equal(groups[2][1], images[2].astype(np.float32))
+
+
+def test_run_benchmark_structure():
+    result = bench.run_benchmark(tiny_images(np.float32), np, dtype=np.float32, repeat=2, warmup=0)
+    assert set(result["median"]) == {"sflnet epoch", "sflnet cae"}
+    assert all(len(ts) == 2 and all(t > 0 for t in ts) for ts in result["times"].values())
+    assert set(bench.BREAKDOWN_KEYS) | {"epoch"} == set(result["breakdown"])
+    timed_parts = sum(result["breakdown"][k] for k in bench.BREAKDOWN_KEYS if k != "other")
+    assert 0 < timed_parts <= result["breakdown"]["epoch"] * 1.0001
+    assert result["breakdown"]["conv4"] > 0 and result["breakdown"]["LoG loss"] > 0
+    assert result["images"] == 5 and result["pixels"] == 2 * 99 + 2 * 64 + 70
+    assert result["numpy_peak_bytes"] > 0 and result["max_rss_bytes"] > 2**20
+    assert "ratios" not in result
+    json.dumps(result)   # JSON-ready
+    report = bench.format_report(result)
+    for key in bench.BREAKDOWN_KEYS:
+        assert key in report
+
+
+def test_breakdown_instrumentation_is_transparent():
+    """An instrumented model trains exactly like a plain one (same parameters after two steps)."""
+    groups = bench.group_by_shape(tiny_images(), np, np.float64)
+    params = init_params(seed=3, dtype=np.float64)
+    plain, plain_opt = bench.make_model(params, "sfl", 10**6)
+    timed, timed_opt = bench.make_model(params, "sfl", 10**6)
+    bench.layer_breakdown(timed, timed_opt, groups, np, epochs=1)   # one warm-up + one timed step
+    for _ in range(2):
+        train_step(plain, plain_opt, groups)
+    for name in PARAM_NAMES:
+        np.testing.assert_array_equal(timed.params[name], plain.params[name])
+    # and the originals were copied, not trained
+    np.testing.assert_array_equal(params["w2"], init_params(seed=3, dtype=np.float64)["w2"])
+
+
+@pytest.mark.parametrize("max_chunk_pixels", [1, 10**6])
+def test_cae_epoch_is_a_pixel_loss_training_step(max_chunk_pixels):
+    """The 'cae' timing runs the same step as training with loss='pl' (whose SFL is not backpropagated)."""
+    groups = bench.group_by_shape(tiny_images(), np, np.float64)
+    params = init_params(seed=1, dtype=np.float64)
+    cae, cae_opt = bench.make_model(params, "pl", max_chunk_pixels)
+    e_pl = bench.cae_epoch(cae, cae_opt, groups)
+    ref = Autoencoder({n: p.copy() for n, p in params.items()}, loss="pl")
+    result = train_step(ref, MomentumSGD(0.02, 0.5), groups)
+    assert e_pl == pytest.approx(result.E_PL, rel=1e-12)
+    for name in PARAM_NAMES:
+        np.testing.assert_allclose(cae.params[name], ref.params[name], rtol=0, atol=1e-14)
+
+
+def test_torch_ratios_against_each_layout_and_the_best():
+    median = {"sflnet epoch": 1.0, "sflnet cae": 0.6,
+              "torch nchw epoch": 2.0, "torch nchw cae": 0.5,
+              "torch channels_last epoch": 1.25, "torch channels_last cae": 0.4}
+    ratios = bench.torch_ratios(median)
+    assert ratios["epoch vs nchw"] == pytest.approx(0.5)
+    assert ratios["epoch vs best"] == pytest.approx(0.8)
+    assert ratios["epoch best layout"] == "channels_last"
+    assert ratios["cae vs best"] == pytest.approx(1.5)
+
+
+def _write_pngs(folder):
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(12, 16), (12, 16), (16, 10)]):
+        Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+
+
+def test_cli_bench_json(tmp_path):
+    from sflnet_cli.main import cli  # noqa: PLC0415
+
+    _write_pngs(tmp_path)
+    out = CliRunner().invoke(cli, ["bench", "--data", str(tmp_path), "--size", "16", "--device", "cpu",
+                                   "--repeat", "1", "--warmup", "0", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["images"] == 3 and result["sizes"] == {"12x16": 2, "16x10": 1}
+    assert result["median"]["sflnet epoch"] > 0
+
+
+@pytest.mark.skipif(bench.torch_available(), reason="torch is installed: the missing-torch error cannot happen")
+def test_cli_compare_torch_without_torch_is_one_line_error(tmp_path, capsys):
+    from sflnet_cli.main import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--device", "cpu", "--compare-torch"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: --compare-torch needs PyTorch")
+
+
+# ---------------------------------------------------------------------------
+# The PyTorch reference (skipped where torch is not installed)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["sfl", "pl"])
+def test_torch_reference_matches_sflnet_float64(loss):
+    """E, E_PL, E_SFL and every gradient of the PyTorch reference (literal 27×27 LoG conv, autograd)
+    equal sflnet's (separable LoG, hand-written backward), on two sizes of float64 images."""
+    pytest.importorskip("torch")
+    from sflnet.torch_reference import TorchReference  # noqa: PLC0415
+
+    images = tiny_images()
+    params = init_params(seed=2, std=0.3, dtype=np.float64)   # large weights: far from linear
+    ours = Autoencoder({n: p.copy() for n, p in params.items()}, loss=loss).loss_and_grads(images)
+    groups = bench.group_by_shape(images, np, np.float64)
+    e, e_pl, e_sfl, grads = TorchReference(params, loss=loss).loss_and_grads(groups)
+    assert e == pytest.approx(ours.E, rel=1e-12)
+    assert e_pl == pytest.approx(ours.E_PL, rel=1e-12)
+    assert e_sfl == pytest.approx(ours.E_SFL, rel=1e-12)
+    for name in PARAM_NAMES:
+        scale = np.abs(ours.grads[name]).max()
+        np.testing.assert_allclose(grads[name], ours.grads[name], rtol=0, atol=1e-11 * scale, err_msg=name)
+
+
+def test_torch_child_times_every_variant():
+    pytest.importorskip("torch")
+    groups = bench.group_by_shape(tiny_images(np.float32), np, np.float32)
+    child = bench.TorchChild(groups, init_params(seed=0), np, "sfl", warmup=0)
+    try:
+        first, second = child.time_round(), child.time_round()
+    finally:
+        child.close()
+    names = {f"torch {layout} {kind}" for layout in ("nchw", "channels_last") for kind in ("epoch", "cae")}
+    assert set(first) == set(second) == names
+    assert all(t > 0 for t in first.values())
+    assert child.info["version"]
