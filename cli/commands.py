@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.checkpoint import load_checkpoint, write_npz_atomic
-from sflnet.data import demo_dir, find_image_files, load_dataset, load_image, save_png
+from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
 from sflnet.model import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS, LOSSES, PARAM_NAMES
 from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, evaluate_model,
                            model_from_checkpoint, run_training, sigma_label)
@@ -63,6 +63,11 @@ def _stderr_note(message):
     click.echo(message, err=True)
 
 
+def _data_warning(message):
+    """``warn`` callback of :func:`load_dataset` (one line per skipped file)."""
+    _stderr_note(f"warning: {message}")
+
+
 def data_options(size_default, data_default):
     """The options that pick images, shared by ``train`` and ``evaluate``."""
     size_help = ("Longer image side in pixels, aspect ratio kept; 0 keeps the native size."
@@ -81,7 +86,9 @@ def data_options(size_default, data_default):
                                     "(repeatable).")(command)
         command = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
                                help="Image file or folder (searched recursively); repeatable. "
-                                    f"Default: {data_default}.")(command)
+                                    f"Default: {data_default}. Images over {MAX_IMAGE_PIXELS:,} pixels "
+                                    "(sflnet.data.MAX_IMAGE_PIXELS) are refused as possible "
+                                    "decompression bombs.")(command)
         return command
     return decorate
 
@@ -293,7 +300,7 @@ def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, 
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SflnetError(f"--out {out} exists and is not a folder")
     dataset = load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype,
-                           warn=_stderr_note)
+                           warn=_data_warning)
     targets, seen = [], {}
     for name in dataset.names:
         stem = os.path.splitext(name)[0]
@@ -365,7 +372,7 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, as_json, 
         if not os.path.isdir(parent):
             raise SflnetError(f"--grads {grads}: folder {parent} does not exist")
     dataset = load_dataset(paths=paths or None, size=size, include=include, exclude=exclude,
-                           skip_bad=skip_bad, dtype=ckpt.dtype, warn=_stderr_note)
+                           skip_bad=skip_bad, dtype=ckpt.dtype, warn=_data_warning)
     xp = select_device(device)
     model = model_from_checkpoint(ckpt, xp, loss=loss)
     images = [to_device(image, xp) for image in dataset.images]

@@ -761,7 +761,10 @@ class _Training:
         rows = read_history(self.folder.history, self.options.sigmas)
         if rows:
             title = f"{self.options.loss.upper()} run, {len(self.images)} images, lr {self.options.lr:g}"
-            plot_curves(rows, list(self.options.sigmas), self.folder.curves, title=title)
+            try:
+                plot_curves(rows, list(self.options.sigmas), self.folder.curves, title=title)
+            except OSError as exc:   # disk full, read-only folder: the figure is optional, the data is safe
+                self.reporter.note(f"warning: cannot write {self.folder.curves}: {exc.strerror or exc}")
         self.last_curves = time.monotonic()
 
     # -- one epoch --------------------------------------------------------------
@@ -909,6 +912,11 @@ def _start_resume(folder, overrides, reporter, warn):
     return training, options
 
 
+def _data_warning(reporter):
+    """``warn`` callback for :func:`load_training_data`: ``warning: skipping NAME: REASON`` via the reporter."""
+    return lambda message: reporter.note(f"warning: {message}")
+
+
 def run_training(options=None, out="runs/run", *, resume=False, overwrite=False, overrides=None,
                  reporter=None, command=None):
     """Train (or resume) a run in folder ``out``; returns a :class:`RunResult`.
@@ -930,7 +938,7 @@ def run_training(options=None, out="runs/run", *, resume=False, overwrite=False,
     started = time.perf_counter()
     if resume:
         check_output_folder(folder, resume=True)
-        training, options = _start_resume(folder, overrides or {}, reporter, reporter.note)
+        training, options = _start_resume(folder, overrides or {}, reporter, _data_warning(reporter))
         if training is None:
             return RunResult("up-to-date", options.epochs, folder.path, None, options,
                              history_rows=options.epochs)
@@ -938,7 +946,7 @@ def run_training(options=None, out="runs/run", *, resume=False, overwrite=False,
         options.validate()
         check_output_folder(folder, resume=False, overwrite=overwrite)
         xp = select_device(options.device)
-        dataset = load_training_data(options, reporter.note)
+        dataset = load_training_data(options, _data_warning(reporter))
         training = _start_fresh(folder, options, dataset, xp, reporter, command)
     status = training.loop()
     return RunResult(status, training.saved_epoch, folder.path, training.last_row, options,
