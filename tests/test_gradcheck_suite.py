@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from sflnet import gradcheck, kernels, layers
-from sflnet_cli.main import cli
+from sflnet.backend import gpu_available
+from sflnet_cli.main import cli, main
 
 DOCUMENTED_FIELDS = {"device", "layer", "check", "shape", "eps", "error", "threshold", "passed", "status",
                      "worst", "note"}
@@ -97,10 +98,29 @@ def test_layer_verbose_shows_analytic_and_numeric_side_by_side():
     assert "GPU checks skipped" in result.output and "cs231n" in result.output
 
 
-def test_unknown_layer_is_a_one_line_error():
-    result = CliRunner().invoke(cli, ["gradcheck", "--layer", "softmax"])
-    assert result.exit_code != 0
-    assert "softmax" in str(result.exception) or "softmax" in result.output
+def test_unknown_layer_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", "--layer", "softmax"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: --layer 'softmax'") and "tanh" in err[0]
+
+
+@pytest.mark.skipif(gpu_available(), reason="a GPU is usable here, so --device gpu is not an error")
+def test_device_gpu_without_gpu_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gradcheck", "--device", "gpu", "--layer", "tanh"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: --device gpu")
+
+
+@pytest.mark.skipif(not gpu_available(), reason="CuPy with a usable CUDA GPU is not available: GPU rows skipped")
+def test_gpu_rows_pass_when_a_gpu_is_usable():
+    report = gradcheck.run_suite(device="gpu", layer=["conv2d_s2", "upsample2x", "logbank", "sfl_loss"])
+    gpu_rows = [row for row in report.rows if row.device == "gpu"]
+    assert {row.check for row in gpu_rows} >= {"dense", "directional", "float32 gpu vs cpu"}
+    assert [(r.layer, r.check, r.error, r.note) for r in report.rows if not r.passed] == []
 
 
 # ---------------------------------------------------------------------------
