@@ -24,6 +24,28 @@ def conv_output_size(size, kernel, stride, pad):
 # im2col / col2im
 # ---------------------------------------------------------------------------
 
+def _tap_range(out_len, in_len, offset, stride):
+    """Outputs ``o`` of one kernel tap whose input ``o·stride + offset`` lies inside ``[0, in_len)``.
+
+    returns ``(lo, hi, start)``: outputs ``lo ≤ o < hi`` read inputs
+    ``start, start + stride, …``; every other output of this tap reads the
+    zero padding. ``offset`` is the tap index minus the padding, ``d − pad``.
+    """
+    lo = min(out_len, max(0, -(offset // stride)))   # ceil(−offset / stride), clipped
+    hi = max(lo, min(out_len, (in_len - 1 - offset) // stride + 1))
+    return lo, hi, lo * stride + offset
+
+
+def _tap_slices(out_hw, in_hw, dy, dx, stride, pad):
+    """For tap (dy, dx): (output rows, output cols, input rows, input cols) slices of the in-range part."""
+    (ho, wo), (h, w) = out_hw, in_hw
+    ylo, yhi, ys = _tap_range(ho, h, dy - pad, stride)
+    xlo, xhi, xs = _tap_range(wo, w, dx - pad, stride)
+    return (slice(ylo, yhi), slice(xlo, xhi),
+            slice(ys, ys + stride * (yhi - ylo - 1) + 1, stride),
+            slice(xs, xs + stride * (xhi - xlo - 1) + 1, stride))
+
+
 def im2col(x, kh, kw, stride, pad):
     """Unfold every receptive field of ``x`` into one column.
 
@@ -34,20 +56,28 @@ def im2col(x, kh, kw, stride, pad):
 
     ``cols[(c,dy,dx), (n,y,x)] = x_pad[n, c, y*stride + dy, x*stride + dx]``
     where ``x_pad`` is ``x`` with ``pad`` zeros on each spatial side.
-    The input is never modified.
+
+    No padded copy of ``x`` is made: for each tap, the outputs whose input is
+    inside the image get one strided block copy, and the thin border of
+    outputs that would read the padding is set to zero. The block copies read
+    ``x`` channel-major (``x.transpose(1, 0, 2, 3)``), which is free when ``x``
+    came out of a GEMM of this module's layout. The input is never modified.
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
     ho = conv_output_size(h, kh, stride, pad)
     wo = conv_output_size(w, kw, stride, pad)
-    x_pad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    # Channel-major view of the padded input, so each copy below is one block.
-    x_pad_cn = x_pad.transpose(1, 0, 2, 3)
+    x_cn = x.transpose(1, 0, 2, 3)
     cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
     for dy in range(kh):
         for dx in range(kw):
-            cols[:, dy, dx] = x_pad_cn[:, :, dy:dy + stride * (ho - 1) + 1:stride,
-                                       dx:dx + stride * (wo - 1) + 1:stride]
+            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), (h, w), dy, dx, stride, pad)
+            tap = cols[:, dy, dx]
+            tap[:, :, rows, cs] = x_cn[:, :, in_rows, in_cs]
+            tap[:, :, :rows.start] = 0
+            tap[:, :, rows.stop:] = 0
+            tap[:, :, rows, :cs.start] = 0
+            tap[:, :, rows, cs.stop:] = 0
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
@@ -56,23 +86,24 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
 
     cols:    (C*kh*kw, N*Ho*Wo)
     x_shape: (N, C, H, W) of the image that was unfolded
-    returns  (N, C, H, W)
+    returns  (N, C, H, W) (a channel-major view: memory order (C, N, H, W))
 
     Each input pixel appears in up to ``kh*kw`` columns; its value here is the
     sum of all those column entries (the transpose of the copy in im2col), and
-    entries that fell on the zero padding are dropped.
+    entries that fell on the zero padding are dropped (the same in-range
+    blocks as :func:`im2col`, added instead of copied).
     """
     xp = get_array_module(cols)
     n, c, h, w = x_shape
     ho = conv_output_size(h, kh, stride, pad)
     wo = conv_output_size(w, kw, stride, pad)
     cols6 = cols.reshape(c, kh, kw, n, ho, wo)
-    x_pad_cn = xp.zeros((c, n, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)
+    x_cn = xp.zeros((c, n, h, w), dtype=cols.dtype)
     for dy in range(kh):
         for dx in range(kw):
-            x_pad_cn[:, :, dy:dy + stride * (ho - 1) + 1:stride,
-                     dx:dx + stride * (wo - 1) + 1:stride] += cols6[:, dy, dx]
-    return x_pad_cn[:, :, pad:pad + h, pad:pad + w].transpose(1, 0, 2, 3)
+            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), (h, w), dy, dx, stride, pad)
+            x_cn[:, :, in_rows, in_cs] += cols6[:, dy, dx, :, rows, cs]
+    return x_cn.transpose(1, 0, 2, 3)
 
 
 # ---------------------------------------------------------------------------
