@@ -30,14 +30,32 @@ class Conv2D:
 
     Weight layout (C_out, C_in, kh, kw), as PyTorch's ``conv2d``; p = (k−1)/2.
     Shapes: x (N, C_in, H, W) → o (N, C_out, Ho, Wo) with Ho = ⌈H/s⌉, Wo = ⌈W/s⌉.
-    Implemented as im2col + one GEMM: ``o = w.reshape(C_out, C_in·kh·kw) @ cols + b``.
+
+    Two exact ways to evaluate Eq. 2 with one GEMM, chosen by ``unfold``:
+
+    * ``"input"`` (default, the textbook one): unfold the input with im2col,
+      then ``o = w.reshape(C_out, C_in·k²) @ cols + b``. The unfolded matrix has
+      C_in·k² rows.
+    * ``"output"`` (stride 1 only): multiply first, ``Y = W_out @ x`` with
+      ``W_out[(c, dy', dx'), c'] = w[c, c', k−1−dy', k−1−dx']`` (C_out·k² rows),
+      then sum the k² shifted planes of Y with col2im:
+      ``o[c, y, x] = Σ_{dy', dx'} Y[(c, dy', dx'), y − dy' + p, x − dx' + p]``;
+      substituting dy = k−1−dy' gives back ``Σ_{c', dy} w[c, c', dy] f[c', y + dy − p]``, Eq. 2.
+      Only C_out·k² rows are ever unfolded, so this is the cheaper way when
+      C_out < C_in (layer 5: 3·9 = 27 rows instead of 32·9 = 288).
+
+    Results are channel-major views (memory order (C, N, H, W)), the natural
+    layout of the GEMM; the next layer's im2col and GEMM read them without copies.
 
     (The paper folds the bias into Eq. 3; here it is added in this layer so
     that the activations are parameter-free.)
     """
 
-    def __init__(self, w, b, stride=1):
-        """w: (C_out, C_in, kh, kw) odd kh = kw; b: (C_out,). The arrays are held, not copied."""
+    UNFOLDS = ("input", "output")
+
+    def __init__(self, w, b, stride=1, unfold="input"):
+        """w: (C_out, C_in, kh, kw) odd kh = kw; b: (C_out,). The arrays are held, not copied.
+        unfold: "input" or "output" (stride 1 only), see the class docstring."""
         c_out, c_in, kh, kw = w.shape
         if kh != kw or kh % 2 != 1:
             raise ValueError(f"Conv2D needs a square odd kernel, got {kh}x{kw}")
@@ -45,32 +63,51 @@ class Conv2D:
             raise ValueError(f"Conv2D bias must have shape ({c_out},), got {b.shape}")
         if stride not in (1, 2):
             raise ValueError(f"Conv2D stride must be 1 or 2, got {stride}")
+        if unfold not in self.UNFOLDS:
+            raise ValueError(f"Conv2D unfold must be one of {self.UNFOLDS}, got {unfold!r}")
+        if unfold == "output" and stride != 1:
+            raise ValueError("Conv2D unfold='output' needs stride 1")
         self.params = {"w": w, "b": b}
         self.grads = {"w": None, "b": None}
         self.stride = stride
         self.pad = (kh - 1) // 2
-        self.input_shape = None   # (N, C_in, H, W) of the last forward input
-        self.input_cols = None    # (C_in·kh·kw, N·Ho·Wo) im2col of the last input
+        self.unfold = unfold
+        self.input_shape = None    # (N, C_in, H, W) of the last forward input
+        self.input_cols = None     # unfold="input": (C_in·kh·kw, N·Ho·Wo) im2col of the last input
+        self.input_matrix = None   # unfold="output": (C_in, N·H·W) the last input, channel-major
+
+    def _output_side_weights(self):
+        """``W_out`` (C_out·k², C_in): row (c, dy', dx') holds ``w[c, :, k−1−dy', k−1−dx']``."""
+        w = self.params["w"]
+        c_out, c_in, kh, kw = w.shape
+        return w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(c_out * kh * kw, c_in)
 
     def forward(self, x):
-        """x: (N, C_in, H, W) → o: (N, C_out, Ho, Wo). Caches the im2col of x."""
+        """x: (N, C_in, H, W) → o: (N, C_out, Ho, Wo). Caches the im2col of x (or x itself for unfold="output")."""
         w, b = self.params["w"], self.params["b"]
-        c_out, _, kh, kw = w.shape
+        c_out, c_in, kh, kw = w.shape
         n, _, h, wd = x.shape
+        self.input_shape = x.shape
+        if self.unfold == "output":
+            x_matrix = x.transpose(1, 0, 2, 3).reshape(c_in, n * h * wd)   # a copy only if x is not channel-major
+            planes = self._output_side_weights() @ x_matrix                  # Y: (C_out·k², N·H·W)
+            out = kernels.col2im(planes, (n, c_out, h, wd), kh, kw, 1, self.pad)
+            out += b[None, :, None, None]   # out is col2im's fresh array
+            self.input_matrix = x_matrix
+            return out
         ho = kernels.conv_output_size(h, kh, self.stride, self.pad)
         wo = kernels.conv_output_size(wd, kw, self.stride, self.pad)
         cols = kernels.im2col(x, kh, kw, self.stride, self.pad)
         out = w.reshape(c_out, -1) @ cols            # (C_out, N·Ho·Wo)
         out += b[:, None]
-        self.input_shape = x.shape
         self.input_cols = cols
         return out.reshape(c_out, n, ho, wo).transpose(1, 0, 2, 3)
 
     def backward(self, dout, need_dx=True):
         """dout = ∂E/∂o: (N, C_out, Ho, Wo) → ∂E/∂x: (N, C_in, H, W) (or None if not ``need_dx``).
 
-        Derivation. With ``O = W·cols + b 1ᵀ`` (W: C_out × K, cols: K × M,
-        K = C_in·kh·kw, M = N·Ho·Wo) and G = ∂E/∂O (C_out × M):
+        Derivation (unfold="input"). With ``O = W·cols + b 1ᵀ`` (W: C_out × K,
+        cols: K × M, K = C_in·kh·kw, M = N·Ho·Wo) and G = ∂E/∂O (C_out × M):
 
         * ``∂E/∂W = G · colsᵀ``  — each weight multiplies the column entries it meets (Eq. 2 is linear in w);
         * ``∂E/∂b = G · 1``      — the bias is added to every output position of its channel;
@@ -78,16 +115,35 @@ class Conv2D:
           ``∂E/∂x = col2im(Wᵀ · G)`` — col2im is im2col's transpose, so each
           input pixel sums the gradient of every output whose window covered it.
 
+        Derivation (unfold="output", stride 1). The forward is
+        ``O = col2im(W_out · X) + b 1ᵀ`` with X the input as a C_in × M matrix.
+        col2im's transpose is im2col, so ``∂E/∂Y = im2col(G)`` (C_out·k² × M):
+
+        * ``∂E/∂W_out = im2col(G) · Xᵀ``, and ``∂E/∂w[c, c', dy, dx]`` is its entry
+          at row (c, k−1−dy, k−1−dx), column c' (W_out holds w flipped);
+        * ``∂E/∂b = G · 1`` as above;
+        * ``∂E/∂X = W_outᵀ · im2col(G)``, a GEMM with only C_out·k² inner terms.
+
         Fills ``grads["w"]`` (C_out, C_in, kh, kw) and ``grads["b"]`` (C_out,).
         """
         w = self.params["w"]
-        c_out = w.shape[0]
+        c_out, c_in, kh, kw = w.shape
+        if self.unfold == "output":
+            n, _, h, wd = self.input_shape
+            g_cols = kernels.im2col(dout, kh, kw, 1, self.pad)          # ∂E/∂Y: (C_out·k², M)
+            dw_out = g_cols @ self.input_matrix.T                        # ∂E/∂W_out: (C_out·k², C_in)
+            dw = dw_out.reshape(c_out, kh, kw, c_in)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+            self.grads["w"] = dw.copy()    # contiguous (C_out, C_in, kh, kw)
+            self.grads["b"] = dout.sum(axis=(0, 2, 3))
+            if not need_dx:
+                return None
+            dx = self._output_side_weights().T @ g_cols                 # (C_in, M)
+            return dx.reshape(c_in, n, h, wd).transpose(1, 0, 2, 3)
         g = dout.transpose(1, 0, 2, 3).reshape(c_out, -1)   # (C_out, M), a copy if needed
         self.grads["w"] = (g @ self.input_cols.T).reshape(w.shape)
         self.grads["b"] = g.sum(axis=1)
         if not need_dx:
             return None
-        kh, kw = w.shape[2:]
         dcols = w.reshape(c_out, -1).T @ g              # (K, M)
         return kernels.col2im(dcols, self.input_shape, kh, kw, self.stride, self.pad)
 

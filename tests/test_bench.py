@@ -158,3 +158,83 @@ def test_torch_child_times_every_variant():
     assert set(first) == set(second) == names
     assert all(t > 0 for t in first.values())
     assert child.info["version"]
+
+
+# ---------------------------------------------------------------------------
+# Fast forms against the literal Eq. 2 (float64)
+# ---------------------------------------------------------------------------
+
+def literal_im2col(x, k, stride, pad):
+    """cols[(c,dy,dx), (n,y,x)] = x_pad[n, c, y·s + dy, x·s + dx], element by element (the definition)."""
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = np.empty((c, k, k, n, ho, wo))
+    for ci in range(c):
+        for dy in range(k):
+            for dx in range(k):
+                for y in range(ho):
+                    for xx in range(wo):
+                        cols[ci, dy, dx, :, y, xx] = x_pad[:, ci, y * stride + dy, xx * stride + dx]
+    return cols.reshape(c * k * k, n * ho * wo)
+
+
+def literal_conv2d(x, w, b, stride):
+    """Eq. 2 with scipy.signal.correlate per (image, output channel, input channel), subsampled for stride 2."""
+    from scipy.signal import correlate  # noqa: PLC0415
+
+    n, c_in = x.shape[:2]
+    out = np.stack([np.stack([sum(correlate(x[i, ci], w[co, ci], mode="same") for ci in range(c_in)) + b[co]
+                              for co in range(w.shape[0])]) for i in range(n)])
+    return out[:, :, ::stride, ::stride]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("hw", [(5, 6), (7, 7), (4, 9)])
+def test_im2col_without_padding_copy_equals_definition(stride, hw):
+    x = np.random.default_rng(4).standard_normal((2, 3) + hw)
+    from sflnet import kernels  # noqa: PLC0415
+
+    np.testing.assert_array_equal(kernels.im2col(x, 3, 3, stride, 1), literal_im2col(x, 3, stride, 1))
+    # channel-major input (the layout the layers produce) gives the same columns
+    x_cn = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    np.testing.assert_array_equal(kernels.im2col(x_cn, 3, 3, stride, 1), literal_im2col(x, 3, stride, 1))
+
+
+@pytest.mark.parametrize("c_in, c_out, hw", [(32, 3, (9, 8)), (5, 2, (6, 7)), (3, 4, (1, 5))])
+def test_conv_output_unfold_equals_eq2(c_in, c_out, hw):
+    """unfold="output" (GEMM first, then summing shifted planes) is Eq. 2: forward vs SciPy, and its
+    gradients equal those of the textbook unfold="input" path, which other tests check by finite differences."""
+    from sflnet.layers import Conv2D  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, c_in) + hw)
+    w = rng.standard_normal((c_out, c_in, 3, 3))
+    b = rng.standard_normal(c_out)
+    fast, plain = Conv2D(w, b, 1, unfold="output"), Conv2D(w, b, 1, unfold="input")
+    out = fast.forward(x)
+    np.testing.assert_allclose(out, literal_conv2d(x, w, b, 1), rtol=0, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dout_before = dout.copy()
+    dx = fast.backward(dout)
+    np.testing.assert_array_equal(dout, dout_before)   # upstream gradient untouched
+    plain.forward(x)
+    np.testing.assert_allclose(dx, plain.backward(dout), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.grads["w"], plain.grads["w"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.grads["b"], plain.grads["b"], rtol=0, atol=1e-12)
+    # directional finite difference on w, independent of the other path
+    r = rng.standard_normal(w.shape)
+    eps = 1e-6
+
+    def energy(weights):
+        return float(np.sum(Conv2D(weights, b, 1, unfold="output").forward(x) * dout))
+
+    numeric = (energy(w + eps * r) - energy(w - eps * r)) / (2 * eps)
+    assert numeric == pytest.approx(float(np.sum(fast.grads["w"] * r)), rel=1e-7)
+
+
+def test_conv_output_unfold_needs_stride_1():
+    from sflnet.layers import Conv2D  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="stride 1"):
+        Conv2D(np.zeros((3, 4, 3, 3)), np.zeros(3), stride=2, unfold="output")
