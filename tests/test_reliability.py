@@ -500,6 +500,21 @@ def test_kill_9_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_p
     assert killed_in_training >= 2
 
 
+def test_killed_before_the_first_checkpoint_says_to_start_again(tmp_path, images):
+    """kill -9 during start-up can leave only config.json (found by hand: killing the moment it
+    appears); --resume then explains that there is nothing to resume and --overwrite starts again."""
+    run = tmp_path / "run"
+    assert run_cli(train_args(images, run, 1)).code == 0
+    for name in ("checkpoint.npz", "history.csv"):
+        (run / name).unlink()
+    shutil.rmtree(run / "snapshots")
+    shutil.rmtree(run / "checkpoints")
+    assert_clean_error(run_cli(["train", "--out", run, "--resume", "--device", "cpu"]),
+                       "no checkpoint.npz", "--overwrite")
+    assert run_cli(train_args(images, run, 2, "--overwrite")).code == 0
+    assert load_checkpoint(run / "checkpoint.npz").epoch == 2
+
+
 # ---------------------------------------------------------------------------
 # SIGINT in a subprocess, exact resume (float64 and float32)
 # ---------------------------------------------------------------------------

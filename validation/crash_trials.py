@@ -23,6 +23,8 @@ What it does:
    final parameters and momentum (bit for bit) with the reference.
 
 Prints a Markdown table, one row per trial; exit status 1 if any trial failed.
+Run it on a tree nobody is editing: the reference and the resumed runs must
+execute the same code for the bit-for-bit comparison to mean anything.
 Everything is written to a temporary folder (``--keep`` to keep it).
 """
 
