@@ -3,16 +3,70 @@ and the separable 1-D filtering used by the fast LoG bank.
 
 This is the only module allowed to branch on the backend (NumPy vs CuPy), and it
 does so only where a library routine differs between the two
-(``scipy.ndimage`` vs ``cupyx.scipy.ndimage``). Everything else is written once
-with ``xp = get_array_module(x)``.
+(``scipy.ndimage`` vs ``cupyx.scipy.ndimage``) and to spread NumPy work over
+the CPU cores (:func:`parallel_ranges`; CuPy kernels are already parallel).
+Everything else is written once with ``xp = get_array_module(x)``.
 
 Conventions: arrays are NCHW; ``kh, kw`` are odd kernel sizes; ``pad`` is the
 zero padding on each side; output sizes follow ``floor((H + 2 pad - kh) / stride) + 1``.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from sflnet.backend import get_array_module
+
+# ---------------------------------------------------------------------------
+# CPU threads for the NumPy kernels
+# ---------------------------------------------------------------------------
+# NumPy's copies and ufuncs release the GIL but run on one core; the GEMMs use
+# all cores through BLAS. The kernels below split their work into independent
+# ranges (disjoint output regions) and run them on a small thread pool, so the
+# copies run on every core too.
+
+PARALLEL_MIN_ELEMENTS = 1 << 18   # below ~1 MB of float32 work a thread hand-off costs more than it saves
+
+_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_pool = None
+
+
+def set_num_threads(count):
+    """Threads used by the NumPy kernels (1 = no threading). BLAS threads are set by its own environment variables."""
+    global _threads, _pool
+    if count < 1:
+        raise ValueError(f"thread count must be >= 1, got {count}")
+    if count != _threads and _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+    _threads = int(count)
+
+
+def get_num_threads():
+    """Threads used by the NumPy kernels."""
+    return _threads
+
+
+def parallel_ranges(xp, count, work, task):
+    """Call ``task(lo, hi)`` over contiguous ranges covering ``range(count)``, on all threads.
+
+    ``work`` is the number of elements the whole job touches; small jobs, CuPy
+    arrays and single-thread settings run ``task(0, count)`` directly. Tasks
+    must write disjoint outputs. The calling thread runs the first range itself.
+    """
+    global _pool
+    parts = min(_threads, count)
+    if xp is not np or parts < 2 or work < PARALLEL_MIN_ELEMENTS:
+        task(0, count)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_threads - 1, thread_name_prefix="sflnet-kernels")
+    bounds = [count * i // parts for i in range(parts + 1)]
+    futures = [_pool.submit(task, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    task(bounds[0], bounds[1])
+    for future in futures:
+        future.result()
 
 
 def conv_output_size(size, kernel, stride, pad):
@@ -24,26 +78,33 @@ def conv_output_size(size, kernel, stride, pad):
 # im2col / col2im
 # ---------------------------------------------------------------------------
 
-def _tap_range(out_len, in_len, offset, stride):
-    """Outputs ``o`` of one kernel tap whose input ``o·stride + offset`` lies inside ``[0, in_len)``.
+def _tap_range(out_len, in_len, offset):
+    """Outputs ``o`` of one kernel tap whose input ``o + offset`` lies inside ``[0, in_len)``.
 
-    returns ``(lo, hi, start)``: outputs ``lo ≤ o < hi`` read inputs
-    ``start, start + stride, …``; every other output of this tap reads the
-    zero padding. ``offset`` is the tap index minus the padding, ``d − pad``.
+    returns ``(lo, hi)``: outputs ``lo ≤ o < hi`` read inputs ``lo + offset …``;
+    every other output of this tap reads the zero padding.
     """
-    lo = min(out_len, max(0, -(offset // stride)))   # ceil(−offset / stride), clipped
-    hi = max(lo, min(out_len, (in_len - 1 - offset) // stride + 1))
-    return lo, hi, lo * stride + offset
+    lo = min(out_len, max(0, -offset))
+    hi = max(lo, min(out_len, in_len - offset))
+    return lo, hi
 
 
-def _tap_slices(out_hw, in_hw, dy, dx, stride, pad):
-    """For tap (dy, dx): (output rows, output cols, input rows, input cols) slices of the in-range part."""
+def _tap_slices(out_hw, in_hw, oy, ox):
+    """For a tap reading input (y + oy, x + ox) at output (y, x): (output rows, output cols,
+    input rows, input cols) slices of the part that lies inside the input."""
     (ho, wo), (h, w) = out_hw, in_hw
-    ylo, yhi, ys = _tap_range(ho, h, dy - pad, stride)
-    xlo, xhi, xs = _tap_range(wo, w, dx - pad, stride)
-    return (slice(ylo, yhi), slice(xlo, xhi),
-            slice(ys, ys + stride * (yhi - ylo - 1) + 1, stride),
-            slice(xs, xs + stride * (xhi - xlo - 1) + 1, stride))
+    ylo, yhi = _tap_range(ho, h, oy)
+    xlo, xhi = _tap_range(wo, w, ox)
+    return slice(ylo, yhi), slice(xlo, xhi), slice(ylo + oy, yhi + oy), slice(xlo + ox, xhi + ox)
+
+
+def _phase_and_shift(d, pad, stride):
+    """Tap ``d`` of output ``o`` reads input ``o·stride + d − pad = stride·(o + shift) + phase``.
+
+    So with the input split into ``stride`` phases (``x[phase::stride]``), the
+    tap reads phase ``phase`` at index ``o + shift``: a stride-1 shift. returns (phase, shift).
+    """
+    return (d - pad) % stride, (d - pad) // stride
 
 
 def im2col(x, kh, kw, stride, pad):
@@ -58,8 +119,11 @@ def im2col(x, kh, kw, stride, pad):
     where ``x_pad`` is ``x`` with ``pad`` zeros on each spatial side.
 
     No padded copy of ``x`` is made: for each tap, the outputs whose input is
-    inside the image get one strided block copy, and the thin border of
-    outputs that would read the padding is set to zero. The block copies read
+    inside the image get one block copy, and the thin border of outputs that
+    would read the padding is set to zero. With stride 2 the input is first
+    split into its 4 phases ``x[:, :, py::2, px::2]`` (one strided pass), so
+    that every tap is a plain shifted block of one phase (see
+    :func:`_phase_and_shift`) instead of a strided gather. The copies read
     ``x`` channel-major (``x.transpose(1, 0, 2, 3)``), which is free when ``x``
     came out of a GEMM of this module's layout. The input is never modified.
     """
@@ -69,15 +133,25 @@ def im2col(x, kh, kw, stride, pad):
     wo = conv_output_size(w, kw, stride, pad)
     x_cn = x.transpose(1, 0, 2, 3)
     cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
-    for dy in range(kh):
-        for dx in range(kw):
-            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), (h, w), dy, dx, stride, pad)
-            tap = cols[:, dy, dx]
-            tap[:, :, rows, cs] = x_cn[:, :, in_rows, in_cs]
-            tap[:, :, :rows.start] = 0
-            tap[:, :, rows.stop:] = 0
-            tap[:, :, rows, :cs.start] = 0
-            tap[:, :, rows, cs.stop:] = 0
+
+    def unfold_channels(c0, c1):
+        part = x_cn[c0:c1]
+        phases = {(0, 0): part} if stride == 1 else \
+            {(py, px): part[:, :, py::stride, px::stride].copy() for py in range(stride) for px in range(stride)}
+        for dy in range(kh):
+            py, oy = _phase_and_shift(dy, pad, stride)
+            for dx in range(kw):
+                px, ox = _phase_and_shift(dx, pad, stride)
+                source = phases[(py, px)]
+                rows, cs, in_rows, in_cs = _tap_slices((ho, wo), source.shape[2:], oy, ox)
+                tap = cols[c0:c1, dy, dx]
+                tap[:, :, rows, cs] = source[:, :, in_rows, in_cs]
+                tap[:, :, :rows.start] = 0
+                tap[:, :, rows.stop:] = 0
+                tap[:, :, rows, :cs.start] = 0
+                tap[:, :, rows, cs.stop:] = 0
+
+    parallel_ranges(xp, c, cols.size, unfold_channels)
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
@@ -91,18 +165,33 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
     Each input pixel appears in up to ``kh*kw`` columns; its value here is the
     sum of all those column entries (the transpose of the copy in im2col), and
     entries that fell on the zero padding are dropped (the same in-range
-    blocks as :func:`im2col`, added instead of copied).
+    blocks as :func:`im2col`, added instead of copied). With stride 2 the sums
+    are collected per input phase and interleaved once at the end.
     """
     xp = get_array_module(cols)
     n, c, h, w = x_shape
     ho = conv_output_size(h, kh, stride, pad)
     wo = conv_output_size(w, kw, stride, pad)
     cols6 = cols.reshape(c, kh, kw, n, ho, wo)
-    x_cn = xp.zeros((c, n, h, w), dtype=cols.dtype)
-    for dy in range(kh):
-        for dx in range(kw):
-            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), (h, w), dy, dx, stride, pad)
-            x_cn[:, :, in_rows, in_cs] += cols6[:, dy, dx, :, rows, cs]
+    x_cn = (xp.zeros if stride == 1 else xp.empty)((c, n, h, w), dtype=cols.dtype)
+
+    def fold_channels(c0, c1):
+        part = x_cn[c0:c1]
+        phases = {(0, 0): part} if stride == 1 else \
+            {(py, px): xp.zeros_like(part[:, :, py::stride, px::stride], order="C")
+             for py in range(stride) for px in range(stride)}
+        for dy in range(kh):
+            py, oy = _phase_and_shift(dy, pad, stride)
+            for dx in range(kw):
+                px, ox = _phase_and_shift(dx, pad, stride)
+                target = phases[(py, px)]
+                rows, cs, in_rows, in_cs = _tap_slices((ho, wo), target.shape[2:], oy, ox)
+                target[:, :, in_rows, in_cs] += cols6[c0:c1, dy, dx, :, rows, cs]
+        if stride != 1:
+            for (py, px), phase in phases.items():
+                part[:, :, py::stride, px::stride] = phase
+
+    parallel_ranges(xp, c, cols.size, fold_channels)
     return x_cn.transpose(1, 0, 2, 3)
 
 
@@ -110,14 +199,16 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
 # Bilinear x2 (half-pixel centres, clamped edges) and its adjoint
 # ---------------------------------------------------------------------------
 
-def _neighbours(x, axis):
-    """``(prev, next)`` of ``x`` along ``axis`` with edge clamping: prev[i] = x[max(i-1,0)], next[i] = x[min(i+1,n-1)]."""
-    xp = get_array_module(x)
-    n = x.shape[axis]
-    idx = xp.arange(n)
-    prev = xp.take(x, xp.maximum(idx - 1, 0), axis=axis)
-    nxt = xp.take(x, xp.minimum(idx + 1, n - 1), axis=axis)
-    return prev, nxt
+def _along(a, axis, index):
+    """``a[..., index, ...]`` with ``index`` (a slice) applied to ``axis``: a view."""
+    full = [slice(None)] * a.ndim
+    full[axis] = index
+    return a[tuple(full)]
+
+
+def _split_axis(shape, axis):
+    """The longest axis other than ``axis``: work along ``axis`` splits into independent parts there."""
+    return max((d for d in range(len(shape)) if d != axis), key=lambda d: shape[d])
 
 
 def upsample2x_axis(x, axis, out_len):
@@ -125,18 +216,32 @@ def upsample2x_axis(x, axis, out_len):
 
     ``out[2i] = 3/4 x[i] + 1/4 x[max(i-1, 0)]``,
     ``out[2i+1] = 3/4 x[i] + 1/4 x[min(i+1, n-1)]``.
+
+    Written straight into the even and odd slots of the result (strided views),
+    with the clamped edge terms added separately; the result is a view cropped
+    to ``out_len``.
     """
     xp = get_array_module(x)
-    prev, nxt = _neighbours(x, axis)
-    even = 0.75 * x + 0.25 * prev
-    odd = 0.75 * x + 0.25 * nxt
-    out = xp.stack((even, odd), axis=axis + 1)  # interleave: (..., n, 2, ...) -> (..., 2n, ...)
+    n = x.shape[axis]
     shape = list(x.shape)
-    shape[axis] = 2 * x.shape[axis]
-    out = out.reshape(shape)
-    index = [slice(None)] * x.ndim
-    index[axis] = slice(0, out_len)
-    return out[tuple(index)].astype(x.dtype, copy=False)
+    shape[axis] = 2 * n
+    out = xp.empty_like(x, shape=tuple(shape))      # keeps x's memory order (channel-major stays channel-major)
+    split = _split_axis(x.shape, axis)
+
+    def upsample_part(lo, hi):
+        part = _along(x, split, slice(lo, hi))
+        target = _along(out, split, slice(lo, hi))
+        even = _along(target, axis, slice(0, None, 2))      # out[2i],   i = 0 … n-1
+        odd = _along(target, axis, slice(1, None, 2))       # out[2i+1], i = 0 … n-1
+        xp.multiply(part, 0.75, out=even)
+        _along(even, axis, slice(1, n))[...] += 0.25 * _along(part, axis, slice(0, n - 1))   # + 1/4 x[i-1], i ≥ 1
+        _along(even, axis, slice(0, 1))[...] += 0.25 * _along(part, axis, slice(0, 1))       # clamped x[-1] → x[0]
+        xp.multiply(part, 0.75, out=odd)
+        _along(odd, axis, slice(0, n - 1))[...] += 0.25 * _along(part, axis, slice(1, n))    # + 1/4 x[i+1], i ≤ n-2
+        _along(odd, axis, slice(n - 1, n))[...] += 0.25 * _along(part, axis, slice(n - 1, n))  # clamped x[n] → x[n-1]
+
+    parallel_ranges(xp, x.shape[split], out.size, upsample_part)
+    return _along(out, axis, slice(0, out_len))
 
 
 def upsample2x_axis_adjoint(g, axis, in_len):
@@ -147,29 +252,33 @@ def upsample2x_axis_adjoint(g, axis, in_len):
     ``3/4 (ge[i] + go[i])``, plus ``1/4 ge[i+1]`` (it is the left neighbour of
     output 2(i+1)) and ``1/4 go[i-1]`` (right neighbour of output 2(i-1)+1);
     the clamped edges send ``1/4 ge[0]`` to input 0 and ``1/4 go[n-1]`` to input n-1.
+    The zero padding is never built: when ``out_len`` is ``2n − 1``, ``go``
+    simply has ``n − 1`` entries and the terms of the cropped ``go[n-1]`` are skipped.
     """
     xp = get_array_module(g)
-    pad_width = [(0, 0)] * g.ndim
-    pad_width[axis] = (0, 2 * in_len - g.shape[axis])
-    g_full = xp.pad(g, pad_width)
+    n = in_len
+    n_odd = g.shape[axis] // 2                       # odd outputs kept by the crop: n or n-1
+    reach = min(n_odd, n - 1)                        # go[i] → input i+1 for i ≤ n-2
     shape = list(g.shape)
-    shape[axis] = in_len
-    shape.insert(axis + 1, 2)
-    pairs = g_full.reshape(shape)
-    ge = xp.take(pairs, 0, axis=axis + 1)
-    go = xp.take(pairs, 1, axis=axis + 1)
+    shape[axis] = n
+    out = xp.empty_like(g, shape=tuple(shape))      # keeps g's memory order
+    split = _split_axis(g.shape, axis)
 
-    def sl(start, stop):
-        index = [slice(None)] * g.ndim
-        index[axis] = slice(start, stop)
-        return tuple(index)
+    def adjoint_part(lo, hi):
+        part = _along(g, split, slice(lo, hi))
+        target = _along(out, split, slice(lo, hi))
+        ge = _along(part, axis, slice(0, None, 2))   # n entries
+        go = _along(part, axis, slice(1, None, 2))   # n_odd entries
+        xp.multiply(ge, 0.75, out=target)
+        _along(target, axis, slice(0, n_odd))[...] += 0.75 * go
+        _along(target, axis, slice(0, n - 1))[...] += 0.25 * _along(ge, axis, slice(1, n))     # ge[i+1] → i
+        _along(target, axis, slice(0, 1))[...] += 0.25 * _along(ge, axis, slice(0, 1))          # clamped ge[0] → 0
+        _along(target, axis, slice(1, reach + 1))[...] += 0.25 * _along(go, axis, slice(0, reach))
+        if n_odd == n:
+            _along(target, axis, slice(n - 1, n))[...] += 0.25 * _along(go, axis, slice(n - 1, n))  # clamped go[n-1]
 
-    out = 0.75 * (ge + go)
-    out[sl(0, in_len - 1)] += 0.25 * ge[sl(1, in_len)]
-    out[sl(0, 1)] += 0.25 * ge[sl(0, 1)]
-    out[sl(1, in_len)] += 0.25 * go[sl(0, in_len - 1)]
-    out[sl(in_len - 1, in_len)] += 0.25 * go[sl(in_len - 1, in_len)]
-    return out.astype(g.dtype, copy=False)
+    parallel_ranges(xp, g.shape[split], g.size, adjoint_part)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -197,6 +306,20 @@ def correlate_separable(x, row_taps, col_taps):
     computed as two 1-D passes: k + k taps per pixel instead of k².
     """
     xp = get_array_module(x)
+    tmp = _correlate1d(x, xp.asarray(row_taps, dtype=x.dtype), x.ndim - 1)
+    return _correlate1d(tmp, xp.asarray(col_taps, dtype=x.dtype), x.ndim - 2)
+
+
+def _correlate1d(x, taps, axis):
+    """Zero-padded "same" 1-D correlation of ``x`` along ``axis`` (``ndimage.correlate1d``), split over threads."""
+    xp = get_array_module(x)
     ndimage = _ndimage(xp)
-    tmp = ndimage.correlate1d(x, xp.asarray(row_taps, dtype=x.dtype), axis=-1, mode="constant", cval=0.0)
-    return ndimage.correlate1d(tmp, xp.asarray(col_taps, dtype=x.dtype), axis=-2, mode="constant", cval=0.0)
+    out = xp.empty(x.shape, dtype=x.dtype)
+    split = _split_axis(x.shape, axis)
+
+    def filter_part(lo, hi):
+        ndimage.correlate1d(_along(x, split, slice(lo, hi)), taps, axis=axis, mode="constant", cval=0.0,
+                            output=_along(out, split, slice(lo, hi)))
+
+    parallel_ranges(xp, x.shape[split], x.size * len(taps), filter_part)
+    return out

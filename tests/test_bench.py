@@ -238,3 +238,74 @@ def test_conv_output_unfold_needs_stride_1():
 
     with pytest.raises(ValueError, match="stride 1"):
         Conv2D(np.zeros((3, 4, 3, 3)), np.zeros(3), stride=2, unfold="output")
+
+
+def literal_upsample_axis(x, axis, out_len):
+    """Bilinear x2 along ``axis`` by the per-output formula with clamped neighbours (a plain loop)."""
+    x = np.moveaxis(x, axis, 0)
+    n = x.shape[0]
+    out = np.empty((2 * n,) + x.shape[1:])
+    for i in range(n):
+        out[2 * i] = 0.75 * x[i] + 0.25 * x[max(i - 1, 0)]
+        out[2 * i + 1] = 0.75 * x[i] + 0.25 * x[min(i + 1, n - 1)]
+    return np.moveaxis(out[:out_len], 0, axis)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6])
+@pytest.mark.parametrize("crop", [0, 1])
+@pytest.mark.parametrize("axis", [2, 3])
+def test_upsample_axis_and_adjoint_equal_definition(n, crop, axis):
+    from sflnet import kernels  # noqa: PLC0415
+
+    rng = np.random.default_rng(n + 10 * crop + axis)
+    shape = [2, 3, 4, 5]
+    shape[axis] = n
+    x = rng.standard_normal(shape)
+    out_len = 2 * n - crop
+    out = kernels.upsample2x_axis(x, axis, out_len)
+    np.testing.assert_allclose(out, literal_upsample_axis(x, axis, out_len), rtol=0, atol=1e-15)
+    g = rng.standard_normal(out.shape)
+    back = kernels.upsample2x_axis_adjoint(g, axis, n)
+    assert back.shape == x.shape
+    assert abs(np.sum(out * g) - np.sum(x * back)) <= 1e-12 * np.sum(np.abs(out * g))   # <Ux, g> = <x, Uᵀg>
+
+
+@pytest.fixture
+def threaded_kernels(monkeypatch):
+    """Force the NumPy kernels onto 3 threads even for tiny arrays; restore afterwards."""
+    from sflnet import kernels  # noqa: PLC0415
+
+    before = kernels.get_num_threads()
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 0)
+    kernels.set_num_threads(3)
+    yield kernels
+    kernels.set_num_threads(before)
+
+
+def test_threaded_kernels_give_identical_results(threaded_kernels):
+    """Splitting the kernels over threads writes disjoint parts: results are bit-identical to one thread."""
+    kernels = threaded_kernels
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 9, 8))
+    a, b = rng.standard_normal(7), rng.standard_normal(7)
+    threaded = [kernels.im2col(x, 3, 3, 2, 1), kernels.col2im(kernels.im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1),
+                kernels.upsample2x_axis(x, 3, 15), kernels.upsample2x_axis_adjoint(x, 2, 5),
+                kernels.correlate_separable(x[:, 0], a, b)]
+    kernels.set_num_threads(1)
+    single = [kernels.im2col(x, 3, 3, 2, 1), kernels.col2im(kernels.im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1),
+              kernels.upsample2x_axis(x, 3, 15), kernels.upsample2x_axis_adjoint(x, 2, 5),
+              kernels.correlate_separable(x[:, 0], a, b)]
+    for t, s in zip(threaded, single):
+        np.testing.assert_array_equal(t, s)
+
+
+def test_threaded_training_step_equals_single_thread(threaded_kernels):
+    kernels = threaded_kernels
+    images = tiny_images()
+    params = init_params(seed=4, std=0.3, dtype=np.float64)
+    threaded = Autoencoder({n: p.copy() for n, p in params.items()}).loss_and_grads(images)
+    kernels.set_num_threads(1)
+    single = Autoencoder({n: p.copy() for n, p in params.items()}).loss_and_grads(images)
+    assert threaded.E == single.E
+    for name in PARAM_NAMES:
+        np.testing.assert_array_equal(threaded.grads[name], single.grads[name])
