@@ -74,6 +74,29 @@ def conv_output_size(size, kernel, stride, pad):
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def elementwise(fn, *arrays, dtype=None):
+    """``fn(*arrays)`` for an elementwise ``fn(*pieces, out=piece)``, on all threads.
+
+    arrays: one shape (no broadcasting); the result is a new array shaped and
+    ordered in memory like ``arrays[0]``, of ``dtype`` (default ``arrays[0].dtype``).
+    ``fn`` is called on matching slices of every array along their outermost
+    memory axis, each writing its own slice of the result.
+    """
+    xp = get_array_module(arrays[0])
+    first = arrays[0]
+    out = xp.empty_like(first, dtype=first.dtype if dtype is None else dtype)
+    if first.ndim == 0:
+        fn(*arrays, out=out)
+        return out
+    split = max(range(first.ndim), key=lambda d: (first.shape[d] > 1, abs(first.strides[d])))
+
+    def piece(lo, hi):
+        fn(*(_along(a, split, slice(lo, hi)) for a in arrays), out=_along(out, split, slice(lo, hi)))
+
+    parallel_ranges(xp, first.shape[split], first.size * len(arrays), piece)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # im2col / col2im
 # ---------------------------------------------------------------------------
@@ -107,10 +130,12 @@ def _phase_and_shift(d, pad, stride):
     return (d - pad) % stride, (d - pad) // stride
 
 
-def im2col(x, kh, kw, stride, pad):
+def im2col(x, kh, kw, stride, pad, out=None):
     """Unfold every receptive field of ``x`` into one column.
 
     x:      (N, C, H, W)
+    out:    optional C-contiguous array of C*kh*kw*N*Ho*Wo elements to write into
+            (e.g. a buffer reused between calls); a new array by default
     returns (C*kh*kw, N*Ho*Wo), row index ``(c, dy, dx)`` in C order, column
             index ``(n, y, x)`` in C order, so that Eq. 2 becomes one matrix
             product ``W.reshape(C_out, C*kh*kw) @ cols``.
@@ -132,7 +157,10 @@ def im2col(x, kh, kw, stride, pad):
     ho = conv_output_size(h, kh, stride, pad)
     wo = conv_output_size(w, kw, stride, pad)
     x_cn = x.transpose(1, 0, 2, 3)
-    cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    if out is None:
+        cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    else:
+        cols = out.reshape(c, kh, kw, n, ho, wo)
 
     def unfold_channels(c0, c1):
         part = x_cn[c0:c1]

@@ -75,6 +75,23 @@ class Conv2D:
         self.input_shape = None    # (N, C_in, H, W) of the last forward input
         self.input_cols = None     # unfold="input": (C_in·kh·kw, N·Ho·Wo) im2col of the last input
         self.input_matrix = None   # unfold="output": (C_in, N·H·W) the last input, channel-major
+        self._buffers = {}         # scratch arrays reused between calls (see _scratch)
+
+    def _scratch(self, name, shape, like):
+        """A reusable scratch array of ``shape`` (dtype and device of ``like``), kept between calls.
+
+        The big unfolded matrices are allocated once and reused chunk after
+        chunk and epoch after epoch, instead of being fetched fresh from the
+        operating system each time (page faults). Only internal matrices use it,
+        never an array that is returned.
+        """
+        xp = get_array_module(like)
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != like.dtype or get_array_module(buffer) is not xp:
+            buffer = xp.empty(size, dtype=like.dtype)
+            self._buffers[name] = buffer
+        return buffer[:size].reshape(shape)
 
     def _output_side_weights(self):
         """``W_out`` (C_out·k², C_in): row (c, dy', dx') holds ``w[c, :, k−1−dy', k−1−dx']``."""
@@ -84,20 +101,23 @@ class Conv2D:
 
     def forward(self, x):
         """x: (N, C_in, H, W) → o: (N, C_out, Ho, Wo). Caches the im2col of x (or x itself for unfold="output")."""
+        xp = get_array_module(x)
         w, b = self.params["w"], self.params["b"]
         c_out, c_in, kh, kw = w.shape
         n, _, h, wd = x.shape
         self.input_shape = x.shape
         if self.unfold == "output":
             x_matrix = x.transpose(1, 0, 2, 3).reshape(c_in, n * h * wd)   # a copy only if x is not channel-major
-            planes = self._output_side_weights() @ x_matrix                  # Y: (C_out·k², N·H·W)
+            planes = xp.matmul(self._output_side_weights(), x_matrix,        # Y: (C_out·k², N·H·W)
+                               out=self._scratch("cols", (c_out * kh * kw, n * h * wd), x))
             out = kernels.col2im(planes, (n, c_out, h, wd), kh, kw, 1, self.pad)
             out += b[None, :, None, None]   # out is col2im's fresh array
             self.input_matrix = x_matrix
             return out
         ho = kernels.conv_output_size(h, kh, self.stride, self.pad)
         wo = kernels.conv_output_size(wd, kw, self.stride, self.pad)
-        cols = kernels.im2col(x, kh, kw, self.stride, self.pad)
+        cols = kernels.im2col(x, kh, kw, self.stride, self.pad,
+                              out=self._scratch("cols", (c_in * kh * kw, n * ho * wo), x))
         out = w.reshape(c_out, -1) @ cols            # (C_out, N·Ho·Wo)
         out += b[:, None]
         self.input_cols = cols
@@ -126,11 +146,13 @@ class Conv2D:
 
         Fills ``grads["w"]`` (C_out, C_in, kh, kw) and ``grads["b"]`` (C_out,).
         """
+        xp = get_array_module(dout)
         w = self.params["w"]
         c_out, c_in, kh, kw = w.shape
         if self.unfold == "output":
             n, _, h, wd = self.input_shape
-            g_cols = kernels.im2col(dout, kh, kw, 1, self.pad)          # ∂E/∂Y: (C_out·k², M)
+            g_cols = kernels.im2col(dout, kh, kw, 1, self.pad,          # ∂E/∂Y: (C_out·k², M)
+                                    out=self._scratch("dcols", (c_out * kh * kw, n * h * wd), dout))
             dw_out = g_cols @ self.input_matrix.T                        # ∂E/∂W_out: (C_out·k², C_in)
             dw = dw_out.reshape(c_out, kh, kw, c_in)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
             self.grads["w"] = dw.copy()    # contiguous (C_out, C_in, kh, kw)
@@ -144,24 +166,44 @@ class Conv2D:
         self.grads["b"] = g.sum(axis=1)
         if not need_dx:
             return None
-        dcols = w.reshape(c_out, -1).T @ g              # (K, M)
+        dcols = xp.matmul(w.reshape(c_out, -1).T, g,        # (K, M)
+                          out=self._scratch("dcols", self.input_cols.shape, g))
         return kernels.col2im(dcols, self.input_shape, kh, kw, self.stride, self.pad)
 
 
 class ReLU:
-    """Eq. 3 with a(o) = max(0, o). Shapes: any → same."""
+    """Eq. 3 with a(o) = max(0, o). Shapes: any → same.
+
+    The elementwise products run through :func:`sflnet.kernels.elementwise`,
+    which only splits them over the CPU threads.
+    """
 
     def __init__(self):
         self.positive_mask = None   # boolean array, True where the input was > 0
 
     def forward(self, x):
-        """x: any shape → max(0, x)."""
-        self.positive_mask = x > 0
-        return x * self.positive_mask
+        """x: any shape → max(0, x), computed as x · [x > 0]."""
+        xp = get_array_module(x)
+        self.positive_mask = kernels.elementwise(_is_positive, x, dtype=bool)
+        return kernels.elementwise(xp.multiply, x, self.positive_mask, dtype=x.dtype)
 
     def backward(self, dy):
         """∂E/∂o = ∂E/∂f · a'(o) with a'(o) = 1 for o > 0 and 0 otherwise (Eq. 3; the kink at 0 takes 0)."""
-        return dy * self.positive_mask
+        xp = get_array_module(dy)
+        return kernels.elementwise(xp.multiply, dy, self.positive_mask, dtype=dy.dtype)
+
+
+def _is_positive(x, out):
+    """out = [x > 0] (the ReLU mask), into ``out``."""
+    return get_array_module(x).greater(x, 0, out=out)
+
+
+def _tanh_derivative_product(dy, f, out):
+    """out = dy · (1 − f²), into ``out`` (no temporaries)."""
+    xp = get_array_module(dy)
+    xp.multiply(f, f, out=out)
+    xp.subtract(1, out, out=out)
+    return xp.multiply(dy, out, out=out)
 
 
 class Tanh:
@@ -173,12 +215,12 @@ class Tanh:
     def forward(self, x):
         """x: any shape → tanh(x)."""
         xp = get_array_module(x)
-        self.output = xp.tanh(x)
+        self.output = kernels.elementwise(xp.tanh, x)
         return self.output
 
     def backward(self, dy):
         """∂E/∂o = ∂E/∂f · (1 − f²), since d tanh(o)/do = 1 − tanh²(o) (Eq. 3, the factor ∂f^L/∂o^L of Eq. 9)."""
-        return dy * (1 - self.output * self.output)
+        return kernels.elementwise(_tanh_derivative_product, dy, self.output)
 
 
 # ---------------------------------------------------------------------------

@@ -309,3 +309,30 @@ def test_threaded_training_step_equals_single_thread(threaded_kernels):
     assert threaded.E == single.E
     for name in PARAM_NAMES:
         np.testing.assert_array_equal(threaded.grads[name], single.grads[name])
+
+
+@pytest.mark.parametrize("stride, unfold", [(1, "input"), (2, "input"), (1, "output")])
+def test_conv_scratch_buffers_are_never_visible(stride, unfold):
+    """Reused scratch matrices: outputs of earlier calls stay intact, a smaller input after a larger one
+    gives fresh-layer results, and backward can be repeated."""
+    from sflnet.layers import Conv2D  # noqa: PLC0415
+
+    rng = np.random.default_rng(8)
+    w, b = rng.standard_normal((4, 6, 3, 3)), rng.standard_normal(4)
+    big, small = rng.standard_normal((2, 6, 11, 9)), rng.standard_normal((1, 6, 7, 8))
+    layer = Conv2D(w, b, stride, unfold=unfold)
+    out_big = layer.forward(big)
+    kept = out_big.copy()
+    dx_big = layer.backward(np.ones_like(out_big))
+    kept_dx = dx_big.copy()
+    out_small = layer.forward(small)
+    np.testing.assert_array_equal(out_big, kept)
+    np.testing.assert_array_equal(dx_big, kept_dx)
+    fresh = Conv2D(w, b, stride, unfold=unfold)
+    np.testing.assert_array_equal(out_small, fresh.forward(small))
+    dout = rng.standard_normal(out_small.shape)
+    first = layer.backward(dout)
+    again = layer.backward(dout)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, fresh.backward(dout))
+    np.testing.assert_array_equal(layer.grads["w"], fresh.grads["w"])
