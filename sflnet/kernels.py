@@ -163,6 +163,11 @@ def im2col(x, kh, kw, stride, pad, out=None):
         cols = out.reshape(c, kh, kw, n, ho, wo)
 
     def unfold_channels(c0, c1):
+        step = 1 if stride > 1 else c1 - c0   # stride 2: one channel at a time, its phases stay in cache
+        for start in range(c0, c1, step):
+            unfold_channel_range(start, min(start + step, c1))
+
+    def unfold_channel_range(c0, c1):
         part = x_cn[c0:c1]
         phases = {(0, 0): part} if stride == 1 else \
             {(py, px): part[:, :, py::stride, px::stride].copy() for py in range(stride) for px in range(stride)}
@@ -204,6 +209,11 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
     x_cn = (xp.zeros if stride == 1 else xp.empty)((c, n, h, w), dtype=cols.dtype)
 
     def fold_channels(c0, c1):
+        step = 1 if stride > 1 else c1 - c0   # stride 2: one channel at a time, its phases stay in cache
+        for start in range(c0, c1, step):
+            fold_channel_range(start, min(start + step, c1))
+
+    def fold_channel_range(c0, c1):
         part = x_cn[c0:c1]
         phases = {(0, 0): part} if stride == 1 else \
             {(py, px): xp.zeros_like(part[:, :, py::stride, px::stride], order="C")
