@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 
+import sflnet  # noqa: F401,I001  (first: sets the BLAS idle-thread default before NumPy loads OpenBLAS)
 import numpy as np
 
 from sflnet import bench
