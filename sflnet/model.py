@@ -37,7 +37,7 @@ LOSSES = ("pl", "sfl")
 DEFAULT_SIGMAS = (0.8, 1.6, 3.2)
 DEFAULT_SFL_WEIGHTS = (100.0, 10.0, 10.0)
 DEFAULT_PL_WEIGHTS = (1.0, 1.0, 1.0)
-DEFAULT_MAX_CHUNK_PIXELS = 1 << 17   # about two 300×225 images per chunk
+DEFAULT_MAX_CHUNK_PIXELS = 3 << 16   # 196608: two 300×300 or three 300×200 images per chunk
 
 
 def init_params(seed=0, std=0.02, dtype=np.float32, xp=np):

@@ -336,3 +336,15 @@ def test_conv_scratch_buffers_are_never_visible(stride, unfold):
     np.testing.assert_array_equal(first, again)
     np.testing.assert_array_equal(first, fresh.backward(dout))
     np.testing.assert_array_equal(layer.grads["w"], fresh.grads["w"])
+
+
+def test_chunked_gradient_equals_one_pass_with_reused_scratch():
+    """Chunks of one image (scratch buffers re-sliced for every size) give the one-pass gradient."""
+    images = tiny_images() + tiny_images(seed=1)
+    params = init_params(seed=6, std=0.3, dtype=np.float64)
+    one_pass = Autoencoder({n: p.copy() for n, p in params.items()}, max_chunk_pixels=10**9).loss_and_grads(images)
+    chunked = Autoencoder({n: p.copy() for n, p in params.items()}, max_chunk_pixels=1).loss_and_grads(images)
+    assert chunked.E == pytest.approx(one_pass.E, rel=1e-13)
+    for name in PARAM_NAMES:
+        scale = np.abs(one_pass.grads[name]).max()
+        np.testing.assert_allclose(chunked.grads[name], one_pass.grads[name], rtol=0, atol=1e-12 * scale)
