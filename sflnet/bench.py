@@ -18,10 +18,12 @@ What is measured
   forward and backward, i.e. layer 6 both ways), ``pixel loss``, ``update``,
   and ``other`` (grouping, chunking and gradient accumulation: the epoch
   minus the timed parts).
-* **memory**: the process's peak resident set (``ru_maxrss``, which also
-  counts the Python interpreter, the loaded images and any imported
-  framework), the peak of the NumPy allocations during one epoch (traced with
-  ``tracemalloc``), and on the GPU the bytes held by CuPy's memory pool.
+* **memory**: measured first, on a fresh model: the process's peak resident
+  set after loading the images and one training epoch (``ru_maxrss``, which
+  also counts the Python interpreter and NumPy), the peak of the NumPy
+  allocations within that epoch (traced with ``tracemalloc``), and on the GPU
+  the bytes held by CuPy's memory pool; plus the peak resident set of the
+  whole benchmark run, which holds several models at once.
 
 ``compare_torch=True`` also times the same network and loss written with
 PyTorch (:mod:`sflnet.torch_reference`) on the same images, parameters,
@@ -296,6 +298,17 @@ def run_benchmark(images, xp, dtype=np.float32, repeat=5, warmup=1, loss="sfl",
         "max_chunk_pixels": int(max_chunk_pixels),
     }
 
+    log("memory: one training epoch on a fresh model")
+    m_model, m_opt = make_model(params, loss, max_chunk_pixels)
+    if xp is np:
+        result["numpy_peak_bytes"] = numpy_peak_bytes(lambda: train_step(m_model, m_opt, groups))
+    else:
+        train_step(m_model, m_opt, groups)
+        synchronize(xp)
+    result["gpu_pool_bytes"] = gpu_pool_bytes(xp)
+    result["train_rss_bytes"] = max_rss_bytes()   # images + one model + one epoch, before anything else ran
+    del m_model, m_opt
+
     model, opt = make_model(params, loss, max_chunk_pixels)
     cae_model, cae_opt = make_model(params, "pl", max_chunk_pixels)
     functions = {
@@ -318,19 +331,12 @@ def run_benchmark(images, xp, dtype=np.float32, repeat=5, warmup=1, loss="sfl",
         result["torch"] = torch_child.info
         result["ratios"] = torch_ratios(result["median"])
 
+    del functions, model, opt, cae_model, cae_opt   # free their buffers before the next model
     log("instrumented epoch for the per-layer breakdown")
     b_model, b_opt = make_model(params, loss, max_chunk_pixels)
     result["breakdown"] = layer_breakdown(b_model, b_opt, groups, xp, epochs=max(1, min(repeat, 3)))
 
-    log("memory")
-    m_model, m_opt = make_model(params, loss, max_chunk_pixels)
-    if xp is np:
-        result["numpy_peak_bytes"] = numpy_peak_bytes(lambda: train_step(m_model, m_opt, groups))
-    else:
-        train_step(m_model, m_opt, groups)
-        synchronize(xp)
-    result["gpu_pool_bytes"] = gpu_pool_bytes(xp)
-    result["max_rss_bytes"] = max_rss_bytes()
+    result["max_rss_bytes"] = max_rss_bytes()     # the whole benchmark run (several models alive at once)
 
     return result
 
@@ -432,9 +438,10 @@ def format_report(result):
         share = bd[key] / bd["epoch"] if bd["epoch"] > 0 else 0.0
         lines.append(f"  {key:28s} {bd[key]:8.4f}  {100 * share:5.1f} %")
     lines.append(f"  {'(instrumented epoch)':28s} {bd['epoch']:8.4f}")
-    memory = f"memory: peak RSS {_mib(result['max_rss_bytes'])}"
+    memory = (f"memory: peak RSS {_mib(result['train_rss_bytes'])} after loading and one training epoch "
+              f"({_mib(result['max_rss_bytes'])} for the whole benchmark run)")
     if "numpy_peak_bytes" in result:
-        memory += f", NumPy allocations peak {_mib(result['numpy_peak_bytes'])} during one epoch"
+        memory += f", NumPy allocations peak {_mib(result['numpy_peak_bytes'])} within one epoch"
     if result["gpu_pool_bytes"]:
         memory += f", CuPy pool {_mib(result['gpu_pool_bytes'])}"
     lines.append(memory)
