@@ -74,27 +74,34 @@ def conv_output_size(size, kernel, stride, pad):
     return (size + 2 * pad - kernel) // stride + 1
 
 
-def elementwise(fn, *arrays, dtype=None):
+def elementwise(fn, *arrays, dtype=None, dtypes=None):
     """``fn(*arrays)`` for an elementwise ``fn(*pieces, out=piece)``, on all threads.
 
     arrays: one shape (no broadcasting); the result is a new array shaped and
     ordered in memory like ``arrays[0]``, of ``dtype`` (default ``arrays[0].dtype``).
+    With ``dtypes`` (a tuple), ``fn`` fills several results at once
+    (``out=(piece, piece, …)``) and a tuple of arrays is returned.
     ``fn`` is called on matching slices of every array along their outermost
-    memory axis, each writing its own slice of the result.
+    memory axis, each writing its own slice of the results.
     """
     xp = get_array_module(arrays[0])
     first = arrays[0]
-    out = xp.empty_like(first, dtype=first.dtype if dtype is None else dtype)
-    if first.ndim == 0:
-        fn(*arrays, out=out)
-        return out
-    split = max(range(first.ndim), key=lambda d: (first.shape[d] > 1, abs(first.strides[d])))
+    several = dtypes is not None
+    if not several:
+        dtypes = (first.dtype if dtype is None else dtype,)
+    outs = tuple(xp.empty_like(first, dtype=d) for d in dtypes)
 
     def piece(lo, hi):
-        fn(*(_along(a, split, slice(lo, hi)) for a in arrays), out=_along(out, split, slice(lo, hi)))
+        cut = [_along(a, split, slice(lo, hi)) for a in arrays]
+        targets = tuple(_along(o, split, slice(lo, hi)) for o in outs)
+        fn(*cut, out=targets if several else targets[0])
 
-    parallel_ranges(xp, first.shape[split], first.size * len(arrays), piece)
-    return out
+    if first.ndim == 0:
+        fn(*arrays, out=outs if several else outs[0])
+    else:
+        split = max(range(first.ndim), key=lambda d: (first.shape[d] > 1, abs(first.strides[d])))
+        parallel_ranges(xp, first.shape[split], first.size * (len(arrays) + len(outs)), piece)
+    return outs if several else outs[0]
 
 
 # ---------------------------------------------------------------------------

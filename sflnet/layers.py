@@ -183,9 +183,8 @@ class ReLU:
 
     def forward(self, x):
         """x: any shape → max(0, x), computed as x · [x > 0]."""
-        xp = get_array_module(x)
-        self.positive_mask = kernels.elementwise(_is_positive, x, dtype=bool)
-        return kernels.elementwise(xp.multiply, x, self.positive_mask, dtype=x.dtype)
+        out, self.positive_mask = kernels.elementwise(_relu_and_mask, x, dtypes=(x.dtype, bool))
+        return out
 
     def backward(self, dy):
         """∂E/∂o = ∂E/∂f · a'(o) with a'(o) = 1 for o > 0 and 0 otherwise (Eq. 3; the kink at 0 takes 0)."""
@@ -193,9 +192,12 @@ class ReLU:
         return kernels.elementwise(xp.multiply, dy, self.positive_mask, dtype=dy.dtype)
 
 
-def _is_positive(x, out):
-    """out = [x > 0] (the ReLU mask), into ``out``."""
-    return get_array_module(x).greater(x, 0, out=out)
+def _relu_and_mask(x, out):
+    """out = (x · [x > 0], [x > 0]): the ReLU and its mask, into the two arrays of ``out``."""
+    xp = get_array_module(x)
+    result, mask = out
+    xp.greater(x, 0, out=mask)
+    return xp.multiply(x, mask, out=result)
 
 
 def _tanh_derivative_product(dy, f, out):
