@@ -55,7 +55,6 @@ from sflnet.model import DEFAULT_MAX_CHUNK_PIXELS, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
 from sflnet.train import train_step
 
-IDLE_GAP_SECONDS = 0.2   # pause between sflnet's and torch's rounds, so that no side's idle threads still spin
 BREAKDOWN_KEYS = ("conv2", "conv3", "upsample", "conv4", "conv5", "activations",
                   "LoG loss", "pixel loss", "update", "other")
 
@@ -85,8 +84,9 @@ def time_rounds(functions, repeat, warmup, xp, torch_child=None):
     """``warmup`` untimed calls of each function, then ``repeat`` rounds of :func:`time_round`.
 
     With a :class:`TorchChild`, each round is followed by one round of the
-    torch variants, with an idle pause of :data:`IDLE_GAP_SECONDS` on either
-    side. returns {name: [seconds] * repeat}.
+    torch variants, without a pause: on the test machine an idle pause made
+    the next timed call slower (by up to 20 %), which would charge one side
+    for the order. returns {name: [seconds] * repeat}.
     """
     for fn in functions.values():
         for _ in range(warmup):
@@ -95,9 +95,7 @@ def time_rounds(functions, repeat, warmup, xp, torch_child=None):
     for _ in range(repeat):
         rounds = [time_round(functions, xp)]
         if torch_child is not None:
-            time.sleep(IDLE_GAP_SECONDS)
             rounds.append(torch_child.time_round())
-            time.sleep(IDLE_GAP_SECONDS)
         for timed in rounds:
             for name, seconds in timed.items():
                 times.setdefault(name, []).append(seconds)

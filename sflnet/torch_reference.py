@@ -43,7 +43,9 @@ from sflnet.backend import to_host
 from sflnet.layers import log_bank_weights
 from sflnet.model import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, PARAM_NAMES
 
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+# channels-last first: it is the layout sflnet is compared against, so in each
+# round its epoch runs first, as sflnet's does in sflnet's round
+LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 
 
 def describe():
