@@ -137,6 +137,25 @@ def _phase_and_shift(d, pad, stride):
     return (d - pad) % stride, (d - pad) // stride
 
 
+def _taps(kh, kw, pad, stride):
+    """Every kernel tap (dy, dx), with the input phase ``(py, px)`` it reads and its shifts (oy, ox) there."""
+    for dy in range(kh):
+        py, oy = _phase_and_shift(dy, pad, stride)
+        for dx in range(kw):
+            px, ox = _phase_and_shift(dx, pad, stride)
+            yield dy, dx, (py, px), oy, ox
+
+
+def _channel_blocks(stride, work):
+    """``work(c0, c1)`` wrapped to run one channel at a time when stride > 1, so that the
+    channel's phases stay in cache while its k² taps use them; with stride 1 in one go."""
+    def run(c0, c1):
+        step = 1 if stride > 1 else c1 - c0
+        for start in range(c0, c1, step):
+            work(start, min(start + step, c1))
+    return run
+
+
 def im2col(x, kh, kw, stride, pad, out=None):
     """Unfold every receptive field of ``x`` into one column.
 
@@ -170,28 +189,20 @@ def im2col(x, kh, kw, stride, pad, out=None):
         cols = out.reshape(c, kh, kw, n, ho, wo)
 
     def unfold_channels(c0, c1):
-        step = 1 if stride > 1 else c1 - c0   # stride 2: one channel at a time, its phases stay in cache
-        for start in range(c0, c1, step):
-            unfold_channel_range(start, min(start + step, c1))
-
-    def unfold_channel_range(c0, c1):
         part = x_cn[c0:c1]
         phases = {(0, 0): part} if stride == 1 else \
             {(py, px): part[:, :, py::stride, px::stride].copy() for py in range(stride) for px in range(stride)}
-        for dy in range(kh):
-            py, oy = _phase_and_shift(dy, pad, stride)
-            for dx in range(kw):
-                px, ox = _phase_and_shift(dx, pad, stride)
-                source = phases[(py, px)]
-                rows, cs, in_rows, in_cs = _tap_slices((ho, wo), source.shape[2:], oy, ox)
-                tap = cols[c0:c1, dy, dx]
-                tap[:, :, rows, cs] = source[:, :, in_rows, in_cs]
-                tap[:, :, :rows.start] = 0
-                tap[:, :, rows.stop:] = 0
-                tap[:, :, rows, :cs.start] = 0
-                tap[:, :, rows, cs.stop:] = 0
+        for dy, dx, phase, oy, ox in _taps(kh, kw, pad, stride):
+            source = phases[phase]
+            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), source.shape[2:], oy, ox)
+            tap = cols[c0:c1, dy, dx]
+            tap[:, :, rows, cs] = source[:, :, in_rows, in_cs]
+            tap[:, :, :rows.start] = 0
+            tap[:, :, rows.stop:] = 0
+            tap[:, :, rows, :cs.start] = 0
+            tap[:, :, rows, cs.stop:] = 0
 
-    parallel_ranges(xp, c, cols.size, unfold_channels)
+    parallel_ranges(xp, c, cols.size, _channel_blocks(stride, unfold_channels))
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
@@ -216,27 +227,19 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
     x_cn = (xp.zeros if stride == 1 else xp.empty)((c, n, h, w), dtype=cols.dtype)
 
     def fold_channels(c0, c1):
-        step = 1 if stride > 1 else c1 - c0   # stride 2: one channel at a time, its phases stay in cache
-        for start in range(c0, c1, step):
-            fold_channel_range(start, min(start + step, c1))
-
-    def fold_channel_range(c0, c1):
         part = x_cn[c0:c1]
         phases = {(0, 0): part} if stride == 1 else \
             {(py, px): xp.zeros_like(part[:, :, py::stride, px::stride], order="C")
              for py in range(stride) for px in range(stride)}
-        for dy in range(kh):
-            py, oy = _phase_and_shift(dy, pad, stride)
-            for dx in range(kw):
-                px, ox = _phase_and_shift(dx, pad, stride)
-                target = phases[(py, px)]
-                rows, cs, in_rows, in_cs = _tap_slices((ho, wo), target.shape[2:], oy, ox)
-                target[:, :, in_rows, in_cs] += cols6[c0:c1, dy, dx, :, rows, cs]
+        for dy, dx, phase, oy, ox in _taps(kh, kw, pad, stride):
+            target = phases[phase]
+            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), target.shape[2:], oy, ox)
+            target[:, :, in_rows, in_cs] += cols6[c0:c1, dy, dx, :, rows, cs]
         if stride != 1:
             for (py, px), phase in phases.items():
                 part[:, :, py::stride, px::stride] = phase
 
-    parallel_ranges(xp, c, cols.size, fold_channels)
+    parallel_ranges(xp, c, cols.size, _channel_blocks(stride, fold_channels))
     return x_cn.transpose(1, 0, 2, 3)
 
 
