@@ -27,9 +27,13 @@ What is measured
 
 ``compare_torch=True`` also times the same network and loss written with
 PyTorch (:mod:`sflnet.torch_reference`) on the same images, parameters,
-device and dtype, in the same run (in a child process, after sflnet's
-timings), in both memory layouts (NCHW and channels-last), and reports
-sflnet / torch for each and against the faster one.
+device and dtype, in the same run: in a child process (so that the two
+thread pools never compete), one round of torch steps after every round of
+sflnet steps, in both memory layouts (channels-last and NCHW). It reports
+sflnet / torch for each layout and against the faster one.
+
+Threads: sflnet uses BLAS threads (OpenBLAS's own setting) plus its kernel
+threads (:func:`sflnet.kernels.set_num_threads`, default: all usable CPUs).
 
 All timings are wall-clock seconds (floats). The result is a plain dict that
 :func:`format_report` prints and ``json.dump`` writes.
