@@ -379,15 +379,15 @@ def _check_expected(config, expect, path):
     """Compare the stored config with ``expect`` ({key: value}); one line on the first mismatch."""
     for key, wanted in expect.items():
         stored = config.get(key)
-        if not _same(stored, wanted):
+        if not same_value(stored, wanted):
             raise SflnetError(f"checkpoint {path} does not match: it has {key}={_show(stored)} "
                               f"but {_show(wanted)} is expected")
 
 
-def _same(a, b):
+def same_value(a, b):
     """Config equality: lists/tuples element-wise, numbers compared as floats."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     if _is_number(a) and _is_number(b):
         return float(a) == float(b)
     return a == b

@@ -75,7 +75,7 @@ import numpy as np
 
 from sflnet import __version__
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
-from sflnet.checkpoint import (EPOCH_MEANING, load_checkpoint, make_meta, save_checkpoint,
+from sflnet.checkpoint import (EPOCH_MEANING, load_checkpoint, make_meta, same_value, save_checkpoint,
                                write_text_atomic)
 from sflnet.data import load_dataset, save_png
 from sflnet.errors import SflnetError
@@ -244,15 +244,6 @@ class TrainOptions:
 
 def _join(values):
     return ",".join(str(v) for v in values)
-
-
-def same_value(a, b):
-    """Equality for config values: lists/tuples element-wise, numbers as floats."""
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
-    if _finite(a) and _finite(b):
-        return float(a) == float(b)
-    return a == b
 
 
 def show_value(value):
