@@ -9,7 +9,7 @@ from sflnet import SflnetError
 from sflnet import bench as harness
 from sflnet.backend import DEVICES, select_device
 from sflnet.data import load_dataset
-from sflnet.model import DEFAULT_MAX_CHUNK_PIXELS, LOSSES
+from sflnet.model import DEFAULT_MAX_CHUNK_PIXELS
 from sflnet_cli.commands import data_options
 
 
@@ -19,7 +19,7 @@ from sflnet_cli.commands import data_options
               help="cpu: NumPy. gpu: CuPy (error without a usable GPU). auto: the GPU when usable.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Floating type of parameters, images and all computation.")
-@click.option("--loss", type=click.Choice(LOSSES), default="sfl", show_default=True,
+@click.option("--loss", type=click.Choice(harness.BENCH_LOSSES), default="pl+sfl", show_default=True,
               help="The trained objective of the timed epoch (the 'cae' timing always uses the pixel loss only).")
 @click.option("--repeat", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Timed epochs per variant; the median is reported.")

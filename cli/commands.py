@@ -22,9 +22,11 @@ from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
-from sflnet.model import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS, LOSSES, PARAM_NAMES
-from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, evaluate_model,
-                           model_from_checkpoint, run_training, sigma_label)
+from sflnet.losses import DEFAULT_EXPRESSION, LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column
+from sflnet.model import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS, PARAM_NAMES
+from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, check_image_sizes,
+                           checkpoint_loss_settings, evaluate_model, model_from_checkpoint, run_training,
+                           sigma_label)
 
 EXIT_INTERRUPTED = 130
 SIDE_BY_SIDE_GAP = 4   # white pixels between original and reconstruction
@@ -66,6 +68,32 @@ def _stderr_note(message):
 def _data_warning(message):
     """``warn`` callback of :func:`load_dataset` (one line per skipped file)."""
     _stderr_note(f"warning: {message}")
+
+
+LOSS_HELP = (f"Objective: terms joined by '+', each NAME or WEIGHT*NAME, NAME one of {', '.join(LOSS_NAMES)}. "
+             "pl+sfl = E_PL + E_SFL (paper Eq. 7); pl = pixel loss only (Eq. 4); e.g. pl+100*fft, "
+             "500*ssim+0.00015*stft. pl and sfl are always measured (history columns), other terms add an "
+             "E_<NAME> column.")
+
+
+def stft_options(defaults):
+    """The stft loss's options (train: with defaults; evaluate: default None = the checkpoint's)."""
+    def show(value):
+        return {"default": value, "show_default": True} if defaults else {"default": None}
+
+    def decorate(command):
+        command = click.option("--stft-phase-weight", type=float, **show(LossSettings.stft_phase_weight),
+                               help="stft loss: λ, the weight of the phase term (>= 0).")(command)
+        command = click.option("--stft-window-fn", type=click.Choice(STFT_WINDOW_FNS),
+                               **show(LossSettings.stft_window_fn),
+                               help="stft loss: periodic 2-D Hann window or none (rect).")(command)
+        command = click.option("--stft-stride", type=int, **show(LossSettings.stft_stride),
+                               help="stft loss: pixels between window positions.")(command)
+        command = click.option("--stft-window", type=int, **show(LossSettings.stft_window),
+                               help="stft loss: side h of the square window; images need at least h x h "
+                                    "pixels.")(command)
+        return command
+    return decorate
 
 
 def data_options(size_default, data_default):
@@ -170,8 +198,7 @@ def _command_line(ctx):
 
 @click.command()
 @data_options(size_default=300, data_default="the built-in demo images")
-@click.option("--loss", type=click.Choice(LOSSES), default="sfl", show_default=True,
-              help="Trained objective: sfl = E_PL + E_SFL (paper Eq. 7), pl = pixel loss only (Eq. 4).")
+@click.option("--loss", default=DEFAULT_EXPRESSION, show_default=True, metavar="EXPR", help=LOSS_HELP)
 @click.option("--epochs", type=int, default=2000, show_default=True, help="Total number of epochs (>= 1).")
 @click.option("--lr", type=float, default=0.02, show_default=True, help="Learning rate (> 0).")
 @click.option("--momentum", type=float, default=0.5, show_default=True, help="Momentum, in [0, 1).")
@@ -183,6 +210,7 @@ def _command_line(ctx):
               help="Comma-separated LoG scales σ of the subbands (> 0).")
 @click.option("--sfl-weights", default=_format_list(DEFAULT_SFL_WEIGHTS), show_default=True,
               help="Comma-separated SFL weight per σ (>= 0), same count as --sigmas.")
+@stft_options(defaults=True)
 @click.option("--batch-size", type=int, default=0, show_default=True,
               help="Images per mini-batch, shuffled each epoch; 0 = full batch (the paper).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
@@ -200,13 +228,14 @@ def _command_line(ctx):
 @click.option("--overwrite", is_flag=True,
               help="Allow --out to be an existing run or a non-empty folder (sflnet's own files are replaced).")
 def train(data, include, exclude, size, skip_bad, loss, epochs, lr, momentum, init_std, seed, sigmas,
-          sfl_weights, batch_size, device, dtype, out, snapshot_every, resume, overwrite):
+          sfl_weights, stft_window, stft_stride, stft_window_fn, stft_phase_weight, batch_size, device, dtype,
+          out, snapshot_every, resume, overwrite):
     """Train the Table 1 autoencoder and write a run folder.
 
     \b
     RUN_DIR/config.json          every option, version, device, data names and sizes
-    RUN_DIR/history.csv          epoch,E,E_PL,E_SFL,sfl_<σ>...,seconds; row k = losses
-                                 measured before epoch k's update
+    RUN_DIR/history.csv          epoch,E,E_PL,E_SFL,sfl_<σ>...,[E_<TERM>...,]seconds;
+                                 row k = losses measured before epoch k's update
     RUN_DIR/checkpoint.npz       latest epoch (parameters after that many updates)
     RUN_DIR/checkpoints/         epoch_NNNN.npz at snapshot epochs
     RUN_DIR/snapshots/           reconstructions of the first 8 images at snapshot epochs
@@ -220,8 +249,11 @@ def train(data, include, exclude, size, skip_bad, loss, epochs, lr, momentum, in
     values = {"data": _absolute_paths(data), "include": tuple(include), "exclude": tuple(exclude),
               "size": size, "skip_bad": skip_bad, "loss": loss, "epochs": epochs, "lr": lr,
               "momentum": momentum, "init_std": init_std, "seed": seed, "sigmas": sigma_values,
-              "sfl_weights": weight_values, "batch_size": batch_size, "device": device, "dtype": dtype,
-              "snapshot_every": snapshot_every}
+              "sfl_weights": weight_values, "stft_window": stft_window, "stft_stride": stft_stride,
+              "stft_window_fn": stft_window_fn, "stft_phase_weight": stft_phase_weight,
+              "batch_size": batch_size, "device": device, "dtype": dtype, "snapshot_every": snapshot_every}
+    if resume and ctx.get_parameter_source("loss") == ParameterSource.COMMANDLINE:
+        values["loss"] = canonical(loss)
     reporter = ProgressReporter(sigma_values)
     if resume:
         if out is None:
@@ -252,7 +284,10 @@ def _report_training(result):
         click.echo(f"Resume with: {command}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     row = result.last_row
-    summary = f"E={row['E']:.6g} E_PL={row['E_PL']:.6g} E_SFL={row['E_SFL']:.6g}" if row else ""
+    summary = ""
+    if row:
+        summary = " ".join(f"{key}={row[key]:.6g}" for key in ("E", "E_PL", "E_SFL", *(
+            key for key in row if key.startswith("E_") and key not in ("E_PL", "E_SFL"))))
     click.echo(f"Trained to epoch {result.epoch} in {result.seconds:.1f} s on "
                f"{result.extra.get('device_name', '?')} ({result.extra.get('images', '?')} images). "
                f"Last logged {summary}.")
@@ -338,26 +373,32 @@ def _json_safe(value):
 @click.argument("checkpoint", type=click.Path())
 @data_options(size_default=None, data_default="the checkpoint's training data, with its "
               "include/exclude patterns")
-@click.option("--loss", type=click.Choice(LOSSES), default=None,
-              help="Objective reported as E (and differentiated for --grads). Default: the checkpoint's.")
+@click.option("--loss", default=None, metavar="EXPR",
+              help="Objective reported as E (and differentiated for --grads), written as for train --loss, "
+                   "e.g. pl+100*fft. Default: the checkpoint's.")
+@stft_options(defaults=False)
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: E, E_PL, E_SFL, sfl (σ → value), psnr, ssim, images.")
+              help="Print one JSON object: loss, E, E_PL, E_SFL, sfl (σ → value), terms (loss → unit-weight "
+                   "value), psnr, ssim, images.")
 @click.option("--grads", type=click.Path(), default=None, metavar="FILE.npz",
               help="Also write the full-batch gradient dE/dθ under w2 … b5, in the run's dtype.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --grads file.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, as_json, grads, overwrite, device):
+def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_window, stft_stride, stft_window_fn,
+             stft_phase_weight, as_json, grads, overwrite, device):
     """Losses, mean PSNR and mean SSIM of a CHECKPOINT on a data set.
 
     Default data: the checkpoint's training data, size and include/exclude patterns.
-    E, E_PL, E_SFL and the unit-weight SFL per σ are computed exactly as in training
-    (full batch); evaluating checkpoints/epoch_NNNN.npz reproduces row NNNN+1 of the
-    run's history.csv. PSNR and SSIM compare images on [-1, 1] with data_range = 2,
+    E (the --loss objective), E_PL, E_SFL, the unit-weight SFL per σ and each other term
+    are computed exactly as in training (full batch); evaluating checkpoints/epoch_NNNN.npz
+    with the run's own objective reproduces row NNNN+1 of the run's history.csv. PSNR and SSIM compare images on [-1, 1] with data_range = 2,
     which equals 8-bit PSNR/SSIM.
     """
     _check_size(size)
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.config
+    expression = canonical(loss) if loss is not None else config["loss"]
+    settings = _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight)
     if data:
         paths = list(_absolute_paths(data))
     else:
@@ -373,8 +414,9 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, as_json, 
             raise SflnetError(f"--grads {grads}: folder {parent} does not exist")
     dataset = load_dataset(paths=paths or None, size=size, include=include, exclude=exclude,
                            skip_bad=skip_bad, dtype=ckpt.dtype, warn=_data_warning)
+    check_image_sizes(expression, settings, dataset)
     xp = select_device(device)
-    model = model_from_checkpoint(ckpt, xp, loss=loss)
+    model = model_from_checkpoint(ckpt, xp, loss=expression, loss_settings=settings)
     images = [to_device(image, xp) for image in dataset.images]
     report, gradient = evaluate_model(model, images, compute_grads=grads is not None)
     if grads is not None:
@@ -384,12 +426,14 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, as_json, 
         arrays = {name: gradient[name] for name in PARAM_NAMES}
         arrays["meta"] = np.array(json.dumps(meta))
         write_npz_atomic(grads, arrays, what="gradient file")
-    if not all(math.isfinite(v) for v in (report["E"], report["E_PL"], report["E_SFL"], *report["sfl"].values())):
+    if not all(math.isfinite(v) for v in (report["E"], *report["terms"].values(), *report["sfl"].values())):
         _stderr_note("warning: the losses are not finite: the checkpoint's parameters overflow on this data")
     if as_json:
         click.echo(json.dumps(_json_safe(report), allow_nan=False))
         return
-    loss_text = ("E = E_PL + E_SFL" if model.loss == "sfl" else "E = E_PL")
+    loss_text = "E = " + " + ".join(
+        (column if t.weight == 1.0 else f"{t.weight:g}·{column}")
+        for t, column in ((t, "E_" + t.name.upper()) for t in model.objective.terms))
     lines = [
         f"checkpoint  {checkpoint} (epoch {ckpt.epoch}: parameters after {ckpt.epoch} updates)",
         f"data        {dataset.source}: {len(images)} images, longer side "
@@ -400,15 +444,30 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, as_json, 
         f"E_SFL       {report['E_SFL']:.10g}",
     ]
     lines += [f"SFL σ={label:<5} {value:.10g} (unit weight)" for label, value in report["sfl"].items()]
+    lines += [f"{extra_column(name):<11} {value:.10g} (unit weight)" for name, value in report["terms"].items()
+              if name not in ("pl", "sfl")]
     lines += [
         f"PSNR        {report['psnr']:.4f} dB (mean over images; images on [-1, 1], data_range 2, "
         f"the same as 8-bit PSNR)",
-        f"SSIM        {report['ssim']:.4f} (mean over images; data_range 2, Gaussian window σ=1.5)",
+        (f"SSIM        {report['ssim']:.4f} (mean over images; data_range 2, Gaussian window σ=1.5, valid region)"
+         if math.isfinite(report["ssim"]) else
+         "SSIM        n/a (an image is smaller than the 11x11 SSIM window)"),
         f"images      {report['images']}",
     ]
     if grads is not None:
         lines.append(f"gradient    written to {grads}")
     click.echo("\n".join(lines))
+
+
+def _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight):
+    """The checkpoint's loss settings, with the stft options given on the command line (validated)."""
+    given = {"stft_window": stft_window, "stft_stride": stft_stride, "stft_window_fn": stft_window_fn,
+             "stft_phase_weight": stft_phase_weight}
+    settings = checkpoint_loss_settings(ckpt, **given)
+    check = TrainOptions(stft_window=settings.stft_window, stft_stride=settings.stft_stride,
+                         stft_window_fn=settings.stft_window_fn, stft_phase_weight=settings.stft_phase_weight)
+    check.validate()
+    return settings
 
 
 # ---------------------------------------------------------------------------

@@ -59,6 +59,8 @@ from sflnet.model import DEFAULT_MAX_CHUNK_PIXELS, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
 from sflnet.train import train_step
 
+BENCH_LOSSES = ("pl+sfl", "pl")   # the objectives the PyTorch reference also implements
+
 BREAKDOWN_KEYS = ("conv2", "conv3", "upsample", "conv4", "conv5", "activations",
                   "LoG loss", "pixel loss", "update", "other")
 
@@ -204,7 +206,8 @@ def cae_epoch(model, optimizer, groups):
         for start in range(0, n, per_chunk):
             chunk = group[start:start + per_chunk]
             recon = model.forward(chunk)
-            e_pl += float(model.pixel_loss.forward(recon, chunk, batch_count))
+            value, _ = model.pixel_loss.forward(recon, chunk, batch_count)
+            e_pl += float(value)
             model.backward(model.pixel_loss.backward())
             for num, conv in convs.items():
                 grads[f"w{num}"] += conv.grads["w"]
@@ -268,13 +271,13 @@ def machine_info():
 # The whole benchmark
 # ---------------------------------------------------------------------------
 
-def run_benchmark(images, xp, dtype=np.float32, repeat=5, warmup=1, loss="sfl",
+def run_benchmark(images, xp, dtype=np.float32, repeat=5, warmup=1, loss="pl+sfl",
                   max_chunk_pixels=DEFAULT_MAX_CHUNK_PIXELS, compare_torch=False, seed=0,
                   log=None):
     """Time sflnet (and optionally PyTorch) on ``images``; returns a JSON-ready dict.
 
     images: list of (3, H_i, W_i) NumPy arrays (host). xp: numpy or cupy.
-    dtype: numpy float dtype for parameters and images. loss: "sfl" or "pl".
+    dtype: numpy float dtype for parameters and images. loss: "pl+sfl" or "pl" (:data:`BENCH_LOSSES`).
     compare_torch: also time :mod:`sflnet.torch_reference` (needs torch
     installed; raises :class:`sflnet.errors.SflnetError` otherwise).
     log: optional callable(str) for progress lines.

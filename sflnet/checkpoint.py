@@ -1,6 +1,6 @@
 """Checkpoints: the network's parameters, the optimiser's velocity and the run's state in one ``.npz``.
 
-File format (``FORMAT_VERSION`` 1)
+File format (``FORMAT_VERSION`` 2)
 ----------------------------------
 A plain NumPy ``.npz`` archive (a zip of ``.npy`` files), readable with
 ``numpy.load(path, allow_pickle=False)``. It holds only numeric arrays and one
@@ -30,8 +30,10 @@ and live on the host.
   parameters (each history row is measured by the forward pass of its epoch,
   before that epoch's update);
 * ``config``: the training options (loss, sigmas, sfl_weights, pl_weights,
-  lr, momentum, init_std, seed, dtype, size, batch_size, data, include,
-  exclude, skip_bad, epochs, snapshot_every) and the data fingerprint;
+  stft_window, stft_stride, stft_window_fn, stft_phase_weight, lr, momentum,
+  init_std, seed, dtype, size, batch_size, data, include, exclude, skip_bad,
+  epochs, snapshot_every) and the data fingerprint. ``loss`` is the canonical
+  ``--loss`` expression (``"pl+sfl"``, ``"pl+100*fft"``);
 * ``rng_state``: ``numpy.random.Generator.bit_generator.state`` of the
   mini-batch shuffling generator, so that a resumed run draws the same
   mini-batches as an uninterrupted one.
@@ -50,6 +52,12 @@ file in the same folder, is flushed and fsync'ed, then renamed over the old
 one with :func:`os.replace`, so a crash at any moment leaves either the old or
 the new checkpoint, never a half-written one. Non-finite parameters are never
 written.
+
+Version 1 (sflnet 0.1) differs only in ``config``: ``loss`` was ``"pl"`` or
+``"sfl"`` (the latter meaning ``pl+sfl``) and the stft options did not exist.
+:func:`load_checkpoint` reads it and returns the config upgraded to version 2
+(:func:`upgrade_legacy_options`), so old checkpoints evaluate, reconstruct and
+resume as before.
 
 Loading (:func:`load_checkpoint`) always uses ``allow_pickle=False`` and
 checks everything: a broken zip, a file that is not an ``.npz``, missing
@@ -71,10 +79,16 @@ import numpy as np
 
 from sflnet import __version__
 from sflnet.errors import SflnetError
+from sflnet.losses import LEGACY_EXPRESSIONS, LossSettings, canonical
 from sflnet.model import PARAM_NAMES, PARAM_SHAPES
 
 FORMAT_NAME = "sflnet-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1     # sflnet 0.1: --loss "pl"/"sfl", no stft options
+# Options added after sflnet 0.1, with the values that reproduce a 0.1 run (the defaults).
+ADDED_OPTIONS = {"stft_window": LossSettings.stft_window, "stft_stride": LossSettings.stft_stride,
+                 "stft_window_fn": LossSettings.stft_window_fn,
+                 "stft_phase_weight": LossSettings.stft_phase_weight}
 ARCHITECTURE = "ichimura-table1-cae"
 EPOCH_MEANING = ("parameters after `epoch` updates (0 = initialisation); history.csv row "
                  "epoch+1 holds the losses measured with these parameters")
@@ -114,6 +128,22 @@ class Checkpoint:
     def rng(self):
         """A new ``numpy.random.Generator`` in the saved mini-batch shuffling state."""
         return generator_from_state(self.meta["rng_state"])
+
+
+def upgrade_legacy_options(config):
+    """A copy of sflnet-0.1 training options in today's form.
+
+    ``loss`` "pl" stays "pl", "sfl" (E = E_PL + E_SFL) becomes "pl+sfl"; the options
+    added since (:data:`ADDED_OPTIONS`) get the values that reproduce a 0.1 run.
+    Anything else is left for the validation to judge.
+    """
+    config = dict(config)
+    loss = config.get("loss")
+    if isinstance(loss, str) and loss in LEGACY_EXPRESSIONS:
+        config["loss"] = LEGACY_EXPRESSIONS[loss]
+    for name, value in ADDED_OPTIONS.items():
+        config.setdefault(name, value)
+    return config
 
 
 def generator_from_state(state):
@@ -333,11 +363,15 @@ def _check_meta(meta, path):
     config = meta.get("config")
     if not isinstance(config, dict):
         raise SflnetError(f"corrupt checkpoint {path}: 'config' is missing from meta")
-    for key in ("loss", "sigmas", "sfl_weights", "pl_weights", "dtype", "size"):
+    if version == LEGACY_FORMAT_VERSION:
+        config = meta["config"] = upgrade_legacy_options(config)
+    for key in ("loss", "sigmas", "sfl_weights", "pl_weights", "dtype", "size", *ADDED_OPTIONS):
         if key not in config:
             raise SflnetError(f"corrupt checkpoint {path}: config has no {key!r}")
-    if config["loss"] not in ("sfl", "pl"):
-        raise SflnetError(f"corrupt checkpoint {path}: unknown loss {config['loss']!r}")
+    try:
+        config["loss"] = canonical(config["loss"], option="loss")
+    except SflnetError as exc:
+        raise SflnetError(f"corrupt checkpoint {path}: {exc}") from None
     sigmas, weights = config["sigmas"], config["sfl_weights"]
     if (not isinstance(sigmas, list) or not sigmas or not all(_is_number(s) and s > 0 for s in sigmas)):
         raise SflnetError(f"corrupt checkpoint {path}: bad sigma set {sigmas!r}")

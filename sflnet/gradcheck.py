@@ -45,7 +45,7 @@ from fractions import Fraction
 import numpy as np
 import scipy.signal
 
-from sflnet import kernels, layers, model
+from sflnet import kernels, layers, losses, model
 from sflnet.backend import _try_cupy, get_array_module, gpu_available, select_device, to_device, to_host
 from sflnet.errors import SflnetError
 
@@ -322,7 +322,7 @@ def reference_network(params, images, loss, sigmas=model.DEFAULT_SIGMAS,
         weighted, unit = reference_sfl(f_l, f1, sigmas, sfl_weights, count)
         e_sfl += weighted
         subbands += unit
-    total = e_pl + e_sfl if loss == "sfl" else e_pl
+    total = e_pl + e_sfl if loss == "pl+sfl" else e_pl
     return np.array([total, e_pl, e_sfl, *subbands])
 
 
@@ -424,13 +424,12 @@ def make_loss_case(kind):
         recon = _uniform(rng, shape, xp, dtype)
         target = _uniform(rng, shape, xp, dtype)
         batch_count = shape[0] + 1
-        loss = layers.PixelLoss(PIXEL_WEIGHTS) if kind == "pl" else \
-            layers.SpatialFrequencyLoss(model.DEFAULT_SIGMAS, model.DEFAULT_SFL_WEIGHTS)
+        loss = losses.PixelLoss(PIXEL_WEIGHTS) if kind == "pl" else \
+            losses.SpatialFrequencyLoss(model.DEFAULT_SIGMAS, model.DEFAULT_SFL_WEIGHTS)
         variables = {"recon": recon}
 
         def evaluate():
-            value = loss.forward(variables["recon"], target, batch_count)
-            return value if kind == "pl" else value[0]
+            return loss.forward(variables["recon"], target, batch_count)[0]
 
         def gradients(upstream):
             return {"recon": upstream * loss.backward()}
@@ -765,17 +764,18 @@ def forward_log_kernel(rng, xp):
 
 def forward_pixel_loss(rng, xp):
     recon, target = rng.uniform(-1, 1, (2, 3, 5, 6)), rng.uniform(-1, 1, (2, 3, 5, 6))
-    value = layers.PixelLoss(PIXEL_WEIGHTS).forward(to_device(recon, xp), to_device(target, xp), 3)
+    value, _ = losses.PixelLoss(PIXEL_WEIGHTS).forward(to_device(recon, xp), to_device(target, xp), 3)
     return _forward_measurement("(2,3,5,6), N_m=3", value,
                                 reference_pixel_loss(recon, target, PIXEL_WEIGHTS, 3), "E_PL")
 
 
 def forward_sfl(rng, xp):
     recon, target = rng.uniform(-1, 1, (2, 3, 9, 8)), rng.uniform(-1, 1, (2, 3, 9, 8))
-    loss = layers.SpatialFrequencyLoss(model.DEFAULT_SIGMAS, model.DEFAULT_SFL_WEIGHTS)
-    weighted, unit = loss.forward(to_device(recon, xp), to_device(target, xp), 3)
+    loss = losses.SpatialFrequencyLoss(model.DEFAULT_SIGMAS, model.DEFAULT_SFL_WEIGHTS)
+    weighted, parts = loss.forward(to_device(recon, xp), to_device(target, xp), 3)
+    unit = [float(parts[column]) for column in loss.columns]
     ref_weighted, ref_unit = reference_sfl(recon, target, model.DEFAULT_SIGMAS, model.DEFAULT_SFL_WEIGHTS, 3)
-    computed = np.concatenate([[float(weighted)], to_host(unit)])
+    computed = np.concatenate([[float(weighted)], unit])
     return _forward_measurement("(2,3,9,8), N_m=3", computed, np.concatenate([[ref_weighted], ref_unit]),
                                 "E_SFL and the 3 unit subbands")
 
@@ -879,7 +879,8 @@ def default_registry():
         "network_pl": LayerEntry(make_network_case("pl"), [("forward vs reference net", forward_network("pl"))],
                                  dense_threshold=THRESHOLD_NETWORK_DENSE,
                                  directional_threshold=THRESHOLD_NETWORK_DIRECTIONAL),
-        "network_sfl": LayerEntry(make_network_case("sfl"), [("forward vs reference net", forward_network("sfl"))],
+        "network_sfl": LayerEntry(make_network_case("pl+sfl"),
+                                  [("forward vs reference net", forward_network("pl+sfl"))],
                                   dense_threshold=THRESHOLD_NETWORK_DENSE,
                                   directional_threshold=THRESHOLD_NETWORK_DIRECTIONAL),
     }

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sflnet.backend import get_array_module, to_device, to_host
-from sflnet.layers import Conv2D, PixelLoss, ReLU, SpatialFrequencyLoss, Tanh, Upsample2x
+from sflnet.layers import Conv2D, ReLU, Tanh, Upsample2x
+from sflnet.losses import DEFAULT_EXPRESSION, LossSettings, make_objective
 
 PARAM_NAMES = ("w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5")
 PARAM_SHAPES = {
@@ -33,7 +34,6 @@ PARAM_SHAPES = {
     "w4": (32, 16, 3, 3), "b4": (32,),
     "w5": (3, 32, 3, 3), "b5": (3,),
 }
-LOSSES = ("pl", "sfl")
 DEFAULT_SIGMAS = (0.8, 1.6, 3.2)
 DEFAULT_SFL_WEIGHTS = (100.0, 10.0, 10.0)
 DEFAULT_PL_WEIGHTS = (1.0, 1.0, 1.0)
@@ -63,11 +63,13 @@ def init_params(seed=0, std=0.02, dtype=np.float32, xp=np):
 class LossResult:
     """What one pass over a batch measured (all floats on the host).
 
-    E:      the trained objective (E_PL for ``loss="pl"``, E_PL + E_SFL for ``"sfl"``)
-    E_PL:   Eq. 4
-    E_SFL:  Eq. 6 with the configured subband weights (measured for both losses)
+    E:      the objective, ``Σ_t w_t E_t`` over the terms of its expression
+    E_PL:   Eq. 4 (measured for every objective)
+    E_SFL:  Eq. 6 with the configured subband weights (measured for every objective)
     sfl:    (S,) unit-weight subband SFLs, one per σ
     grads:  {name: array (param shape, device, dtype)} = ∂E/∂θ, or None if not computed
+    terms:  {loss name: unit-weight value E_t} for every measured loss (``pl``, ``sfl`` and the objective's)
+    parts:  {label: value} of the parts the losses log (``sfl_0.8`` …)
     """
 
     E: float
@@ -75,6 +77,8 @@ class LossResult:
     E_SFL: float
     sfl: np.ndarray
     grads: dict = None
+    terms: dict = None
+    parts: dict = None
 
 
 def as_groups(batch):
@@ -110,6 +114,13 @@ def _chunks(group, max_pixels):
     return [group[i:i + per] for i in range(0, n, per)]
 
 
+def _accumulate(totals, key, value, xp, dtype):
+    """``totals[key] += value`` on the device, starting from a 0-d zero of ``dtype``."""
+    if key not in totals:
+        totals[key] = xp.zeros((), dtype=dtype)
+    totals[key] += value
+
+
 class Autoencoder:
     """The Table 1 CAE (layers 2-5) plus its losses (layer 6 and Eq. 4/6/7).
 
@@ -118,12 +129,13 @@ class Autoencoder:
     by name (w2 … b5) through :attr:`params` and :attr:`grads`.
     """
 
-    def __init__(self, params, loss="sfl", sigmas=DEFAULT_SIGMAS, sfl_weights=DEFAULT_SFL_WEIGHTS,
-                 pl_weights=DEFAULT_PL_WEIGHTS, max_chunk_pixels=DEFAULT_MAX_CHUNK_PIXELS):
+    def __init__(self, params, loss=DEFAULT_EXPRESSION, sigmas=DEFAULT_SIGMAS, sfl_weights=DEFAULT_SFL_WEIGHTS,
+                 pl_weights=DEFAULT_PL_WEIGHTS, max_chunk_pixels=DEFAULT_MAX_CHUNK_PIXELS, loss_settings=None):
         """params: {w2 … b5} arrays (all one dtype, one device; held, not copied).
-        loss: "pl" (E = E_PL; the SFLs are measured, not backpropagated) or "sfl" (E = E_PL + E_SFL)."""
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        loss: a ``--loss`` expression (:mod:`sflnet.losses.objective`), e.g. "pl+sfl" (E = E_PL + E_SFL,
+        the paper's Eq. 7) or "pl" (E = E_PL; the SFLs are measured, not backpropagated).
+        loss_settings: :class:`sflnet.losses.LossSettings`; default: one built from sigmas,
+        sfl_weights and pl_weights."""
         missing = [n for n in PARAM_NAMES if n not in params]
         if missing:
             raise ValueError(f"missing parameters: {', '.join(missing)}")
@@ -136,7 +148,12 @@ class Autoencoder:
             raise ValueError(f"parameters mix dtypes {sorted(str(d) for d in dtypes)}")
         self.dtype = dtypes.pop()
         self.xp = get_array_module(params["w2"])
-        self.loss = loss
+        if loss_settings is None:
+            loss_settings = LossSettings(sigmas=tuple(sigmas), sfl_weights=tuple(sfl_weights),
+                                         pl_weights=tuple(pl_weights))
+        self.loss_settings = loss_settings
+        self.objective = make_objective(loss, loss_settings)
+        self.loss = self.objective.expression
         self.max_chunk_pixels = int(max_chunk_pixels)
 
         self.conv2 = Conv2D(params["w2"], params["b2"], stride=1)
@@ -148,12 +165,20 @@ class Autoencoder:
         self.layers = [self.conv2, ReLU(), self.conv3, ReLU(), self.up4, self.conv4, ReLU(),
                        self.conv5, Tanh()]
         self._convs = {"2": self.conv2, "3": self.conv3, "4": self.conv4, "5": self.conv5}
-        self.pixel_loss = PixelLoss(pl_weights)
-        self.sfl_loss = SpatialFrequencyLoss(sigmas, sfl_weights)
+
+    @property
+    def pixel_loss(self):
+        """The ``pl`` loss object (Eq. 4), always measured."""
+        return self.objective.losses["pl"]
+
+    @property
+    def sfl_loss(self):
+        """The ``sfl`` loss object (Eq. 6), always measured."""
+        return self.objective.losses["sfl"]
 
     @property
     def sigmas(self):
-        return self.sfl_loss.bank.sigmas
+        return self.sfl_loss.sigmas
 
     @property
     def params(self):
@@ -187,39 +212,46 @@ class Autoencoder:
             raise ValueError("images and parameters are on different devices")
 
     def loss_and_grads(self, batch, compute_grads=True):
-        """Eq. 4, 6, 7 over a whole batch, and ∂E/∂θ (Eq. 8, 9 and backprop) if ``compute_grads``.
+        """The objective over a whole batch (Eq. 4, 6, 7 for ``pl+sfl``), and ∂E/∂θ if ``compute_grads``.
 
         batch: see :func:`as_groups`; N_m is the total number of images.
         returns :class:`LossResult`; ``grads`` holds the full-batch gradient,
-        i.e. the mean over images of each image's gradient.
+        i.e. the mean over images of each image's gradient (Eq. 8, 9 and backprop).
+
+        Every measured loss returns its share per chunk; the shares are summed
+        on the device, and all the scalars come to the host in one transfer.
         """
         xp = self.xp
+        objective = self.objective
         groups = as_groups(batch)
         batch_count = sum(g.shape[0] for g in groups)
-        e_pl = xp.zeros((), dtype=self.dtype)
-        e_sfl = xp.zeros((), dtype=self.dtype)
-        subbands = xp.zeros(len(self.sigmas), dtype=self.dtype)
+        totals, part_totals = {}, {}
         grads = {n: xp.zeros_like(p) for n, p in self.params.items()} if compute_grads else None
+        objective.begin_batch()
         for group in groups:
             self._check_group(group)
             for chunk in _chunks(group, self.max_chunk_pixels):
                 recon = self.forward(chunk)
-                e_pl += self.pixel_loss.forward(recon, chunk, batch_count)
-                weighted, unit = self.sfl_loss.forward(recon, chunk, batch_count)
-                e_sfl += weighted
-                subbands += unit
+                for name, (value, parts) in objective.forward(recon, chunk, batch_count).items():
+                    _accumulate(totals, name, value, xp, self.dtype)
+                    for label, part in parts.items():
+                        _accumulate(part_totals, label, part, xp, self.dtype)
                 if not compute_grads:
                     continue
-                grad_recon = self.pixel_loss.backward()
-                if self.loss == "sfl":
-                    grad_recon = grad_recon + self.sfl_loss.backward()
-                self.backward(grad_recon)
+                self.backward(objective.backward())
                 for name, g in self._layer_grads().items():
                     grads[name] += g
-        e_pl, e_sfl = float(e_pl), float(e_sfl)
-        total = e_pl + e_sfl if self.loss == "sfl" else e_pl
-        host_subbands = to_host(subbands).astype(np.float64)
-        return LossResult(E=total, E_PL=e_pl, E_SFL=e_sfl, sfl=host_subbands, grads=grads)
+        names, labels = list(totals), list(part_totals)
+        host = to_host(xp.stack([totals[n] for n in names] + [part_totals[k] for k in labels])).astype(np.float64)
+        terms = {n: float(v) for n, v in zip(names, host[:len(names)])}
+        parts = {k: float(v) for k, v in zip(labels, host[len(names):])}
+        subbands = np.array([parts[c] for c in self.sfl_loss.columns], dtype=np.float64)
+        return LossResult(E=objective.combine(terms), E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands,
+                          grads=grads, terms=terms, parts=parts)
+
+    def size_problem(self, height, width):
+        """Why an image of ``height × width`` cannot be measured by the objective's losses, or None."""
+        return self.objective.size_problem(height, width)
 
     def reconstruct(self, images):
         """f^L for each image. images: list of (3, H_i, W_i) → list of (3, H_i, W_i), same order.

@@ -29,11 +29,14 @@ is applied. So:
 
 history.csv
 -----------
-Header ``epoch,E,E_PL,E_SFL,sfl_0.8,sfl_1.6,sfl_3.2,seconds`` (one ``sfl_``
-column per σ, named ``f"sfl_{sigma:g}"``). ``E`` is the trained objective
-(``E_PL`` for ``--loss pl``, ``E_PL + E_SFL`` for ``--loss sfl``), ``E_SFL``
-uses the configured subband weights, the ``sfl_`` columns are unit-weight
-subband losses. Losses are written with Python's shortest round-trip ``repr``
+Header ``epoch,E,E_PL,E_SFL,sfl_0.8,sfl_1.6,sfl_3.2,[E_<TERM>...,]seconds`` (one
+``sfl_`` column per σ, named ``f"sfl_{sigma:g}"``). ``E`` is the trained objective,
+the weighted sum of the ``--loss`` expression's terms (``E_PL`` for ``pl``,
+``E_PL + E_SFL`` for ``pl+sfl``). The paper's columns are there for every run:
+``E_PL`` and ``E_SFL`` (with the configured subband weights) and the ``sfl_``
+unit-weight subband losses are measured even when they are not trained. Each
+term of the expression that is not ``pl`` or ``sfl`` adds one column
+``E_<NAME>`` (``E_FFT``, ``E_SSIM``...), its unit-weight value, in expression order. Losses are written with Python's shortest round-trip ``repr``
 so they can be compared exactly. ``seconds`` is the wall time of the epoch's
 computation. With mini-batches (``batch_size > 0``) a row is the
 image-weighted mean of the per-step losses, each measured before its own
@@ -76,11 +79,12 @@ import numpy as np
 from sflnet import __version__
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
 from sflnet.checkpoint import (EPOCH_MEANING, load_checkpoint, make_meta, same_value, save_checkpoint,
-                               write_text_atomic)
+                               upgrade_legacy_options, write_text_atomic)
 from sflnet.data import load_dataset, save_png
 from sflnet.errors import SflnetError
-from sflnet.model import (DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, LOSSES, PARAM_NAMES,
-                          Autoencoder, init_params)
+from sflnet.losses import (ALWAYS_MEASURED, DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical,
+                           extra_column, make_objective, parse, sigma_label, subband_column)
+from sflnet.model import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, PARAM_NAMES, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
 from sflnet.train import minibatch_order, train_step
 
@@ -99,7 +103,9 @@ DEVICES = ("auto", "cpu", "gpu")
 
 # Options that define the run: a resumed run must use the same values.
 KEY_OPTIONS = ("data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
-               "pl_weights", "dtype", "lr", "momentum", "init_std", "seed", "batch_size")
+               "pl_weights", "stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight", "dtype", "lr",
+               "momentum", "init_std", "seed", "batch_size")
+CONFIG_VERSION = 2           # 2: --loss is an expression and the stft options exist (absent: sflnet 0.1)
 # Options a resume may change.
 RESUME_OPTIONS = ("epochs", "device", "snapshot_every")
 
@@ -116,14 +122,18 @@ def _whole(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def sigma_label(sigma):
-    """How a σ is written in column names and JSON keys: ``f"{sigma:g}"`` (0.8 → "0.8")."""
-    return f"{sigma:g}"
+def history_columns(sigmas, extra_terms=()):
+    """``["epoch", "E", "E_PL", "E_SFL", "sfl_0.8", ..., "E_<TERM>", ..., "seconds"]``.
+
+    extra_terms: the loss names of the objective's terms other than pl and sfl, in expression order.
+    """
+    return ["epoch", "E", "E_PL", "E_SFL", *(subband_column(s) for s in sigmas),
+            *(extra_column(name) for name in extra_terms), "seconds"]
 
 
-def history_columns(sigmas):
-    """``["epoch", "E", "E_PL", "E_SFL", "sfl_0.8", ..., "seconds"]``."""
-    return ["epoch", "E", "E_PL", "E_SFL", *(f"sfl_{sigma_label(s)}" for s in sigmas), "seconds"]
+def extra_terms(expression):
+    """The terms of an expression that add a history column (all but pl and sfl)."""
+    return tuple(t.name for t in parse(expression) if t.name not in ALWAYS_MEASURED)
 
 
 def default_snapshot_every(epochs):
@@ -137,7 +147,9 @@ class TrainOptions:
 
     data:      tuple of absolute image file/folder paths, or None for the built-in demo images
     size:      longer image side in pixels (0: native size)
+    loss:      a --loss expression (:mod:`sflnet.losses.objective`); :meth:`validate` makes it canonical
     sigmas, sfl_weights, pl_weights: tuples of floats (pl_weights is not a CLI option)
+    stft_window, stft_stride, stft_window_fn, stft_phase_weight: the stft loss's settings
     batch_size: 0 for full batch, else images per mini-batch
     snapshot_every: epochs between snapshots; 0 = only the final epoch; None = :func:`default_snapshot_every`
     """
@@ -147,7 +159,7 @@ class TrainOptions:
     exclude: tuple = ()
     size: int = 300
     skip_bad: bool = False
-    loss: str = "sfl"
+    loss: str = DEFAULT_EXPRESSION
     epochs: int = 2000
     lr: float = 0.02
     momentum: float = 0.5
@@ -156,6 +168,10 @@ class TrainOptions:
     sigmas: tuple = DEFAULT_SIGMAS
     sfl_weights: tuple = DEFAULT_SFL_WEIGHTS
     pl_weights: tuple = DEFAULT_PL_WEIGHTS
+    stft_window: int = LossSettings.stft_window
+    stft_stride: int = LossSettings.stft_stride
+    stft_window_fn: str = LossSettings.stft_window_fn
+    stft_phase_weight: float = LossSettings.stft_phase_weight
     batch_size: int = 0
     device: str = "auto"
     dtype: str = "float32"
@@ -180,8 +196,16 @@ class TrainOptions:
         if self.snapshot_every is not None and (not _whole(self.snapshot_every) or self.snapshot_every < 0):
             raise SflnetError(f"--snapshot-every must be 0 (final epoch only) or positive, "
                               f"got {self.snapshot_every!r}")
-        if self.loss not in LOSSES:
-            raise SflnetError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        self.loss = canonical(self.loss)
+        if not _whole(self.stft_window) or self.stft_window < 1:
+            raise SflnetError(f"--stft-window must be a whole number >= 1, got {self.stft_window!r}")
+        if not _whole(self.stft_stride) or self.stft_stride < 1:
+            raise SflnetError(f"--stft-stride must be a whole number >= 1, got {self.stft_stride!r}")
+        if self.stft_window_fn not in STFT_WINDOW_FNS:
+            raise SflnetError(f"--stft-window-fn must be one of {', '.join(STFT_WINDOW_FNS)}, "
+                              f"got {self.stft_window_fn!r}")
+        if not _finite(self.stft_phase_weight) or self.stft_phase_weight < 0:
+            raise SflnetError(f"--stft-phase-weight must be a finite number >= 0, got {self.stft_phase_weight!r}")
         if self.device not in DEVICES:
             raise SflnetError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.dtype not in DTYPES:
@@ -204,6 +228,18 @@ class TrainOptions:
         return self
 
     @property
+    def loss_settings(self):
+        """The :class:`sflnet.losses.LossSettings` of these options (images on [−1, 1])."""
+        return LossSettings(sigmas=tuple(self.sigmas), sfl_weights=tuple(self.sfl_weights),
+                            pl_weights=tuple(self.pl_weights), stft_window=self.stft_window,
+                            stft_stride=self.stft_stride, stft_window_fn=self.stft_window_fn,
+                            stft_phase_weight=self.stft_phase_weight)
+
+    @property
+    def history_columns(self):
+        return history_columns(self.sigmas, extra_terms(self.loss))
+
+    @property
     def effective_snapshot_every(self):
         if self.snapshot_every is None:
             return default_snapshot_every(self.epochs)
@@ -224,9 +260,15 @@ class TrainOptions:
         return out
 
     @classmethod
-    def from_config(cls, config, where="config.json"):
-        """Rebuild from :meth:`to_config` output; SflnetError if malformed."""
+    def from_config(cls, config, where="config.json", legacy=False):
+        """Rebuild from :meth:`to_config` output; SflnetError if malformed.
+
+        legacy: the options come from sflnet 0.1 (--loss "pl"/"sfl", no stft options),
+        see :func:`sflnet.checkpoint.upgrade_legacy_options`.
+        """
         known = {f.name for f in fields(cls)}
+        if legacy:
+            config = upgrade_legacy_options(config)
         try:
             values = {}
             for name in known:
@@ -368,11 +410,11 @@ def format_row(row, columns):
     return ",".join(cells) + "\n"
 
 
-def read_history(path, sigmas=None):
+def read_history(path, columns=None):
     """Rows of a history.csv as dicts of floats (``epoch`` as int).
 
     A last line without its newline (cut by a crash) is ignored. If
-    ``sigmas`` is given the header must match :func:`history_columns`.
+    ``columns`` is given the header must equal it (see :func:`history_columns`).
     Raises SflnetError for an unreadable or malformed file.
     """
     try:
@@ -380,10 +422,10 @@ def read_history(path, sigmas=None):
             text = stream.read()
     except OSError as exc:
         raise SflnetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse_history(text, path, sigmas)[0]
+    return parse_history(text, path, columns)[0]
 
 
-def parse_history(text, path, sigmas=None):
+def parse_history(text, path, columns=None):
     """(rows as dicts, complete raw lines without the header) of history.csv text."""
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
@@ -391,8 +433,8 @@ def parse_history(text, path, sigmas=None):
     if not lines:
         raise SflnetError(f"{path} is empty (no header)")
     header = lines[0].rstrip("\r\n").split(",")
-    if sigmas is not None and header != history_columns(sigmas):
-        raise SflnetError(f"{path} has header {','.join(header)}, expected {','.join(history_columns(sigmas))}")
+    if columns is not None and header != list(columns):
+        raise SflnetError(f"{path} has header {','.join(header)}, expected {','.join(columns)}")
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         cells = next(csv.reader([line]))
@@ -439,7 +481,7 @@ class HistoryWriter:
             self._stream.close()
 
 
-def truncate_history(path, sigmas, epoch):
+def truncate_history(path, columns, epoch):
     """Keep the header and rows 1..``epoch`` of history.csv (rewritten atomically).
 
     Rows after ``epoch`` come from a run that crashed or was interrupted after
@@ -451,13 +493,13 @@ def truncate_history(path, sigmas, epoch):
             text = stream.read()
     except OSError as exc:
         raise SflnetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    rows, lines = parse_history(text, path, sigmas)
+    rows, lines = parse_history(text, path, columns)
     kept = [line for row, line in zip(rows, lines) if row["epoch"] <= epoch]
     epochs = [row["epoch"] for row in rows if row["epoch"] <= epoch]
     if epochs != list(range(1, epoch + 1)):
         raise SflnetError(f"{path} does not hold rows 1..{epoch} in order (it has {len(epochs)} of them), "
                           f"so the run cannot be resumed exactly; start again with --overwrite")
-    write_text_atomic(path, ",".join(history_columns(sigmas)) + "\n" + "".join(kept), what="history")
+    write_text_atomic(path, ",".join(columns) + "\n" + "".join(kept), what="history")
 
 
 # ---------------------------------------------------------------------------
@@ -479,6 +521,19 @@ def load_training_data(options, warn=None):
     return load_dataset(paths=list(options.data) if options.data else None, size=options.size,
                         include=options.include, exclude=options.exclude, skip_bad=options.skip_bad,
                         dtype=np.dtype(options.dtype), warn=warn)
+
+
+def check_image_sizes(expression, settings, dataset):
+    """SflnetError (one line) if a loss of the objective cannot measure an image of the data set.
+
+    ssim needs images of at least 11×11 pixels and stft at least one window; pl, sfl and l1 take any size.
+    """
+    objective = make_objective(expression, settings)
+    for name, image in zip(dataset.names, dataset.images):
+        problem = objective.size_problem(int(image.shape[-2]), int(image.shape[-1]))
+        if problem:
+            raise SflnetError(f"--loss {expression}: {problem} (image {name!r}); use larger images (--size) "
+                              f"or another loss")
 
 
 def describe_data(dataset):
@@ -516,19 +571,34 @@ def check_same_data(saved, dataset, config_path):
 # Models from checkpoints, evaluation
 # ---------------------------------------------------------------------------
 
-def model_from_checkpoint(checkpoint, xp, loss=None):
-    """An :class:`Autoencoder` on ``xp`` with the checkpoint's parameters, σ set and weights."""
+def checkpoint_loss_settings(checkpoint, **overrides):
+    """The :class:`LossSettings` stored with a checkpoint, with ``overrides`` (e.g. ``stft_window=8``) applied."""
     config = checkpoint.config
+    values = {"sigmas": tuple(config["sigmas"]), "sfl_weights": tuple(config["sfl_weights"]),
+              "pl_weights": tuple(config["pl_weights"])}
+    for name in ("stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight"):
+        values[name] = config[name]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return LossSettings(**values)
+
+
+def model_from_checkpoint(checkpoint, xp, loss=None, loss_settings=None):
+    """An :class:`Autoencoder` on ``xp`` with the checkpoint's parameters, objective, σ set and weights.
+
+    loss: another objective expression to evaluate (default: the checkpoint's);
+    loss_settings: default :func:`checkpoint_loss_settings`.
+    """
     params = {n: to_device(checkpoint.params[n], xp) for n in PARAM_NAMES}
-    return Autoencoder(params, loss=loss or config["loss"], sigmas=config["sigmas"],
-                       sfl_weights=config["sfl_weights"], pl_weights=config["pl_weights"])
+    return Autoencoder(params, loss=loss or checkpoint.config["loss"],
+                       loss_settings=loss_settings or checkpoint_loss_settings(checkpoint))
 
 
 def evaluate_model(model, images, compute_grads=False):
     """Losses, mean PSNR/SSIM and optionally the full-batch gradient on ``images`` (device arrays).
 
-    returns {"E", "E_PL", "E_SFL", "sfl": {sigma label: value}, "psnr", "ssim", "images"} and, if
-    ``compute_grads``, the gradient {name: host array} as a second value (else None).
+    returns {"loss", "E", "E_PL", "E_SFL", "sfl": {sigma label: value}, "terms": {loss name: value},
+    "psnr", "ssim", "images"} and, if ``compute_grads``, the gradient {name: host array} as a second
+    value (else None). ``terms`` holds every measured loss at unit weight (pl, sfl and the objective's).
     PSNR/SSIM compare images on [-1, 1] with data_range 2 (the same as 8-bit PSNR/SSIM).
     """
     from sflnet.metrics import mean_psnr_ssim  # noqa: PLC0415
@@ -538,8 +608,9 @@ def evaluate_model(model, images, compute_grads=False):
         recons = model.reconstruct(images)
         psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons])
     report = {
-        "E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL,
+        "loss": model.loss, "E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL,
         "sfl": {sigma_label(s): float(v) for s, v in zip(model.sigmas, result.sfl)},
+        "terms": dict(result.terms),
         "psnr": psnr, "ssim": ssim, "images": len(images),
     }
     grads = {n: to_host(result.grads[n]) for n in PARAM_NAMES} if compute_grads else None
@@ -678,20 +749,26 @@ def _all_finite(xp, arrays):
     return all(bool(xp.isfinite(a).all()) for a in arrays)
 
 
-def _combine(results, sizes, sigmas):
-    """One history row from the per-step results of an epoch (exact copy for a single full-batch step)."""
-    if len(results) == 1:
-        r = results[0]
-        row = {"E": r.E, "E_PL": r.E_PL, "E_SFL": r.E_SFL}
-        sfl = [float(v) for v in r.sfl]
-    else:
-        total = float(sum(sizes))
-        row = {key: sum(getattr(r, key) * n for r, n in zip(results, sizes)) / total
-               for key in ("E", "E_PL", "E_SFL")}
-        sfl = [sum(float(r.sfl[i]) * n for r, n in zip(results, sizes)) / total for i in range(len(sigmas))]
-    for sigma, value in zip(sigmas, sfl):
-        row[f"sfl_{sigma_label(sigma)}"] = value
+def result_row(result, sigmas, extra):
+    """The history values of one :class:`LossResult`: {"E", "E_PL", "E_SFL", "sfl_<σ>"..., "E_<TERM>"...}."""
+    row = {"E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL}
+    for sigma, value in zip(sigmas, result.sfl):
+        row[subband_column(sigma)] = float(value)
+    for name in extra:
+        row[extra_column(name)] = result.terms[name]
     return row
+
+
+def _combine(results, sizes, sigmas, extra=()):
+    """One history row from the per-step results of an epoch (exact copy for a single full-batch step).
+
+    With mini-batches each value is the image-weighted mean of the per-step values.
+    """
+    rows = [result_row(r, sigmas, extra) for r in results]
+    if len(rows) == 1:
+        return rows[0]
+    total = float(sum(sizes))
+    return {key: sum(row[key] * n for row, n in zip(rows, sizes)) / total for key in rows[0]}
 
 
 class _Training:
@@ -703,8 +780,7 @@ class _Training:
         self.names = dataset.names
         self.images = [to_device(image, xp) for image in dataset.images]
         self.xp = xp
-        self.model = Autoencoder(params, loss=options.loss, sigmas=options.sigmas,
-                                 sfl_weights=options.sfl_weights, pl_weights=options.pl_weights)
+        self.model = Autoencoder(params, loss=options.loss, loss_settings=options.loss_settings)
         self.optimizer = MomentumSGD(options.lr, options.momentum)
         self.optimizer.load_state_dict({"lr": options.lr, "momentum": options.momentum,
                                         "velocity": {n: to_device(v, xp) for n, v in velocity.items()}})
@@ -714,7 +790,8 @@ class _Training:
         self.reporter = reporter
         self.checkpoint_config = dict(options.to_config(), data_sha256=config["data"]["sha256"],
                                       n_images=len(self.images))
-        self.columns = history_columns(options.sigmas)
+        self.extra_terms = extra_terms(options.loss)
+        self.columns = options.history_columns
         self.last_row = None
         self.last_curves = time.monotonic()
 
@@ -749,9 +826,9 @@ class _Training:
     def draw_curves(self):
         from sflnet.figures import plot_curves  # noqa: PLC0415  (matplotlib is slow to import)
 
-        rows = read_history(self.folder.history, self.options.sigmas)
+        rows = read_history(self.folder.history, self.columns)
         if rows:
-            title = f"{self.options.loss.upper()} run, {len(self.images)} images, lr {self.options.lr:g}"
+            title = f"{self.options.loss} run, {len(self.images)} images, lr {self.options.lr:g}"
             try:
                 plot_curves(rows, list(self.options.sigmas), self.folder.curves, title=title)
             except OSError as exc:   # disk full, read-only folder: the figure is optional, the data is safe
@@ -768,7 +845,7 @@ class _Training:
             # Overflow/NaN is detected below and reported as divergence; NumPy's warnings would only add noise.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 result = train_step(self.model, self.optimizer, [self.images[i] for i in indices])
-            losses = [result.E, result.E_PL, result.E_SFL, *result.sfl]
+            losses = [result.E, *result.terms.values(), *result.parts.values()]
             if not all(math.isfinite(v) for v in losses):
                 raise _Diverged(f"the loss became non-finite at epoch {epoch} (E = {result.E})")
             if not _all_finite(self.xp, self.model.params.values()):
@@ -781,7 +858,7 @@ class _Training:
             results.append(result)
             sizes.append(len(indices))
         synchronize(self.xp)
-        row = _combine(results, sizes, self.options.sigmas)
+        row = _combine(results, sizes, self.options.sigmas, self.extra_terms)
         row["epoch"] = epoch
         row["seconds"] = time.perf_counter() - start
         self.epoch = epoch
@@ -840,6 +917,7 @@ class _Training:
 def _start_fresh(folder, options, dataset, xp, reporter, command):
     """Create the run folder: config.json, history.csv header, epoch-0 checkpoint, originals."""
     config = {
+        "config_version": CONFIG_VERSION,
         "sflnet_version": __version__,
         "created": _now(),
         "command": command,
@@ -847,7 +925,7 @@ def _start_fresh(folder, options, dataset, xp, reporter, command):
         "device_name": device_name(xp),
         "dtype": options.dtype,
         "data": describe_data(dataset),
-        "history_columns": history_columns(options.sigmas),
+        "history_columns": options.history_columns,
         "epoch_meaning": EPOCH_MEANING,
         "resumes": [],
     }
@@ -858,7 +936,7 @@ def _start_fresh(folder, options, dataset, xp, reporter, command):
     except OSError as exc:
         raise SflnetError(f"cannot prepare run folder {folder.path}: {exc.strerror or exc}") from None
     _write_config(folder, config)
-    write_text_atomic(folder.history, ",".join(history_columns(options.sigmas)) + "\n", what="history")
+    write_text_atomic(folder.history, ",".join(options.history_columns) + "\n", what="history")
     dtype = np.dtype(options.dtype)
     params = init_params(options.seed, options.init_std, dtype, xp)
     velocity = {n: xp.zeros_like(p) for n, p in params.items()}
@@ -872,7 +950,8 @@ def _start_fresh(folder, options, dataset, xp, reporter, command):
 def _start_resume(folder, overrides, reporter, warn):
     """Load config.json and checkpoint.npz, check the data, truncate history; returns (training, options)."""
     config = _read_config(folder)
-    saved = TrainOptions.from_config(config["options"], where=folder.config)
+    saved = TrainOptions.from_config(config["options"], where=folder.config,
+                                     legacy="config_version" not in config)
     options = merge_resume_options(saved, overrides, folder.config)
     xp = select_device(options.device)
     expect = {key: options.to_config()[key] for key in KEY_OPTIONS}
@@ -885,13 +964,15 @@ def _start_resume(folder, overrides, reporter, warn):
         return None, options
     dataset = load_training_data(options, warn)
     check_same_data(config["data"], dataset, folder.config)
-    truncate_history(folder.history, options.sigmas, checkpoint.epoch)
+    check_image_sizes(options.loss, options.loss_settings, dataset)
+    truncate_history(folder.history, options.history_columns, checkpoint.epoch)
     try:
         folder.remove_snapshots_after(checkpoint.epoch)
         folder.remove_temp_files()
     except OSError as exc:
         raise SflnetError(f"cannot clean up run folder {folder.path}: {exc.strerror or exc}") from None
     config["options"] = options.to_config()
+    config["config_version"] = CONFIG_VERSION   # a resumed 0.1 run folder is rewritten in today's format
     config.setdefault("resumes", []).append({"time": _now(), "from_epoch": checkpoint.epoch,
                                              "to_epoch": options.epochs, "device_name": device_name(xp)})
     _write_config(folder, config)
@@ -938,6 +1019,7 @@ def run_training(options=None, out="runs/run", *, resume=False, overwrite=False,
         check_output_folder(folder, resume=False, overwrite=overwrite)
         xp = select_device(options.device)
         dataset = load_training_data(options, _data_warning(reporter))
+        check_image_sizes(options.loss, options.loss_settings, dataset)
         training = _start_fresh(folder, options, dataset, xp, reporter, command)
     status = training.loop()
     return RunResult(status, training.saved_epoch, folder.path, training.last_row, options,

@@ -64,16 +64,16 @@ def torch_device(device):
 class TorchReference:
     """The CAE + losses in PyTorch, on copies of sflnet's initial parameters.
 
-    params: {w2 … b5} NumPy or CuPy arrays (copied). device: "cpu" or "cuda". loss: "sfl" (E = E_PL +
+    params: {w2 … b5} NumPy or CuPy arrays (copied). device: "cpu" or "cuda". loss: "pl+sfl" (E = E_PL +
     E_SFL) or "pl" (E = E_PL). measure_sfl: compute E_SFL (without gradient)
     also for "pl", as sflnet does; False leaves the LoG bank out entirely.
     """
 
-    def __init__(self, params, device="cpu", loss="sfl", sigmas=DEFAULT_SIGMAS, sfl_weights=DEFAULT_SFL_WEIGHTS,
+    def __init__(self, params, device="cpu", loss="pl+sfl", sigmas=DEFAULT_SIGMAS, sfl_weights=DEFAULT_SFL_WEIGHTS,
                  pl_weights=DEFAULT_PL_WEIGHTS, lr=0.02, momentum=0.5, memory_format="nchw",
                  measure_sfl=True):
-        if loss not in ("sfl", "pl"):
-            raise ValueError(f"loss must be 'sfl' or 'pl', got {loss!r}")
+        if loss not in ("pl+sfl", "pl"):
+            raise ValueError(f"loss must be 'pl+sfl' or 'pl', got {loss!r}")
         self.device = torch_device(device)
         self.loss = loss
         self.measure_sfl = bool(measure_sfl)
@@ -114,7 +114,7 @@ class TorchReference:
         e_pl = (self.pl_weights * 0.5 * (d * d).mean(dim=(2, 3))).sum() / batch_count
         if not self.measure_sfl:
             return e_pl, None
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.loss == "sfl"):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.loss == "pl+sfl"):
             bands = F.conv2d(d, self.log_weights, padding=self.log_pad)
             e_sfl = (self.sfl_weights * 0.5 * (bands * bands).mean(dim=(2, 3))).sum() / batch_count
         return e_pl, e_sfl
@@ -126,7 +126,7 @@ class TorchReference:
         total = 0.0
         for x in tensors:
             e_pl, e_sfl = self.group_losses(x, batch_count)
-            objective = e_pl + e_sfl if self.loss == "sfl" else e_pl
+            objective = e_pl + e_sfl if self.loss == "pl+sfl" else e_pl
             objective.backward()
             total += float(objective.detach())
         self.optimizer.step()
@@ -141,7 +141,7 @@ class TorchReference:
         e_total = e_pl_total = e_sfl_total = 0.0
         for x in tensors:
             e_pl, e_sfl = self.group_losses(x, batch_count)
-            objective = e_pl + e_sfl if self.loss == "sfl" else e_pl
+            objective = e_pl + e_sfl if self.loss == "pl+sfl" else e_pl
             objective.backward()
             e_total += float(objective.detach())
             e_pl_total += float(e_pl.detach())
@@ -183,7 +183,7 @@ def time_round(variants, device):
 def main(argv=None):
     """Child-process entry, driven line by line over stdin/stdout (JSON lines).
 
-    ``python -m sflnet.torch_reference IN.npz --device cpu|cuda --loss sfl|pl --warmup W``
+    ``python -m sflnet.torch_reference IN.npz --device cpu|cuda --loss pl+sfl|pl --warmup W``
 
     IN.npz holds the parameters (keys w2 … b5) and the groups (keys group0,
     group1, …). The child builds every variant, runs ``W`` untimed warm-up
@@ -195,7 +195,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sflnet.torch_reference")
     parser.add_argument("input")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--loss", choices=("sfl", "pl"), default="sfl")
+    parser.add_argument("--loss", choices=("pl+sfl", "pl"), default="pl+sfl")
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args(argv)
     with np.load(args.input) as data:

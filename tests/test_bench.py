@@ -55,8 +55,8 @@ def test_breakdown_instrumentation_is_transparent():
     """An instrumented model trains exactly like a plain one (same parameters after two steps)."""
     groups = bench.group_by_shape(tiny_images(), np, np.float64)
     params = init_params(seed=3, dtype=np.float64)
-    plain, plain_opt = bench.make_model(params, "sfl", 10**6)
-    timed, timed_opt = bench.make_model(params, "sfl", 10**6)
+    plain, plain_opt = bench.make_model(params, "pl+sfl", 10**6)
+    timed, timed_opt = bench.make_model(params, "pl+sfl", 10**6)
     bench.layer_breakdown(timed, timed_opt, groups, np, epochs=1)   # one warm-up + one timed step
     for _ in range(2):
         train_step(plain, plain_opt, groups)
@@ -149,7 +149,7 @@ def test_torch_reference_matches_sflnet_float64(loss):
 def test_torch_child_times_every_variant():
     pytest.importorskip("torch")
     groups = bench.group_by_shape(tiny_images(np.float32), np, np.float32)
-    child = bench.TorchChild(groups, init_params(seed=0), np, "sfl", warmup=0)
+    child = bench.TorchChild(groups, init_params(seed=0), np, "pl+sfl", warmup=0)
     try:
         first, second = child.time_round(), child.time_round()
     finally:

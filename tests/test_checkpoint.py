@@ -11,8 +11,12 @@ from sflnet import checkpoint as ck
 from sflnet.errors import SflnetError
 from sflnet.model import PARAM_NAMES, PARAM_SHAPES, init_params
 
-CONFIG = {"loss": "sfl", "sigmas": [0.8, 1.6, 3.2], "sfl_weights": [100.0, 10.0, 10.0],
-          "pl_weights": [1.0, 1.0, 1.0], "dtype": "float64", "size": 0, "lr": 0.02, "momentum": 0.5}
+CONFIG = {"loss": "pl+sfl", "sigmas": [0.8, 1.6, 3.2], "sfl_weights": [100.0, 10.0, 10.0],
+          "pl_weights": [1.0, 1.0, 1.0], "stft_window": 16, "stft_stride": 4, "stft_window_fn": "hann",
+          "stft_phase_weight": 9.0, "dtype": "float64", "size": 0, "lr": 0.02, "momentum": 0.5}
+# The config of a checkpoint written by sflnet 0.1 (format version 1): --loss was "pl" or "sfl" (= pl+sfl).
+LEGACY_CONFIG = {"loss": "sfl", "sigmas": [0.8, 1.6, 3.2], "sfl_weights": [100.0, 10.0, 10.0],
+                 "pl_weights": [1.0, 1.0, 1.0], "dtype": "float64", "size": 0, "lr": 0.02, "momentum": 0.5}
 
 
 def _state(dtype=np.float64, seed=0):
@@ -180,7 +184,7 @@ def test_meta_that_is_not_json(tmp_path):
 def test_expected_config_must_match(tmp_path):
     params, velocity, meta, _ = _state()
     ck.save_checkpoint(tmp_path / "c.npz", params, velocity, meta)
-    assert ck.load_checkpoint(tmp_path / "c.npz", expect={"sigmas": (0.8, 1.6, 3.2), "loss": "sfl"})
+    assert ck.load_checkpoint(tmp_path / "c.npz", expect={"sigmas": (0.8, 1.6, 3.2), "loss": "pl+sfl"})
     with pytest.raises(SflnetError, match="sigmas=0.8,1.6,3.2"):
         ck.load_checkpoint(tmp_path / "c.npz", expect={"sigmas": (0.8, 1.6)})
     with pytest.raises(SflnetError, match="loss"):
@@ -192,3 +196,27 @@ def test_a_folder_and_a_missing_file(tmp_path):
         ck.load_checkpoint(tmp_path)
     with pytest.raises(SflnetError, match="does not exist"):
         ck.load_checkpoint(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("legacy_loss, expression", [("sfl", "pl+sfl"), ("pl", "pl")])
+def test_a_version_1_checkpoint_loads_with_its_loss_upgraded(tmp_path, legacy_loss, expression):
+    """sflnet 0.1 wrote format_version 1, loss "pl"/"sfl" and no stft options; they still load."""
+    params, velocity, meta, _ = _state()
+    meta = dict(meta, format_version=1, config=dict(LEGACY_CONFIG, loss=legacy_loss))
+    ck.save_checkpoint(tmp_path / "old.npz", params, velocity, meta)
+    loaded = ck.load_checkpoint(tmp_path / "old.npz", expect={"loss": expression, "stft_window": 16})
+    assert loaded.config["loss"] == expression
+    assert {k: loaded.config[k] for k in ck.ADDED_OPTIONS} == {
+        "stft_window": 16, "stft_stride": 4, "stft_window_fn": "hann", "stft_phase_weight": 9.0}
+
+
+def test_a_checkpoint_with_a_bad_loss_expression_is_refused(tmp_path):
+    params, velocity, meta, _ = _state()
+    meta["config"]["loss"] = "pl+zz"
+    ck.save_checkpoint(tmp_path / "c.npz", params, velocity, meta)
+    with pytest.raises(SflnetError, match="corrupt checkpoint .*zz"):
+        ck.load_checkpoint(tmp_path / "c.npz")
+    meta["config"]["loss"] = "sfl"    # ambiguous in version 2: never silently read as pl+sfl
+    ck.save_checkpoint(tmp_path / "c.npz", params, velocity, meta)
+    with pytest.raises(SflnetError, match="ambiguous"):
+        ck.load_checkpoint(tmp_path / "c.npz")

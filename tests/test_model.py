@@ -40,7 +40,7 @@ def shifted(params, direction, step):
     return {k: params[k] + step * direction[k] for k in params}
 
 
-@pytest.mark.parametrize("loss", ["pl", "sfl"])
+@pytest.mark.parametrize("loss", ["pl", "pl+sfl"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_whole_network_directional_fd(xp, loss, seed):
     images = [to_device(im, xp) for im in make_images(SIZES, seed)]
@@ -70,14 +70,14 @@ def test_pl_loss_measures_but_does_not_backpropagate_the_sfl(xp):
     images = [to_device(im, xp) for im in make_images(SIZES, 3)]
     theta = smooth_params(3)
     pl = Autoencoder(on(xp, theta), loss="pl").loss_and_grads(images)
-    sfl = Autoencoder(on(xp, theta), loss="sfl").loss_and_grads(images)
+    sfl = Autoencoder(on(xp, theta), loss="pl+sfl").loss_and_grads(images)
     # Same forward, so the same measurements.
     assert pl.E_PL == sfl.E_PL and pl.E_SFL == sfl.E_SFL and np.array_equal(pl.sfl, sfl.sfl)
     assert pl.E == pl.E_PL
     assert sfl.E == pytest.approx(sfl.E_PL + sfl.E_SFL, rel=1e-15)
     assert sfl.E_SFL == pytest.approx(float(np.dot((100, 10, 10), sfl.sfl)), rel=1e-12)
     # The "pl" gradient is the "sfl" gradient of a model whose SFL weights are zero.
-    zero = Autoencoder(on(xp, theta), loss="sfl", sfl_weights=(0, 0, 0)).loss_and_grads(images)
+    zero = Autoencoder(on(xp, theta), loss="pl+sfl", sfl_weights=(0, 0, 0)).loss_and_grads(images)
     for k in PARAM_NAMES:
         assert np.allclose(to_host(pl.grads[k]), to_host(zero.grads[k]), rtol=0, atol=1e-15)
     assert not np.allclose(to_host(pl.grads["w5"]), to_host(sfl.grads["w5"]))
@@ -91,7 +91,7 @@ def max_rel(a, b):
 def test_gradient_is_the_same_whatever_the_grouping(xp):
     images = [to_device(im, xp) for im in make_images([(9, 7), (8, 8), (9, 7)], 4)]
     theta = smooth_params(4)
-    model = Autoencoder(on(xp, theta), loss="sfl")
+    model = Autoencoder(on(xp, theta), loss="pl+sfl")
     as_list = model.loss_and_grads(images)
     grouped = model.loss_and_grads([xp.stack([images[0], images[2]]), images[1][None]])
     singles = [model.loss_and_grads([im]) for im in images]
@@ -166,8 +166,8 @@ def test_tiny_images_work():
 def test_cupy_float32_matches_numpy_float32(cupy_module):
     images = make_images(SIZES, 10, np.float32)
     params = init_params(0, dtype=np.float32)
-    cpu = Autoencoder(params, loss="sfl").loss_and_grads(images)
-    gpu = Autoencoder(on(cupy_module, params), loss="sfl").loss_and_grads(
+    cpu = Autoencoder(params, loss="pl+sfl").loss_and_grads(images)
+    gpu = Autoencoder(on(cupy_module, params), loss="pl+sfl").loss_and_grads(
         [cupy_module.asarray(im) for im in images])
     assert np.allclose(gpu.E, cpu.E, atol=5e-4, rtol=5e-3)
     assert np.allclose(gpu.sfl, cpu.sfl, atol=5e-4, rtol=5e-3)

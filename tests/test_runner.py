@@ -132,15 +132,16 @@ def test_minibatch_row_is_the_image_weighted_mean_of_the_steps(tmp_path, options
 
 def test_truncate_history_drops_rows_after_the_checkpoint(tmp_path):
     path = tmp_path / "history.csv"
-    header = ",".join(runner.history_columns((0.8, 1.6, 3.2))) + "\n"
+    columns = runner.history_columns((0.8, 1.6, 3.2))
+    header = ",".join(columns) + "\n"
     rows = [f"{k},1.5,0.5,1.0,0.1,0.2,0.3,0.01\n" for k in range(1, 6)]
     path.write_text(header + "".join(rows) + "6,1.5,0.")   # a line cut by a crash
-    runner.truncate_history(path, (0.8, 1.6, 3.2), 3)
+    runner.truncate_history(path, columns, 3)
     assert path.read_text() == header + "".join(rows[:3])
     with pytest.raises(SflnetError, match="rows 1..4"):
-        runner.truncate_history(path, (0.8, 1.6, 3.2), 4)
+        runner.truncate_history(path, columns, 4)
     with pytest.raises(SflnetError, match="header"):
-        runner.truncate_history(path, (0.8, 1.6), 2)
+        runner.truncate_history(path, runner.history_columns((0.8, 1.6)), 2)
 
 
 def test_leftover_temporary_files_are_removed_by_resume_and_overwrite(tmp_path, options):

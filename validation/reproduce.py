@@ -13,7 +13,7 @@ What it does, using only the public ``sflnet`` API:
 2. Draws one set of initial weights (``init_params(seed)``: N(0, 0.02²)
    weights, zero biases) and trains two copies of the Table 1 autoencoder
    from it, full batch, momentum SGD (lr 0.02, momentum 0.5):
-   ``loss="pl"`` (E = E_PL) and ``loss="sfl"`` (E = E_PL + E_SFL, w_SFL = 100, 10, 10).
+   ``--loss pl`` (E = E_PL) and ``--loss pl+sfl`` (E = E_PL + E_SFL, w_SFL = 100, 10, 10).
    Every epoch logs the losses of its forward pass (before the update),
    including the unit-weight subband SFLs, to ``history_pl.csv`` /
    ``history_sfl.csv``. After the update of each snapshot epoch e the 4
@@ -48,6 +48,7 @@ from sflnet.data import load_dataset
 from sflnet.metrics import mean_psnr_ssim
 from sflnet.model import DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
+from sflnet.runner import history_columns
 from sflnet.train import train_step
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -161,8 +162,8 @@ def choose_shown(names, count=N_SHOWN):
     return chosen
 
 
-def history_columns(sigmas):
-    return ["epoch", "E", "E_PL", "E_SFL"] + [f"sfl_{s:g}" for s in sigmas] + ["seconds"]
+# The two runs of the paper: run name → --loss expression.
+RUN_OBJECTIVES = {"pl": "pl", "sfl": "pl+sfl"}
 
 
 def train_run(loss, params0, images, shown, sigmas, epochs, snaps, xp, history_path):
@@ -172,7 +173,7 @@ def train_run(loss, params0, images, shown, sigmas, epochs, snaps, xp, history_p
     update); ``seconds`` is the time of that epoch's step.
     """
     params = {name: p.copy() for name, p in params0.items()}
-    model = Autoencoder(params, loss=loss, sigmas=sigmas, sfl_weights=SFL_WEIGHTS)
+    model = Autoencoder(params, loss=RUN_OBJECTIVES[loss], sigmas=sigmas, sfl_weights=SFL_WEIGHTS)
     optimizer = MomentumSGD(lr=LEARNING_RATE, momentum=MOMENTUM)
     columns = history_columns(sigmas)
     rows, snapshots = [], {}

@@ -1,0 +1,70 @@
+"""``sfl``: the spatial frequency loss of the paper, Eq. 6, and its gradient, Eq. 8."""
+
+from sflnet.backend import get_array_module
+from sflnet.layers import LoGBank
+from sflnet.losses.base import Loss
+
+
+def sigma_label(sigma):
+    """How a σ is written in column names and JSON keys: ``f"{sigma:g}"`` (0.8 → "0.8")."""
+    return f"{sigma:g}"
+
+
+def subband_column(sigma):
+    """The history column of the unit-weight SFL of one subband: ``sfl_0.8``."""
+    return f"sfl_{sigma_label(sigma)}"
+
+
+class SpatialFrequencyLoss(Loss):
+    """Eq. 6, the spatial frequency loss through the fixed LoG bank (layer 6).
+
+    ``SFL(i, c) = ½ · mean_{x,y} (LoG_c(f^L_i) − LoG_c(f^1_i))²`` and
+    ``E_SFL = (1/N_m) Σ_i Σ_c w_SFL[c] · SFL(i, c)``.
+
+    Layer 6 is linear, so ``LoG(f^L) − LoG(f^1) = LoG(f^L − f^1)``: one pass on
+    the difference gives both terms exactly. ``forward`` also returns, as its
+    parts, the unit-weight subband losses ``(1/N_m) Σ_i SFL(i, c)`` that Fig. 5
+    plots (history columns ``sfl_0.8``, ``sfl_1.6``, ``sfl_3.2``).
+    """
+
+    name = "sfl"
+
+    def __init__(self, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
+        if len(sigmas) != len(weights):
+            raise ValueError(f"{len(sigmas)} sigmas but {len(weights)} SFL weights")
+        self.bank = LoGBank(sigmas)
+        self.weights = tuple(float(w) for w in weights)
+        self.columns = tuple(subband_column(s) for s in self.bank.sigmas)
+        self.band_difference = None   # LoG(f^L − f^1), (n, S, H, W)
+        self.batch_count = None       # N_m
+
+    @property
+    def sigmas(self):
+        return self.bank.sigmas
+
+    def subbands(self, recon, target, batch_count):
+        """The unit-weight subband shares ``(1/N_m) Σ_{i in group} SFL(i, c)``: (S,) array; caches for backward."""
+        d6 = self.bank.forward(recon - target)
+        self.band_difference = d6
+        self.batch_count = batch_count
+        return 0.5 * (d6 * d6).mean(axis=(2, 3)).sum(axis=0) / batch_count   # (S,)
+
+    def forward(self, recon, target, batch_count):
+        """recon, target: (n, 3, H, W) → (E_SFL share (0-d), {"sfl_<σ>": unit-weight subband share (0-d)})."""
+        xp = get_array_module(recon)
+        subbands = self.subbands(recon, target, batch_count)
+        w = xp.asarray(self.weights, dtype=recon.dtype)
+        return (w * subbands).sum(), {column: subbands[i] for i, column in enumerate(self.columns)}
+
+    def backward(self):
+        """Returns ∂E_SFL/∂f^L: (n, 3, H, W).
+
+        Eq. 8: ``∂E_SFL/∂o^6 = w_SFL[c] / (N_m H W) · (LoG_c(f^L) − LoG_c(f^1))`` (derivative of
+        each ½ d² / (N_m H W) term); layer 6 has identity activation, so this
+        is also ∂E/∂f^6, and the bank's transpose carries it down to f^L.
+        """
+        xp = get_array_module(self.band_difference)
+        _, _, h, w = self.band_difference.shape
+        scale = xp.asarray(self.weights, dtype=self.band_difference.dtype) / (self.batch_count * h * w)
+        grad_bands = self.band_difference * scale[None, :, None, None]
+        return self.bank.backward(grad_bands)
