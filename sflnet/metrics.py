@@ -17,13 +17,19 @@ numbers as the usual PSNR and SSIM of the 8-bit images on a ``[0, 255]`` scale
 
 * PSNR = ``10 * log10(data_range**2 / MSE)``, MSE over all channels and pixels;
   infinite for identical images.
-* SSIM follows Wang, Bovik, Sheikh and Simoncelli (2004): local means,
-  variances and covariance are taken with a Gaussian window of standard
-  deviation 1.5 truncated to 11x11 pixels, ``K1 = 0.01``, ``K2 = 0.03``,
-  ``C1 = (K1 * L)**2``, ``C2 = (K2 * L)**2`` with ``L = data_range``. It is
-  computed per channel in float64 and averaged over channels and ALL pixels;
-  borders use mirror ("reflect") padding. (scikit-image instead drops a
-  5-pixel border before averaging, so its numbers differ slightly.)
+* SSIM follows Wang, Bovik, Sheikh and Simoncelli (2004) and is the very
+  function the ``ssim`` loss uses (:func:`sflnet.losses.ssim.ssim_maps`):
+  local means, variances and covariance (population, not sample) are taken
+  with an 11x11 Gaussian window of standard deviation 1.5 (taps summing to 1),
+  ``K1 = 0.01``, ``K2 = 0.03``, ``C1 = (K1 * L)**2``, ``C2 = (K2 * L)**2`` with
+  ``L = data_range``. The SSIM map covers only the **valid** positions, where
+  the whole window lies inside the image (no padding): ``(H - 10) x (W - 10)``
+  per channel; the result is its mean over those positions and the channels,
+  computed in float64. This equals scikit-image's
+  ``structural_similarity(x, y, gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=L, channel_axis=0)`` on the shifted
+  images. Images smaller than 11 pixels on a side have no valid position:
+  their SSIM is ``nan`` (not an error).
 
 Arrays are only read, never modified. CuPy arrays are accepted too: they are
 copied to the host first.
@@ -35,12 +41,8 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
-SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5  # radius int(3.5 * 1.5 + 0.5) = 5 -> an 11x11 window
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
+from sflnet.losses.ssim import size_problem_text, ssim_per_image
 
 
 def _as_float64_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -75,27 +77,8 @@ def psnr(x, y, data_range: float = 2.0) -> float:
     return 10.0 * math.log10(data_range**2 / mse)
 
 
-def _ssim_one_channel(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
-    """Mean SSIM of two (H, W) float64 arrays."""
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-
-    def local_mean(a: np.ndarray) -> np.ndarray:
-        return gaussian_filter(a, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
-
-    mu_x = local_mean(x)
-    mu_y = local_mean(y)
-    var_x = local_mean(x * x) - mu_x * mu_x
-    var_y = local_mean(y * y) - mu_y * mu_y
-    cov_xy = local_mean(x * y) - mu_x * mu_y
-
-    luminance_term = (2.0 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
-    structure_term = (2.0 * cov_xy + c2) / (var_x + var_y + c2)
-    return float(np.mean(luminance_term * structure_term))
-
-
 def ssim(x, y, data_range: float = 2.0, *, data_min: float = -1.0) -> float:
-    """Structural similarity (Wang et al. 2004), mean over channels and pixels.
+    """Structural similarity (Wang et al. 2004), mean over channels and valid window positions.
 
     Args:
         x, y: arrays of shape ``(3, H, W)`` (any number of channels works),
@@ -106,13 +89,14 @@ def ssim(x, y, data_range: float = 2.0, *, data_min: float = -1.0) -> float:
             ``[0, data_range]`` like the usual 8-bit SSIM (see module doc).
 
     Returns:
-        SSIM, 1.0 for identical images, smaller for less similar ones.
+        SSIM, 1.0 for identical images, smaller for less similar ones;
+        ``nan`` for images smaller than 11 pixels on a side (no position where
+        the 11x11 window fits; see module doc).
     """
     x, y = _as_float64_pair(x, y)
-    x = x - data_min  # new arrays: the inputs are not modified
-    y = y - data_min
-    per_channel = [_ssim_one_channel(x[c], y[c], data_range) for c in range(x.shape[0])]
-    return float(np.mean(per_channel))
+    if size_problem_text(*x.shape[1:]) is not None:
+        return float("nan")
+    return float(ssim_per_image(x[None], y[None], data_range, data_min)[0])
 
 
 def mean_psnr_ssim(
@@ -132,7 +116,8 @@ def mean_psnr_ssim(
 
     Returns:
         ``(mean PSNR in dB, mean SSIM)``, each the plain mean of the per-image
-        values (mean PSNR is ``inf`` if any pair is identical).
+        values (mean PSNR is ``inf`` if any pair is identical; mean SSIM is
+        ``nan`` if any image is smaller than 11 pixels on a side).
     """
     if len(originals) != len(reconstructions):
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Tests for sflnet.metrics, checked against values derived by hand."""
+"""Tests for sflnet.metrics, checked against values derived by hand, a brute-force loop and scikit-image."""
 
 import math
 
@@ -76,24 +76,22 @@ def test_psnr_shape_mismatch_is_an_error():
 def reference_ssim_channel(x, y, data_range):
     """Brute-force SSIM of one (H, W) channel, written independently of scipy.
 
-    Explicit 11x11 Gaussian window (sigma 1.5), images mirrored at the border
-    the way scipy's 'reflect' mode does it (numpy calls it 'symmetric'). A
-    window of another size or sigma changes the result far beyond the test
-    tolerance, so this also pins the window.
+    Explicit 11x11 Gaussian window (sigma 1.5), evaluated only where the whole
+    window lies inside the image (the valid region, (H - 10) x (W - 10)
+    positions; no padding). A window of another size or sigma changes the
+    result far beyond the test tolerance, so this also pins the window.
     """
     offsets = np.arange(-5, 6)
     window = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 1.5**2))
     window = window / window.sum()
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    padded_x = np.pad(x, 5, mode="symmetric")
-    padded_y = np.pad(y, 5, mode="symmetric")
     height, width = x.shape
     values = []
-    for row in range(height):
-        for col in range(width):
-            patch_x = padded_x[row : row + 11, col : col + 11]
-            patch_y = padded_y[row : row + 11, col : col + 11]
+    for row in range(height - 10):
+        for col in range(width - 10):
+            patch_x = x[row : row + 11, col : col + 11]
+            patch_y = y[row : row + 11, col : col + 11]
             mean_x = np.sum(window * patch_x)
             mean_y = np.sum(window * patch_y)
             var_x = np.sum(window * (patch_x - mean_x) ** 2)
@@ -106,7 +104,7 @@ def reference_ssim_channel(x, y, data_range):
 
 
 def test_ssim_matches_brute_force_reference():
-    x = random_image(12, 9, seed=4)
+    x = random_image(13, 12, seed=4)
     y = noisy_copy(x, 0.3, seed=5)
     # ssim() shifts [-1, 1] to [0, 2] before computing (data_min=-1).
     expected = np.mean([reference_ssim_channel(x[c] + 1, y[c] + 1, 2.0) for c in range(3)])
@@ -114,7 +112,7 @@ def test_ssim_matches_brute_force_reference():
 
 
 def test_ssim_of_identical_images_is_one():
-    for height, width in [(16, 20), (1, 1), (2, 2), (3, 40)]:
+    for height, width in [(16, 20), (11, 11), (11, 40), (23, 12)]:
         x = random_image(height, width, seed=height)
         assert metrics.ssim(x, x.copy()) == pytest.approx(1.0, abs=1e-12)
 
@@ -123,16 +121,16 @@ def test_ssim_of_identical_images_is_one():
 def test_ssim_of_constant_images_matches_closed_form(a, b):
     # Constant images have zero variance and covariance, so the structure term
     # is C2 / C2 = 1 and SSIM is the luminance term (2ab + C1) / (a^2 + b^2 + C1).
-    x = np.full((3, 8, 8), a, dtype=np.float64)
-    y = np.full((3, 8, 8), b, dtype=np.float64)
+    x = np.full((3, 12, 12), a, dtype=np.float64)
+    y = np.full((3, 12, 12), b, dtype=np.float64)
     expected = (2 * a * b + C1_RANGE_2) / (a**2 + b**2 + C1_RANGE_2)
     assert metrics.ssim(x, y, data_min=0.0) == pytest.approx(expected, rel=1e-9)
 
 
 def test_ssim_of_constant_images_on_default_scale_uses_shifted_values():
     # On [-1, 1] the values -0.2 and 0.4 are 0.8 and 1.4 on the [0, 2] scale.
-    x = np.full((3, 5, 6), -0.2, dtype=np.float64)
-    y = np.full((3, 5, 6), 0.4, dtype=np.float64)
+    x = np.full((3, 11, 13), -0.2, dtype=np.float64)
+    y = np.full((3, 11, 13), 0.4, dtype=np.float64)
     expected = (2 * 0.8 * 1.4 + C1_RANGE_2) / (0.8**2 + 1.4**2 + C1_RANGE_2)
     assert metrics.ssim(x, y) == pytest.approx(expected, rel=1e-9)
 
@@ -165,6 +163,59 @@ def test_ssim_is_the_same_on_8bit_and_unit_scales():
     assert on_unit == pytest.approx(reference, abs=1e-10)
 
 
+def structured_pair(channels, height, width):
+    """A smooth image with edges, flat blocks and a fine checkerboard, and a blurred, darkened, noisy copy."""
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    base = 0.6 * np.sin(rows / 3.0) * np.cos(cols / 4.5) + 0.2 * ((rows + cols) % 2)
+    base[: height // 3, : width // 2] = -0.7   # a flat block: zero variance inside
+    base[height // 2 :, width // 2 :] = 0.9
+    x = np.stack([np.clip(base * (1.0 - 0.2 * c), -1.0, 1.0) for c in range(channels)])
+    blurred = (x + np.roll(x, 1, axis=2) + np.roll(x, 1, axis=1)) / 3.0
+    rng = np.random.default_rng(height * 100 + width)
+    y = np.clip(0.8 * blurred - 0.1 + 0.05 * rng.standard_normal(x.shape), -1.0, 1.0)
+    return x, y
+
+
+def skimage_ssim(x, y):
+    """scikit-image's SSIM with the settings of Wang et al. 2004, on [-1, 1] images shifted to [0, 2]."""
+    structural_similarity = pytest.importorskip("skimage.metrics").structural_similarity
+    return structural_similarity(x + 1.0, y + 1.0, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False, data_range=2.0, channel_axis=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 11, 11), (3, 23, 17), (1, 40, 31), (3, 16, 20), (2, 12, 11)])
+def test_ssim_equals_scikit_image_on_random_images(shape):
+    x = random_image(shape[1], shape[2], seed=shape[1] * shape[2])[: shape[0]]
+    for noise in (0.05, 0.3, 2.0):   # from nearly identical to unrelated
+        y = noisy_copy(x, noise, seed=shape[2])
+        assert abs(metrics.ssim(x, y) - skimage_ssim(x, y)) <= 1e-12
+
+
+@pytest.mark.parametrize("shape", [(3, 11, 11), (3, 23, 17), (1, 40, 31), (3, 16, 20)])
+def test_ssim_equals_scikit_image_on_structured_images(shape):
+    x, y = structured_pair(*shape)
+    assert abs(metrics.ssim(x, y) - skimage_ssim(x, y)) <= 1e-12
+    assert abs(metrics.ssim(x, x.copy()) - skimage_ssim(x, x.copy())) <= 1e-12
+    flat = np.full(shape, 0.25)   # a constant image against a structured one
+    assert abs(metrics.ssim(flat, x) - skimage_ssim(flat, x)) <= 1e-12
+
+
+def test_ssim_is_the_function_the_ssim_loss_uses():
+    from sflnet.losses.ssim import SSIMLoss  # noqa: PLC0415
+
+    x, y = structured_pair(3, 23, 17)
+    share, _ = SSIMLoss((-1.0, 1.0)).forward(y[None], x[None], 1)
+    assert float(share) == pytest.approx(1.0 - metrics.ssim(x, y), abs=1e-15)
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (2, 2), (10, 20), (20, 10), (10, 10), (3, 40)])
+def test_ssim_of_images_smaller_than_the_window_is_nan(height, width):
+    x = random_image(height, width, seed=height + width)
+    y = noisy_copy(x, 0.1)
+    assert math.isnan(metrics.ssim(x, y))
+    assert math.isnan(metrics.ssim(x, x.copy()))
+
+
 def test_inputs_are_not_modified():
     x = random_image(seed=10).astype(np.float32)
     y = noisy_copy(x, 0.1).astype(np.float32)
@@ -182,7 +233,7 @@ def test_inputs_are_not_modified():
 
 
 def test_mean_psnr_ssim_over_images_of_different_sizes():
-    originals = [random_image(10, 12, seed=11), random_image(5, 3, seed=12), random_image(1, 1, seed=13)]
+    originals = [random_image(12, 14, seed=11), random_image(11, 11, seed=12), random_image(23, 17, seed=13)]
     reconstructions = [noisy_copy(image, 0.1, seed=i) for i, image in enumerate(originals)]
     mean_psnr, mean_ssim = metrics.mean_psnr_ssim(originals, reconstructions)
     psnrs = [metrics.psnr(o, r) for o, r in zip(originals, reconstructions)]
@@ -190,6 +241,15 @@ def test_mean_psnr_ssim_over_images_of_different_sizes():
     assert mean_psnr == pytest.approx(sum(psnrs) / 3)
     assert mean_ssim == pytest.approx(sum(ssims) / 3)
     assert isinstance(mean_psnr, float) and isinstance(mean_ssim, float)
+
+
+def test_mean_psnr_ssim_with_a_tiny_image_has_nan_ssim_and_a_finite_psnr():
+    # A 1x1 image still evaluates: PSNR as usual, SSIM nan (the CLI writes null).
+    originals = [random_image(16, 20, seed=14), random_image(1, 1, seed=15)]
+    reconstructions = [noisy_copy(image, 0.1, seed=i) for i, image in enumerate(originals)]
+    mean_psnr, mean_ssim = metrics.mean_psnr_ssim(originals, reconstructions)
+    assert math.isfinite(mean_psnr)
+    assert math.isnan(mean_ssim)
 
 
 def test_mean_psnr_ssim_by_hand():
