@@ -11,7 +11,7 @@ from sflnet import gradcheck as suite
                    "The float64 NumPy checks always run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of every random draw.")
 @click.option("--layer", metavar="NAME", default=None,
-              help=f"Only this layer's rows: one of {', '.join(suite.LAYER_NAMES)}.")
+              help=f"Only this layer's rows: one of {', '.join(suite.layer_names())}.")
 @click.option("--verbose", is_flag=True,
               help="Also show, per row, a few elements side by side (analytic vs numeric, sflnet vs reference).")
 @click.option("--json", "as_json", is_flag=True,

@@ -341,7 +341,8 @@ class Case:
     gradients: (upstream, shaped like the output) → {name: ∂⟨out, upstream⟩/∂variable};
                called right after ``evaluate()``
     masks:     () → list of boolean arrays, the ReLU masks at the current variables
-               (None when the function has no ReLU)
+               (None when the function has no ReLU); any piecewise function may report the sides
+               of its kinks this way (see ``mask_kind``)
     shape:     text for the table
     sample:    {name: list of index tuples} to check only those elements (missing name: every element)
     """
@@ -352,6 +353,7 @@ class Case:
     shape: str
     masks: object = None
     sample: dict = field(default_factory=dict)
+    mask_kind: str = "ReLU masks"   # what ``masks`` reports, for the notes
 
 
 def _layer_case(layer, variables, shape, masks=None):
@@ -437,6 +439,37 @@ def make_loss_case(kind):
     return make
 
 
+def make_l1_case(rng, xp, dtype, size):
+    """L1Loss: d(share)/d(recon) with every |recon − target| ≥ 0.05, so no ε crosses the kink of |·|."""
+    shape = (2, 3, 5, 6) if size == "tiny" else (2, 3, 64, 48)
+    target = _uniform(rng, shape, xp, dtype)
+    step = rng.uniform(0.05, 0.5, shape) * rng.choice([-1.0, 1.0], shape)
+    variables = {"recon": target + to_device(step.astype(dtype), xp)}
+    loss = losses.L1Loss()
+    batch_count = shape[0] + 1
+
+    def evaluate():
+        return loss.forward(variables["recon"], target, batch_count)[0]
+
+    def gradients(upstream):
+        return {"recon": upstream * loss.backward()}
+    return Case(variables, evaluate, gradients, f"recon{_shape_text(shape)}, N_m={batch_count}, |d|>=0.05")
+
+
+def reference_l1(recon, target, batch_count):
+    """``(1/N_m) Σ_i mean_{c,y,x} |recon − target|`` term by term."""
+    total = 0.0
+    for i in range(recon.shape[0]):
+        total += float(np.mean(np.abs(recon[i] - target[i])))
+    return total / batch_count
+
+
+def forward_l1(rng, xp):
+    recon, target = rng.uniform(-1, 1, (2, 3, 5, 6)), rng.uniform(-1, 1, (2, 3, 5, 6))
+    value, _ = losses.L1Loss().forward(to_device(recon, xp), to_device(target, xp), 3)
+    return _forward_measurement("(2,3,5,6), N_m=3", value, reference_l1(recon, target, 3), "E_L1")
+
+
 def network_batch(rng, xp, dtype, size):
     """Images in [−1, 1]: tiny = (3,5,6) + (3,4,3); realistic = 2 × (3,64,48) + (3,37,53)."""
     shapes = [(3, 5, 6), (3, 4, 3)] if size == "tiny" else [(3, 64, 48), (3, 64, 48), (3, 37, 53)]
@@ -444,12 +477,21 @@ def network_batch(rng, xp, dtype, size):
 
 
 def make_network_case(loss):
-    """Factory for the whole Autoencoder with ``loss``: E(θ) over all eight parameter arrays."""
+    """Factory for the whole Autoencoder with the objective ``loss``: E(θ) over all eight parameter arrays.
+
+    An ``fft`` term's focal weights are recorded at the base point and replayed in every
+    evaluation (they are constants by definition, see :class:`sflnet.losses.FocalFrequencyLoss`).
+    """
     def make(rng, xp, dtype, size):
         params = check_params(rng, xp, dtype)
         batch = network_batch(rng, xp, dtype, size)
         net = model.Autoencoder(params, loss=loss)
         variables = net.params
+        fft = net.objective.losses.get("fft")
+        if fft is not None:
+            fft.record_weights = True
+            net.loss_and_grads(batch, compute_grads=False)
+            fft.record_weights = False
 
         def evaluate():
             return xp.asarray(net.loss_and_grads(batch, compute_grads=False).E, dtype=dtype)
@@ -555,8 +597,8 @@ def dense_check(case, upstream, eps_values=EPS_SWEEP):
     notes = [f"{counted} of {total} elements"] if counted < total else []
     if base_masks is not None:
         flipped = [f"{r.eps:g}" for r in sweep if r.flips]
-        notes.append("ReLU masks unchanged at every ±eps" if not flipped
-                     else f"ReLU masks flipped at eps {', '.join(flipped)} (not used)")
+        notes.append(f"{case.mask_kind} unchanged at every ±eps" if not flipped
+                     else f"{case.mask_kind} flipped at eps {', '.join(flipped)} (not used)")
         if best.flips:
             notes.append("NO flip-free eps")
     samples = [f"eps={best.eps:g}; gradient of <out, dy> with a random dy",
@@ -651,8 +693,8 @@ def directional_check(case, upstream, rng, seeds=DIRECTIONAL_SEEDS, eps_values=E
     best = min(usable, key=worst)
     notes = [f"{kinked} directions redrawn (kink crossed at every eps)"] if kinked else []
     if case.masks:
-        notes.append("ReLU masks identical at θ±εr at every eps" if not flipped
-                     else f"ReLU masks identical at θ±εr only for eps {', '.join(f'{e:g}' for e in usable)}")
+        notes.append(f"{case.mask_kind} identical at θ±εr at every eps" if not flipped
+                     else f"{case.mask_kind} identical at θ±εr only for eps {', '.join(f'{e:g}' for e in usable)}")
     note = "; ".join(notes)
     samples = [f"eps={best:g}; one line per random unit direction r "
                f"({small} draws with |<grad s, r>| < {MIN_PROJECTION} |grad s|/sqrt(n) redrawn)"]
@@ -856,10 +898,29 @@ class LayerEntry:
     adjoints: list = field(default_factory=list)
     dense_threshold: float = THRESHOLD_SMOOTH
     directional_threshold: float = THRESHOLD_SMOOTH
+    dense: bool = True     # False: the dense row is left out (whole networks of the added losses)
+
+
+# The objectives of the whole-network rows of the added losses (one per loss, and one mixing all six).
+NETWORK_OBJECTIVES = {
+    "network_l1": "l1",
+    "network_ssim": "ssim",
+    "network_fft": "fft",
+    "network_stft": "stft",
+    "network_mixed": "pl+sfl+0.5*l1+2*ssim+3*fft+0.0001*stft",
+}
 
 
 def default_registry():
     """name → :class:`LayerEntry`, in report order. Built fresh, so monkeypatched classes are picked up."""
+    # The rows of the ssim, fft and stft losses live beside them; imported here, when the table is built,
+    # because those modules use this module's checkers.
+    from sflnet import gradcheck_freq, gradcheck_ssim  # noqa: PLC0415
+
+    network_rows = {
+        name: LayerEntry(make_network_case(expression), dense=False,
+                         directional_threshold=THRESHOLD_NETWORK_DIRECTIONAL)
+        for name, expression in NETWORK_OBJECTIVES.items()}
     return {
         "im2col": LayerEntry(adjoints=[("adjoint col2im s=1", adjoint_im2col(1)),
                                        ("adjoint col2im s=2", adjoint_im2col(2))]),
@@ -883,10 +944,21 @@ def default_registry():
                                   [("forward vs reference net", forward_network("pl+sfl"))],
                                   dense_threshold=THRESHOLD_NETWORK_DENSE,
                                   directional_threshold=THRESHOLD_NETWORK_DIRECTIONAL),
+        "l1_loss": LayerEntry(make_l1_case, [("forward vs mean |d| loop", forward_l1)]),
+        "ssim_loss": LayerEntry(gradcheck_ssim.make_ssim_case, [("forward vs reference", gradcheck_ssim.forward_ssim)],
+                                [("adjoint valid Gaussian filter", gradcheck_ssim.adjoint_ssim_filter)]),
+        "fft_loss": LayerEntry(gradcheck_freq.make_fft_case, [("forward vs numpy.fft", gradcheck_freq.forward_fft)],
+                               [("adjoint orthonormal DFT", gradcheck_freq.adjoint_dft)]),
+        "stft_loss": LayerEntry(gradcheck_freq.make_stft_case,
+                                [("forward vs window loop", gradcheck_freq.forward_stft)],
+                                [("adjoint framed STFT", gradcheck_freq.adjoint_stft_frames)]),
+        **network_rows,
     }
 
 
-LAYER_NAMES = tuple(default_registry())
+def layer_names():
+    """The checked layer names, in report order (built when asked: the loss rows import this module)."""
+    return tuple(default_registry())
 
 
 # ---------------------------------------------------------------------------
@@ -933,7 +1005,8 @@ def run_float64_checks(rows, registry, names, xp, device, seed, full=False):
                 case = entry.make_case(rng, xp, np.float64, "realistic")
                 return directional_check(case, _upstream(rng, case, xp), rng)
             dense_label = "dense" if full or not name.startswith("network") else "dense (sampled)"
-            _run_one(rows, device, name, dense_label, entry.dense_threshold, dense)
+            if entry.dense:
+                _run_one(rows, device, name, dense_label, entry.dense_threshold, dense)
             _run_one(rows, device, name, "directional", entry.directional_threshold, directional)
         for label, fn in entry.adjoints:
             _run_one(rows, device, name, label, THRESHOLD_ADJOINT,
@@ -964,11 +1037,12 @@ def float32_gpu_vs_cpu(entry, cupy, seed, name):
     return Measurement(shape, worst, None, "", [], worst_name)
 
 
-def resolve_layers(layer, names=LAYER_NAMES):
+def resolve_layers(layer, names=None):
     """Which layers to check: ``None`` → all ``names``; a name or a list of names → those, in report order.
 
     Names are case-insensitive ("-" may stand for "_"); an unknown name is an SflnetError.
     """
+    names = layer_names() if names is None else names
     if layer is None:
         return list(names)
     wanted = [layer] if isinstance(layer, str) else list(layer)

@@ -1,0 +1,276 @@
+"""The gradient-check rows of the frequency losses ``fft`` and ``stft``, in the style of :mod:`sflnet.gradcheck`.
+
+* :func:`forward_fft` — the focal frequency loss against ``numpy.fft.fft2`` of every
+  image and channel, the weights and the mean written out;
+* :func:`forward_stft` — the STFT loss against :func:`sflnet.losses.stft.naive_stft_loss`
+  (a loop over window positions, ``numpy.fft.fft2`` of every frame, all h×h bins),
+  and a "rect" window as large as the image against the global-DFT loss written out;
+* :func:`make_fft_case`, :func:`make_stft_case` — d(share)/d(recon) for the dense
+  ("tiny") and directional ("realistic") checks;
+* :func:`adjoint_dft` — ``Re⟨F x, y⟩ = ⟨x, Re(F^H y)⟩`` for the orthonormal 2-D DFT;
+* :func:`adjoint_stft_frames` — the framed, tapered, half-spectrum DFT against its
+  adjoint (inverse half-spectrum DFT, taper, overlap-add), in the m-weighted inner product.
+
+The focal weights are constants by definition; the fft case records them at the
+base point and freezes them, so the finite differences differentiate the same
+function as the backward (:class:`~sflnet.losses.fft.FocalFrequencyLoss`).
+
+The stft loss has kinks (|·| of the amplitude difference and of the phase
+difference) and a singularity (the phase of a vanishing coefficient). Both cases
+redraw recon until every bin is farther than a margin from them (see
+:func:`stft_margins`). Tiny: 1e-3 (:data:`STFT_MARGIN`); a single pixel moved by ε
+moves any bin by at most ε/h, ≤ 2.5e-5 for the ε ≤ 1e-4 of the sweep at h = 4, so no
+dense step crosses a kink. Realistic: (2,3,42,37) at 16/4 has ~6e4 bins, so only
+1e-6 (:data:`STFT_REALISTIC_MARGIN`) can be drawn; a random unit direction moves a
+bin by ~1e-2 ε, so ε ≤ 1e-5 crosses none, and the case's masks (which side of each
+kink every bin is on) let the directional check drop an ε that did. On the paper's
+64×48 images (~1.8e5 bins) no such draw exists, and the ε sweep failed 1e-7 on
+2-3 % of seeds (kinks crossed at 1e-4 and 1e-5, rounding at 1e-6): the phase of
+the smallest coefficients amplifies the rounding of the loss value like 1/|F_o|.
+"""
+
+import math
+
+import numpy as np
+
+from sflnet import kernels
+from sflnet.backend import get_array_module, to_device, to_host
+from sflnet.gradcheck import (Case, Measurement, _adjoint_measurement, _forward_measurement, _normal,
+                              _random_cotangent, _shape_text, _uniform)
+from sflnet.losses.fft import FocalFrequencyLoss
+from sflnet.losses.stft import STFTLoss, naive_stft_loss, window_taper
+
+FFT_TINY_SHAPE = (2, 3, 5, 6)
+FFT_REALISTIC_SHAPE = (2, 3, 64, 48)
+FFT_FORWARD_SHAPES = ((2, 3, 9, 8), (2, 3, 12, 17))
+
+STFT_TINY = ((2, 3, 7, 6), 4, 2)            # (shape, window, stride): 2×2 frames of 4×4 at stride 2
+STFT_REALISTIC = ((2, 3, 42, 37), 16, 4)    # the paper's 16/4: 7×6 frames, 2 rows and 1 column uncovered
+STFT_FORWARD = (((2, 3, 23, 17), 8, 3, "hann"), ((1, 3, 37, 53), 16, 4, "hann"),
+                ((2, 2, 19, 14), 5, 2, "rect"))
+STFT_GLOBAL_SHAPE = (2, 3, 12, 12)          # "rect" window 12 = the global DFT
+STFT_MARGIN = 1e-3                          # tiny: every kink farther than any ε/h a dense step moves a bin
+STFT_REALISTIC_MARGIN = 1e-6                # realistic: ~6e4 bins, so only a smaller margin can be drawn
+STFT_MAX_REDRAWS = 500
+
+
+# --- references (host float64) ------------------------------------------------
+
+def reference_focal_frequency(recon, target, batch_count):
+    """The fft loss's share written out: per image and channel, numpy.fft.fft2 of the difference.
+
+    recon, target: host (n, C, H, W). ``Σ_i mean_{c,u,v} w|D|² / N_m``, w = |D| / max |D| (0 if max = 0).
+    """
+    total = 0.0
+    n, c, h, w = recon.shape
+    for i in range(n):
+        per_image = 0.0
+        for ch in range(c):
+            d = np.fft.fft2(recon[i, ch] - target[i, ch], norm="ortho")
+            amplitude = np.abs(d)
+            peak = amplitude.max()
+            weight = amplitude / peak if peak > 0 else np.zeros_like(amplitude)
+            per_image += float(np.sum(weight * amplitude ** 2))
+        total += per_image / (c * h * w)
+    return total / batch_count
+
+
+def reference_global_dft_loss(recon, target, batch_count, phase_weight):
+    """The stft loss with a "rect" window as large as the (square) image: the global-DFT loss written out.
+
+    ``Σ_i Σ_{c,u,v} W(u,v) (λ |angle(F_o conj F_i)| + ||F_o| − |F_i||) / N_m`` with F = fft2 of the whole
+    channel (orthonormal) and W(u,v) = r/max r, r = √(min(u, H−u)² + min(v, W−v)²).
+    """
+    n, c, h, w = recon.shape
+    u = np.minimum(np.arange(h), h - np.arange(h))[:, None]
+    v = np.minimum(np.arange(w), w - np.arange(w))[None, :]
+    radius = np.sqrt(u ** 2 + v ** 2)
+    weight = radius / radius.max()
+    total = 0.0
+    for i in range(n):
+        for ch in range(c):
+            f_o = np.fft.fft2(recon[i, ch], norm="ortho")
+            f_i = np.fft.fft2(target[i, ch], norm="ortho")
+            total += float(np.sum(weight * (phase_weight * np.abs(np.angle(f_o * np.conj(f_i)))
+                                            + np.abs(np.abs(f_o) - np.abs(f_i)))))
+    return total / batch_count
+
+
+def stft_margins(recon, target, window, stride, window_fn="hann"):
+    """How close a point is to the stft loss's kinks: {name: smallest value over every bin}.
+
+    recon, target: (n, C, H, W) (host or device). From the full h×h spectra of every tapered frame:
+    ``|A_o − A_i|`` (the amplitude kink), ``A_o`` (the phase's singularity), and over the
+    bins that are not real for every frame (u, v ∈ {0, h/2} are), ``|ΔP|`` and ``π − |ΔP|``
+    (the phase kinks, in radians) and ``A_o · min(|ΔP|, π − |ΔP|)``, which is within
+    2/π of the distance from F_o to the line where sign(ΔP) flips. A perturbation
+    that moves no coefficient F_o by more than the smallest of these crosses no kink.
+    """
+    taper = window_taper(window, window_fn)
+    f_o = np.fft.fft2(kernels.extract_frames(np.asarray(to_host(recon), np.float64), window, stride, taper),
+                      norm="ortho")
+    f_i = np.fft.fft2(kernels.extract_frames(np.asarray(to_host(target), np.float64), window, stride, taper),
+                      norm="ortho")
+    amp_o = np.abs(f_o)
+    phase = np.abs(np.angle(f_o * np.conj(f_i)))
+    real_bins = [0] + ([window // 2] if window % 2 == 0 else [])
+    complex_bin = np.ones((window, window), dtype=bool)
+    complex_bin[np.ix_(real_bins, real_bins)] = False
+    phase, amp_complex = phase[..., complex_bin], amp_o[..., complex_bin]
+    return {"|A_o - A_i|": float(np.min(np.abs(amp_o - np.abs(f_i)))),
+            "A_o": float(np.min(amp_o)),
+            "|dP|": float(np.min(phase)),
+            "pi - |dP|": float(np.min(math.pi - phase)),
+            "A_o min(|dP|, pi - |dP|)": float(np.min(amp_complex * np.minimum(phase, math.pi - phase)))}
+
+
+# --- forward rows: (rng, xp) -> Measurement -------------------------------------
+
+def forward_fft(rng, xp):
+    """The share of a group of 2 in a batch of 3 vs :func:`reference_focal_frequency`, odd and even sizes."""
+    worst, samples = 0.0, []
+    for shape in FFT_FORWARD_SHAPES:
+        recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
+        value, _ = FocalFrequencyLoss().forward(to_device(recon, xp), to_device(target, xp), shape[0] + 1)
+        m = _forward_measurement("", np.array([float(value)]),
+                                 np.array([reference_focal_frequency(recon, target, shape[0] + 1)]))
+        worst = max(worst, m.error)
+        samples += [_shape_text(shape)] + m.samples
+    shapes = "; ".join(_shape_text(s) for s in FFT_FORWARD_SHAPES)
+    return Measurement(f"{shapes}, N_m=3", worst, None, "vs numpy.fft.fft2 per image and channel", samples)
+
+
+def forward_stft(rng, xp):
+    """The share vs the frame-by-frame loop (hann and rect, odd window), and a rect window = the global DFT."""
+    worst, samples = 0.0, []
+    for shape, window, stride, window_fn in STFT_FORWARD:
+        recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
+        loss = STFTLoss(window, stride, window_fn)
+        value, _ = loss.forward(to_device(recon, xp), to_device(target, xp), shape[0] + 1)
+        expected = naive_stft_loss(recon, target, shape[0] + 1, window, stride, window_fn)
+        m = _forward_measurement("", np.array([float(value)]), np.array([expected]))
+        worst = max(worst, m.error)
+        samples += [f"{_shape_text(shape)} window {window} stride {stride} {window_fn}"] + m.samples
+    shape = STFT_GLOBAL_SHAPE
+    recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
+    value, _ = STFTLoss(shape[-1], 1, "rect").forward(to_device(recon, xp), to_device(target, xp), shape[0] + 1)
+    m = _forward_measurement("", np.array([float(value)]),
+                             np.array([reference_global_dft_loss(recon, target, shape[0] + 1, 9.0)]))
+    worst = max(worst, m.error)
+    samples += [f"{_shape_text(shape)} rect window {shape[-1]} = global DFT"] + m.samples
+    return Measurement("(2,3,23,17) h8 s3; (1,3,37,53) h16 s4; (2,2,19,14) h5 s2 rect; (2,3,12,12) global",
+                       worst, None, "vs naive_stft_loss (numpy.fft.fft2 per frame) and the global DFT", samples)
+
+
+# --- cases: (rng, xp, dtype, size) -> Case --------------------------------------
+
+def make_fft_case(rng, xp, dtype, size, *, shape=None):
+    """d(share)/d(recon) of :class:`FocalFrequencyLoss` with its focal weights frozen at the base point.
+
+    size: "tiny" (2,3,5,6) (dense) or "realistic" (2,3,64,48) (directional); shape overrides it.
+    A group of n in a batch of n + 1.
+    """
+    if shape is None:
+        shape = FFT_TINY_SHAPE if size == "tiny" else FFT_REALISTIC_SHAPE
+    recon = _uniform(rng, shape, xp, dtype)
+    target = _uniform(rng, shape, xp, dtype)
+    batch_count = shape[0] + 1
+    loss = FocalFrequencyLoss()
+    loss.record_weights = True          # w at the base point, then constant (it is by definition)
+    loss.begin_batch()
+    loss.forward(recon, target, batch_count)
+    loss.record_weights = False
+    variables = {"recon": recon}
+
+    def evaluate():
+        loss.begin_batch()              # every evaluation is the first forward of a batch: frozen_weights[0]
+        return loss.forward(variables["recon"], target, batch_count)[0]
+
+    def gradients(upstream):
+        return {"recon": upstream * loss.backward()}
+    return Case(variables, evaluate, gradients, f"recon{_shape_text(shape)}, N_m={batch_count}, w frozen")
+
+
+def make_stft_case(rng, xp, dtype, size, *, shape=None, window=None, stride=None, margin=None):
+    """d(share)/d(recon) of :class:`STFTLoss` (hann), a group of n in a batch of n + 1.
+
+    size: "tiny" (2,3,7,6), window 4, stride 2 (dense), or "realistic" (2,3,42,37), 16/4
+    (directional); shape, window, stride override them. recon is redrawn until every
+    :func:`stft_margins` value exceeds ``margin`` (default :data:`STFT_MARGIN` tiny,
+    :data:`STFT_REALISTIC_MARGIN` realistic; see the module docstring). The case's
+    masks are the kink sides sign(A_o − A_i) > 0 and sign(ΔP) > 0 of every bin, so
+    the checks see (and skip) an ε at which a perturbation crossed a kink anyway.
+    """
+    base_shape, base_window, base_stride = STFT_TINY if size == "tiny" else STFT_REALISTIC
+    shape = base_shape if shape is None else shape
+    window = base_window if window is None else window
+    stride = base_stride if stride is None else stride
+    if margin is None:
+        margin = STFT_MARGIN if size == "tiny" else STFT_REALISTIC_MARGIN
+    target = rng.uniform(-1, 1, shape)
+    for _ in range(STFT_MAX_REDRAWS):
+        recon = rng.uniform(-1, 1, shape)
+        if min(stft_margins(recon, target, window, stride).values()) > margin:
+            break
+    else:
+        raise RuntimeError(f"no recon with every stft kink farther than {margin:g} in {STFT_MAX_REDRAWS} draws")
+    variables = {"recon": to_device(recon.astype(dtype), xp)}
+    target = to_device(target.astype(dtype), xp)
+    batch_count = shape[0] + 1
+    loss = STFTLoss(window, stride)
+
+    def evaluate():
+        return loss.forward(variables["recon"], target, batch_count)[0]
+
+    def gradients(upstream):
+        return {"recon": upstream * loss.backward()}
+
+    def masks():
+        """Which side of its kinks every bin is on, as of the last evaluate (the checks call this right after one)."""
+        return [loss.amplitude_sign > 0, loss.phase_sign > 0]
+    return Case(variables, evaluate, gradients,
+                f"recon{_shape_text(shape)} h{window} s{stride}, N_m={batch_count}, kinks > {margin:g} away", masks,
+                mask_kind="kink sides (sign of A_o - A_i and of dP)")
+
+
+# --- adjoint rows: (rng, xp) -> Measurement -------------------------------------
+
+def _complex_pair(z):
+    """A complex array as one real array (2, …) = (Re, Im): ⟨pair(a), pair(b)⟩ = Re⟨a, b⟩."""
+    xp = get_array_module(z)
+    return xp.stack([z.real, z.imag])
+
+
+def adjoint_dft(rng, xp):
+    """``Re⟨F x, y⟩ = ⟨x, Re(F^H y)⟩`` for real x, complex y; odd and even sizes."""
+    worst, samples = None, []
+    for shape in ((2, 3, 9, 8), (1, 2, 7, 11)):
+        x = _normal(rng, shape, xp, np.float64)
+        fx = _complex_pair(kernels.dft2(x))
+        y = _random_cotangent(rng, fx, xp)
+        back = kernels.dft2_adjoint(y[0] + 1j * y[1])
+        m = _adjoint_measurement("", fx, x, y, back)
+        worst = m if worst is None or m.error > worst.error else worst
+        samples += [_shape_text(shape)] + m.samples
+    return Measurement("x(2,3,9,8); x(1,2,7,11)", worst.error, None, "Re<Fx, y> vs <x, Re(F^H y)>", samples)
+
+
+def adjoint_stft_frames(rng, xp):
+    """framing + taper + half-spectrum DFT vs overlap-add(taper ⊙ irdft2(y)), in ``Re Σ m conj(·) y``.
+
+    Shapes whose last rows/columns no window covers, an odd window, and the paper's 16/4.
+    """
+    worst, samples = None, []
+    for shape, window, stride in (((2, 3, 24, 19), 8, 3), ((1, 2, 13, 12), 5, 2), ((1, 3, 37, 53), 16, 4)):
+        taper = to_device(window_taper(window, "hann"), xp)
+        x = _normal(rng, shape, xp, np.float64)
+        spectrum = kernels.stft2(x, window, stride, taper)
+        counted = to_device(kernels.half_spectrum_multiplicity(window), xp)
+        fx = _complex_pair(spectrum * counted)            # m ⊙ stft2(x): the m-weighted inner product
+        y = _random_cotangent(rng, fx, xp)
+        back = kernels.stft2_adjoint(y[0] + 1j * y[1], shape[2], shape[3], stride, taper)
+        m = _adjoint_measurement("", fx, x, y, back)
+        worst = m if worst is None or m.error > worst.error else worst
+        samples += [f"{_shape_text(shape)} h{window} s{stride} hann -> {_shape_text(spectrum.shape)}"] + m.samples
+    return Measurement("(2,3,24,19) h8 s3; (1,2,13,12) h5 s2; (1,3,37,53) h16 s4", worst.error, None,
+                       "Re sum m conj(STFT x) y vs <x, overlap-add(taper irdft2 y)>", samples)
