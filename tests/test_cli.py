@@ -564,3 +564,107 @@ def test_installed_entry_point(tmp_path, images):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("Error: --epochs")
+
+
+# ---------------------------------------------------------------------------
+# Objectives (--loss expressions) and run folders of sflnet 0.1
+# ---------------------------------------------------------------------------
+
+MIXED = "pl+0.5*l1+3*fft+0.0001*stft+2*ssim"
+MIXED_WEIGHTS = {"E_PL": 1.0, "E_L1": 0.5, "E_FFT": 3.0, "E_STFT": 0.0001, "E_SSIM": 2.0}
+
+
+@pytest.fixture
+def larger_images(tmp_path):
+    """Two images large enough for the ssim (11x11) and stft (16x16) windows: 17x20 and 18x16."""
+    folder = tmp_path / "larger"
+    write_images(folder, sizes=((17, 20), (18, 16)), seed=3)
+    return folder
+
+
+def test_a_mixed_objective_trains_logs_each_term_and_evaluates(tmp_path, larger_images):
+    run = tmp_path / "run"
+    result = run_cli(train_args(larger_images, run, 2, "--loss", " PL + 0.5*L1 + 3*fft+1e-4*stft+2*ssim",
+                                "--snapshot-every", "1", "--lr", "0.05"))
+    assert result.code == 0, result
+    header, rows = read_history(run / "history.csv")
+    assert header == HEADER[:-1] + ["E_L1", "E_FFT", "E_STFT", "E_SSIM", "seconds"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["loss"] == MIXED and config["history_columns"] == header
+    for row in rows:
+        values = dict(zip(header, map(float, row)))
+        assert values["E"] == pytest.approx(sum(w * values[k] for k, w in MIXED_WEIGHTS.items()), rel=1e-12)
+    # evaluate reproduces row 2 from the epoch-1 checkpoint, every column of the objective included
+    report = json.loads(run_cli(["evaluate", run / "checkpoints" / "epoch_0001.npz", "--json",
+                                 "--device", "cpu"]).stdout)
+    assert report["loss"] == MIXED
+    row = dict(zip(header, map(float, rows[1])))
+    assert report["E"] == pytest.approx(row["E"], rel=1e-12)
+    for name in ("l1", "fft", "stft", "ssim"):
+        assert report["terms"][name] == pytest.approx(row[f"E_{name.upper()}"], rel=1e-12)
+    # --grads differentiates that objective: the same g as the momentum update v2 = μ v1 − η g used
+    grads_file = tmp_path / "g.npz"
+    assert run_cli(["evaluate", run / "checkpoints" / "epoch_0001.npz", "--grads", grads_file,
+                    "--device", "cpu"]).code == 0
+    grads = load_npz(grads_file)
+    assert json.loads(str(grads["meta"]))["loss"] == MIXED
+    first, second = load_npz(run / "checkpoints" / "epoch_0001.npz"), load_npz(run / "checkpoint.npz")
+    for name in PARAM_NAMES:
+        expected = (0.5 * first[f"velocity_{name}"] - second[f"velocity_{name}"]) / 0.05
+        np.testing.assert_allclose(grads[name], expected, rtol=1e-8, atol=1e-11 * np.abs(expected).max())
+
+
+def test_evaluate_any_objective_and_refuse_bad_ones(tmp_path, images, larger_images):
+    run = tmp_path / "run"
+    assert run_cli(train_args(larger_images, run, 1)).code == 0
+    ckpt = run / "checkpoint.npz"
+    pl = json.loads(run_cli(["evaluate", ckpt, "--json", "--loss", "pl", "--device", "cpu"]).stdout)
+    fft = json.loads(run_cli(["evaluate", ckpt, "--json", "--loss", "2*fft", "--device", "cpu"]).stdout)
+    both = json.loads(run_cli(["evaluate", ckpt, "--json", "--loss", "pl+2*fft", "--device", "cpu"]).stdout)
+    assert both["E"] == pytest.approx(pl["E"] + fft["E"], rel=1e-12)
+    assert fft["E"] == pytest.approx(2 * both["terms"]["fft"], rel=1e-12)
+    text = run_cli(["evaluate", ckpt, "--loss", "pl+2*fft", "--device", "cpu"]).stdout
+    assert "E = E_PL + 2·E_FFT" in text and "E_FFT" in text
+    assert_clean_error(run_cli(["evaluate", ckpt, "--loss", "pl+fftt", "--device", "cpu"]), "fftt")
+    assert_clean_error(run_cli(["evaluate", ckpt, "--loss", "ssim", "--data", images, "--device", "cpu"]),
+                       "11x11")
+    assert_clean_error(run_cli(["evaluate", ckpt, "--loss", "stft", "--stft-window", "32", "--device", "cpu"]),
+                       "stft")
+
+
+def make_legacy(run):
+    """Rewrite a run folder as sflnet 0.1 wrote it: --loss "sfl", no stft options, checkpoint format 1."""
+    config = json.loads((run / "config.json").read_text())
+    del config["config_version"]
+    config["options"]["loss"] = "sfl"
+    for key in ("stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight"):
+        del config["options"][key]
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    for path in [run / "checkpoint.npz", *(run / "checkpoints").iterdir()]:
+        arrays = load_npz(path)
+        meta = json.loads(str(arrays["meta"]))
+        meta["format_version"] = 1
+        meta["config"]["loss"] = "sfl"
+        for key in ("stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight"):
+            del meta["config"][key]
+        arrays["meta"] = np.array(json.dumps(meta))
+        np.savez(path, **arrays)
+
+
+def test_a_run_folder_of_sflnet_0_1_still_evaluates_and_resumes_exactly(tmp_path, images):
+    old, fresh = tmp_path / "old", tmp_path / "fresh"
+    assert run_cli(train_args(images, fresh, 5)).code == 0
+    assert run_cli(train_args(images, old, 3)).code == 0
+    make_legacy(old)
+    report = json.loads(run_cli(["evaluate", old / "checkpoint.npz", "--json", "--device", "cpu"]).stdout)
+    assert report["loss"] == "pl+sfl" and report["E"] == pytest.approx(report["E_PL"] + report["E_SFL"], rel=1e-15)
+    result = run_cli(["train", "--out", old, "--resume", "--epochs", "5", "--device", "cpu"])
+    assert result.code == 0, result
+    header_old, rows_old = read_history(old / "history.csv")
+    header_fresh, rows_fresh = read_history(fresh / "history.csv")
+    assert header_old == header_fresh == HEADER
+    assert [r[:-1] for r in rows_old] == [r[:-1] for r in rows_fresh]
+    a, b = load_npz(old / "checkpoint.npz"), load_npz(fresh / "checkpoint.npz")
+    for name in PARAM_NAMES:
+        assert a[name].tobytes() == b[name].tobytes()
+    assert json.loads((old / "config.json").read_text())["options"]["loss"] == "pl+sfl"
