@@ -17,6 +17,11 @@ Every hand-written backward pass of :mod:`sflnet.layers` and of the whole
   Upsample2x, LoGBank, Conv2D w.r.t. its input with zero bias);
 * every numeric check sweeps ε over 1e-4 … 1e-7 and reports the best ε.
 
+The losses added to the paper's (l1, ssim, fft, stft; :mod:`sflnet.losses`) get the
+same rows; their forward references and adjoint rows live beside them in
+:mod:`sflnet.gradcheck_ssim` and :mod:`sflnet.gradcheck_freq`, and every loss is
+also checked inside the whole network (``network_<loss>``, ``network_mixed``).
+
 When a GPU is usable the float64 checks run again on CuPy, and float32 CuPy
 results are compared with float32 NumPy results.
 
@@ -1126,7 +1131,12 @@ Network checks use He-scaled weights N(0, 2/fan_in) and biases N(0, 0.1^2), not 
   evaluation and reported under Notes; such eps are not used).
   A direction whose +-eps crosses a kink at every eps of the sweep is redrawn (noted).
   "dense (sampled)": every bias and 24 random elements per weight tensor; --full checks all 11027.
-Each directional row uses 3 random unit directions over all its variables (inputs and parameters)."""
+Each directional row uses 3 random unit directions over all its variables (inputs and parameters).
+Added losses: l1 keeps |recon - target| >= 0.05 (no kink within any eps); fft differentiates with its focal
+  weights w = |D|/max|D| frozen at the base point (constants by definition: the loss detaches them); stft
+  draws recon until every bin is > 1e-3 (tiny) / 1e-6 (realistic) from its kinks (A_o = A_i, dP = 0, |dP| = pi,
+  A_o = 0) and reports crossed kink sides like ReLU masks. network_l1 ... network_mixed: the whole CAE with
+  that objective, directional only (their images must fit the 11x11 SSIM and 16x16 STFT windows)."""
 
 
 def _fmt(value, width):

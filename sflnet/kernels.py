@@ -1,5 +1,6 @@
 """Array kernels shared by the layers: im2col/col2im, bilinear x2 and its adjoint,
-and the separable 1-D filtering used by the fast LoG bank.
+the separable 1-D filtering used by the fast LoG bank (and the SSIM window), and
+the orthonormal DFT, framing/overlap-add and STFT helpers of the fft and stft losses.
 
 This is the only module allowed to branch on the backend (NumPy vs CuPy), and it
 does so only where a library routine differs between the two
