@@ -30,6 +30,11 @@ What it does, using only the public ``sflnet`` API:
    every objective's reconstruction, with close-ups).
 
 Only the files named above (and the run folders) are written in ``--out``.
+
+The run folders are kept portable: where the data lies beside the repository (the
+default), config.json and the checkpoints record the data folder relative to the
+repository root (``../shared/data/willow``), and runs are trained and resumed from
+the repository root, so a clone with the data beside it can resume or evaluate them.
 """
 
 import argparse
@@ -45,7 +50,7 @@ import numpy as np
 from sflnet import SflnetError, figures
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
 from sflnet.bench import cae_epoch, group_by_shape, make_model
-from sflnet.checkpoint import load_checkpoint
+from sflnet.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from sflnet.data import load_dataset
 from sflnet.losses import LossSettings, make_loss, sigma_label
 from sflnet.model import Autoencoder, init_params
@@ -160,18 +165,48 @@ class _Quiet(Reporter):
         print(f"[{self.label}] {message}", flush=True)
 
 
+def portable_path(path):
+    """``path`` relative to the repository root when it lies beside it (``../shared/...``), else unchanged."""
+    absolute = pathlib.Path(path).resolve()
+    if REPO_ROOT.parent in absolute.parents:
+        return os.path.relpath(absolute, REPO_ROOT)
+    return str(path)
+
+
+def make_portable(folder):
+    """Rewrite absolute data paths in a run folder's config.json and checkpoint.npz as :func:`portable_path`.
+
+    Runs trained before the script recorded relative paths are converted once; the
+    stored values are otherwise unchanged (same data, same fingerprint).
+    """
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    data = config["options"].get("data")
+    if not data or all(not os.path.isabs(p) for p in data):
+        return
+    portable = [portable_path(p) for p in data]
+    config["options"]["data"] = portable
+    config["data"]["source"] = ", ".join(portable)
+    write_text_atomic(config_path, json.dumps(config, indent=2, allow_nan=False) + "\n", what="config")
+    for path in [folder / CHECKPOINT_FILE, *sorted((folder / "checkpoints").glob("*.npz"))]:
+        ckpt = load_checkpoint(path)
+        ckpt.meta["config"]["data"] = portable
+        save_checkpoint(path, ckpt.params, ckpt.velocity, ckpt.meta)
+
+
 def train_all(args, weights, device):
     """Train (or resume, or skip when complete) one run folder per objective; returns {name: folder}."""
     folders = {}
     for name in args.names:
         folder = args.out / "runs" / name
         folders[name] = folder
-        options = TrainOptions(data=(str(args.data.resolve()),), exclude=tuple(args.exclude), size=args.size,
+        options = TrainOptions(data=(portable_path(args.data),), exclude=tuple(args.exclude), size=args.size,
                                loss=expression(name, weights), epochs=args.epochs, seed=args.seed,
                                device=device, snapshot_every=0,
                                include=tuple(f"{n}" for n in args.include_names) if args.include_names else ())
         reporter = _Quiet(name, max(1, args.epochs // 10))
         if (folder / CHECKPOINT_FILE).exists():
+            make_portable(folder)
             done = load_checkpoint(folder / CHECKPOINT_FILE).epoch
             if done >= args.epochs:
                 print(f"[{name}] complete ({done} epochs)", flush=True)
@@ -185,6 +220,7 @@ def train_all(args, weights, device):
         if result.status != "completed":
             raise SflnetError(f"the {name} run stopped ({result.status}) at epoch {result.epoch}; "
                               f"start the comparison again to resume it")
+        make_portable(folder)
     return folders
 
 
@@ -287,6 +323,9 @@ def write_outputs(args, table, costs, weights, settings_text, host_images, names
 def main(argv=None):
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.out = args.out.resolve()
+    args.data = args.data.resolve()
+    os.chdir(REPO_ROOT)   # relative data paths in the run folders are relative to the repository root
     wall_start = time.perf_counter()
     xp = select_device(args.device)
     device = "gpu" if xp is not np else "cpu"
