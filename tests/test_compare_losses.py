@@ -12,7 +12,7 @@ from sflnet.data import demo_dir
 from sflnet.runner import read_history
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "validation" / "compare_losses.py"
-NAMES = ["pl", "pl_sfl", "l1", "ssim", "pl_fft", "pl_stft", "ssim_stft"]
+NAMES = ["pl", "pl_sfl", "l1", "ssim", "pl_fft", "pl_stft", "pl_stft_g", "ssim_stft_g", "ssim_stft"]
 
 
 def run_compare(*args):

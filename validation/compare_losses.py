@@ -12,8 +12,14 @@ What it does, using only the public ``sflnet`` API:
    ``--size`` pixels.
 2. Chooses the weight W of each added frequency term so that the term starts
    at the size of the pixel loss: with the shared initial weights (seed 0),
-   ``W_t = E_PL / E_t`` rounded to two significant digits. The weights are
-   written to ``weights.json`` and reused when the comparison is resumed.
+   ``W_t = E_PL / E_t`` rounded to two significant digits. The stft term's
+   gradient is then ~55× the pixel loss's (its phase derivative grows like
+   1/|F| on weak bins) and ``pl+W*stft`` collapses under the paper's SGD
+   (lr 0.02), so the stft term is also run with G, the weight that matches
+   the *gradient* norms at the start: ``G = W · |∇E_PL| / |∇(W E_stft)|``. The
+   weights are written to ``weights.json`` and reused when the comparison is
+   resumed. A run that diverges or collapses is recorded as such
+   (``runs/<name>/outcome.json``) and measured at its last good checkpoint.
 3. Trains the Table 1 CAE once per objective (:data:`OBJECTIVES`), all from the
    same initial weights, full batch, momentum SGD (lr 0.02, momentum 0.5), with
    ``sflnet.runner.run_training``: each run is an ordinary run folder
@@ -61,7 +67,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared/data/willow"
 DEFAULT_EXCLUDE = ("winebottle*",)
 
-# name (run folder) → expression; "W" stands for the weight chosen in step 2 for that term.
+# name (run folder) → expression; "W" stands for the weight chosen in step 2 for that term, "G" for the
+# weight that instead matches the size of the term's initial *gradient* to the pixel loss's (see below).
 OBJECTIVES = {
     "pl": "pl",
     "pl_sfl": "pl+sfl",
@@ -69,6 +76,8 @@ OBJECTIVES = {
     "ssim": "ssim",
     "pl_fft": "pl+W*fft",
     "pl_stft": "pl+W*stft",
+    "pl_stft_g": "pl+G*stft",
+    "ssim_stft_g": "ssim+G*stft",
     "ssim_stft": "ssim+W*stft",
 }
 SCALED_TERMS = ("fft", "stft")
@@ -144,11 +153,18 @@ def choose_weights(images, xp, seed, path):
     return weights
 
 
+def gradient_matched(path):
+    """G for stft: ``W · |∇E_PL| / |∇(W·E_stft)|`` from the norms recorded in weights.json, 2 digits."""
+    chosen = json.loads(path.read_text())
+    norms, w = chosen["initial gradient norms |dE/dtheta|"], chosen["weights"]["stft"]
+    return two_digits(w * norms["pl"] / norms[f"{w!r}*stft"])
+
+
 def expression(name, weights):
     text = OBJECTIVES[name]
     for term in SCALED_TERMS:
         text = text.replace(f"W*{term}", f"{weights[term]!r}*{term}")
-    return text
+    return text.replace("G*stft", f"{weights['stft_gradient_matched']!r}*stft")
 
 
 class _Quiet(Reporter):
@@ -205,6 +221,10 @@ def train_all(args, weights, device):
                                device=device, snapshot_every=0,
                                include=tuple(f"{n}" for n in args.include_names) if args.include_names else ())
         reporter = _Quiet(name, max(1, args.epochs // 10))
+        outcome = folder / "outcome.json"
+        if outcome.exists():
+            print(f"[{name}] {json.loads(outcome.read_text())['status']} earlier: not retried", flush=True)
+            continue
         if (folder / CHECKPOINT_FILE).exists():
             make_portable(folder)
             done = load_checkpoint(folder / CHECKPOINT_FILE).epoch
@@ -212,16 +232,35 @@ def train_all(args, weights, device):
                 print(f"[{name}] complete ({done} epochs)", flush=True)
                 continue
             print(f"[{name}] resuming from epoch {done}", flush=True)
-            result = run_training(out=folder, resume=True, overrides={"epochs": args.epochs}, reporter=reporter)
-        else:
-            print(f"[{name}] training {options.loss} for {args.epochs} epochs", flush=True)
-            result = run_training(options, folder, overwrite=folder.exists(), reporter=reporter,
-                                  command="python validation/compare_losses.py " + " ".join(args.argv))
+        try:
+            if (folder / CHECKPOINT_FILE).exists():
+                result = run_training(out=folder, resume=True, overrides={"epochs": args.epochs},
+                                      reporter=reporter)
+            else:
+                print(f"[{name}] training {options.loss} for {args.epochs} epochs", flush=True)
+                result = run_training(options, folder, overwrite=folder.exists(), reporter=reporter,
+                                      command="python validation/compare_losses.py " + " ".join(args.argv))
+        except SflnetError as exc:
+            if "diverged" not in str(exc):
+                raise
+            record_failure(folder, str(exc))
+            continue
         if result.status != "completed":
             raise SflnetError(f"the {name} run stopped ({result.status}) at epoch {result.epoch}; "
                               f"start the comparison again to resume it")
         make_portable(folder)
     return folders
+
+
+def record_failure(folder, message):
+    """outcome.json for a run that diverged or collapsed; it keeps its last good checkpoint."""
+    epoch = load_checkpoint(folder / CHECKPOINT_FILE).epoch
+    status = f"collapsed after epoch {epoch}" if "collapsed" in message else f"diverged after epoch {epoch}"
+    print(f"[{folder.name}] {status}: {message}", flush=True)
+    make_portable(folder)
+    (folder / "outcome.json").write_text(json.dumps({"status": status, "epoch": epoch,
+                                                     "message": message.replace(str(REPO_ROOT), ".")},
+                                                    indent=2) + "\n")
 
 
 def time_median(fn, repeats, xp):
@@ -271,6 +310,8 @@ def measure(folders, images, host_images, xp, weights):
             "sfl": report["sfl"], "E_PL": report["terms"]["pl"], "l1": report["terms"]["l1"],
             "fft": report["terms"]["fft"], "stft": report["terms"]["stft"],
             "seconds_per_epoch": float(np.median(seconds)),
+            "status": (json.loads((folder / "outcome.json").read_text())["status"]
+                       if (folder / "outcome.json").exists() else "completed"),
             "recons": [to_host(r) for r in model.reconstruct(images)],
         }
     return table
@@ -293,7 +334,8 @@ def write_outputs(args, table, costs, weights, settings_text, host_images, names
              f"{settings_text['epochs']} full-batch epochs per objective, momentum SGD (lr 0.02, momentum 0.5), "
              f"all from the same initial weights (seed {settings_text['seed']}), {settings_text['device']}.",
              f"Term weights W = E_PL / E_term at the initial weights: fft {weights['fft']:g}, "
-             f"stft {weights['stft']:g}.",
+             f"stft {weights['stft']:g}; G = {weights['stft_gradient_matched']:g} matches the initial gradient "
+             f"norm of the stft term to the pixel loss's instead.",
              "Every column is measured on the final parameters with every loss at unit weight (SSIM and PSNR "
              "on the [-1, 1] images, data range 2; SSIM = 1 − the ssim loss). Best value per column in bold.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -306,7 +348,7 @@ def write_outputs(args, table, costs, weights, settings_text, host_images, names
         return entry["sfl"][key[4:]] if key.startswith("sfl:") else entry[key]
     best = {key: pick(value(e, key) for e in table.values()) for key, pick, _, _ in columns if pick}
     for name, entry in table.items():
-        cells = [f"`{entry['objective']}`"]
+        cells = [f"`{entry['objective']}`" + ("" if entry["status"] == "completed" else f" ({entry['status']})")]
         for key, pick, scale, fmt in columns:
             v = value(entry, key)
             text = format(v * scale, fmt)
@@ -338,7 +380,8 @@ def main(argv=None):
     images = [to_device(im, xp) for im in dataset.images]
     host_images = list(dataset.images)
     print(f"{len(images)} images from {args.data}, longer side {args.size} px, {device_name(xp)}", flush=True)
-    weights = choose_weights(images, xp, args.seed, args.out / "weights.json")
+    weights = dict(choose_weights(images, xp, args.seed, args.out / "weights.json"))
+    weights["stft_gradient_matched"] = gradient_matched(args.out / "weights.json")
     print(f"term weights: {weights}", flush=True)
     folders = train_all(args, weights, device)
     table = measure(folders, images, host_images, xp, weights)
