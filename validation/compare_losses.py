@@ -317,10 +317,22 @@ def measure(folders, images, host_images, xp, weights):
     return table
 
 
+def shown_images(names, count=N_SHOWN):
+    """Indices of the first image of each of the first ``count`` categories (top folder up to "(")."""
+    seen, chosen = set(), []
+    for index, name in enumerate(names):
+        category = name.split("/")[0].split("(")[0]
+        if category not in seen:
+            seen.add(category)
+            chosen.append(index)
+    return (chosen + [i for i in range(len(names)) if i not in chosen])[:count]
+
+
 def write_outputs(args, table, costs, weights, settings_text, host_images, names):
     out = args.out
-    shown = list(range(min(N_SHOWN, len(host_images))))
-    rows = [(f"{name}: {table[name]['objective']}", [table[name]["recons"][i] for i in shown]) for name in table]
+    shown = shown_images(names)
+    rows = [(table[name]["objective"] + ("" if table[name]["status"] == "completed" else " †"),
+             [table[name]["recons"][i] for i in shown]) for name in table]
     figures.plot_reconstruction_grid([host_images[i] for i in shown], rows, out / "reconstructions.png")
     sigmas = list(next(iter(table.values()))["sfl"])
     clean = {name: {k: v for k, v in entry.items() if k != "recons"} for name, entry in table.items()}
@@ -337,7 +349,9 @@ def write_outputs(args, table, costs, weights, settings_text, host_images, names
              f"stft {weights['stft']:g}; G = {weights['stft_gradient_matched']:g} matches the initial gradient "
              f"norm of the stft term to the pixel loss's instead.",
              "Every column is measured on the final parameters with every loss at unit weight (SSIM and PSNR "
-             "on the [-1, 1] images, data range 2; SSIM = 1 − the ssim loss). Best value per column in bold.", "",
+             "on the [-1, 1] images, data range 2; SSIM = 1 − the ssim loss). Best value per column in bold. "
+             "A collapsed run (†) is measured at its last good checkpoint. s/epoch: the median epoch of the "
+             "run itself (runs shared the 2 cores, so compare the 'alone' table below instead).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     columns = [("psnr", max, 1.0, ".2f"), ("ssim", max, 1.0, ".3f"),
                *((f"sfl:{s}", min, 1e3, ".3g") for s in sigmas), ("E_PL", min, 1e3, ".3g"),
