@@ -249,10 +249,6 @@ class Autoencoder:
         return LossResult(E=objective.combine(terms), E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands,
                           grads=grads, terms=terms, parts=parts)
 
-    def size_problem(self, height, width):
-        """Why an image of ``height × width`` cannot be measured by the objective's losses, or None."""
-        return self.objective.size_problem(height, width)
-
     def reconstruct(self, images):
         """f^L for each image. images: list of (3, H_i, W_i) → list of (3, H_i, W_i), same order.
 

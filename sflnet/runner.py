@@ -82,8 +82,8 @@ from sflnet.checkpoint import (EPOCH_MEANING, load_checkpoint, make_meta, same_v
                                upgrade_legacy_options, write_text_atomic)
 from sflnet.data import load_dataset, save_png
 from sflnet.errors import SflnetError
-from sflnet.losses import (ALWAYS_MEASURED, DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical,
-                           extra_column, make_objective, parse, sigma_label, subband_column)
+from sflnet.losses import (DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, extra_column,
+                           extra_term_names, make_objective, parse, sigma_label, subband_column)
 from sflnet.model import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, PARAM_NAMES, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
 from sflnet.train import minibatch_order, train_step
@@ -133,7 +133,7 @@ def history_columns(sigmas, extra_terms=()):
 
 def extra_terms(expression):
     """The terms of an expression that add a history column (all but pl and sfl)."""
-    return tuple(t.name for t in parse(expression) if t.name not in ALWAYS_MEASURED)
+    return extra_term_names(parse(expression))
 
 
 def default_snapshot_every(epochs):

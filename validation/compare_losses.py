@@ -58,7 +58,7 @@ from sflnet.backend import device_name, select_device, synchronize, to_device, t
 from sflnet.bench import cae_epoch, group_by_shape, make_model
 from sflnet.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from sflnet.data import load_dataset
-from sflnet.losses import LossSettings, make_loss, sigma_label
+from sflnet.losses import LossSettings, make_loss
 from sflnet.model import Autoencoder, init_params
 from sflnet.runner import CHECKPOINT_FILE, Reporter, TrainOptions, evaluate_model, model_from_checkpoint, \
     read_history, run_training
@@ -219,7 +219,7 @@ def train_all(args, weights, device):
         options = TrainOptions(data=(portable_path(args.data),), exclude=tuple(args.exclude), size=args.size,
                                loss=expression(name, weights), epochs=args.epochs, seed=args.seed,
                                device=device, snapshot_every=0,
-                               include=tuple(f"{n}" for n in args.include_names) if args.include_names else ())
+                               include=tuple(args.include_names or ()))
         reporter = _Quiet(name, max(1, args.epochs // 10))
         outcome = folder / "outcome.json"
         if outcome.exists():
@@ -295,7 +295,7 @@ def loss_costs(images, xp, seed, settings):
     return costs
 
 
-def measure(folders, images, host_images, xp, weights):
+def measure(folders, images, xp):
     """Every yardstick on every final checkpoint, plus the run's median seconds per epoch."""
     table = {}
     for name, folder in folders.items():
@@ -398,7 +398,7 @@ def main(argv=None):
     weights["stft_gradient_matched"] = gradient_matched(args.out / "weights.json")
     print(f"term weights: {weights}", flush=True)
     folders = train_all(args, weights, device)
-    table = measure(folders, images, host_images, xp, weights)
+    table = measure(folders, images, xp)
     costs = loss_costs(images, xp, args.seed, LossSettings())
     settings_text = {"preset": "--quick preset" if args.quick else "full preset", "images": len(images),
                      "size": args.size, "epochs": args.epochs, "seed": args.seed, "device": device_name(xp),

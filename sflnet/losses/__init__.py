@@ -20,7 +20,7 @@ from sflnet.losses.base import Loss, LossSettings
 from sflnet.losses.fft import FocalFrequencyLoss
 from sflnet.losses.l1 import L1Loss
 from sflnet.losses.objective import (ALWAYS_MEASURED, DEFAULT_EXPRESSION, LEGACY_EXPRESSIONS, Objective, Term,
-                                     extra_column, format_terms, parse_expression)
+                                     extra_column, extra_term_names, format_terms, parse_expression)
 from sflnet.losses.pixel import PixelLoss
 from sflnet.losses.sfl import SpatialFrequencyLoss, sigma_label, subband_column
 from sflnet.losses.ssim import SSIMLoss
@@ -63,5 +63,6 @@ def make_objective(expression=DEFAULT_EXPRESSION, settings=LossSettings(), alway
 
 __all__ = ["ALWAYS_MEASURED", "DEFAULT_EXPRESSION", "LEGACY_EXPRESSIONS", "LOSS_NAMES", "REGISTRY",
            "STFT_WINDOW_FNS", "FocalFrequencyLoss", "L1Loss", "Loss", "LossSettings", "Objective", "PixelLoss",
-           "STFTLoss", "SSIMLoss", "SpatialFrequencyLoss", "Term", "canonical", "extra_column", "make_loss",
+           "STFTLoss", "SSIMLoss", "SpatialFrequencyLoss", "Term", "canonical", "extra_column", "extra_term_names",
+           "make_loss",
            "make_objective", "parse", "sigma_label", "subband_column"]

@@ -106,6 +106,11 @@ def canonical_expression(text, names):
     return format_terms(parse_expression(text, names))
 
 
+def extra_term_names(terms):
+    """The names of the terms that add a history column: every term but :data:`ALWAYS_MEASURED`'s."""
+    return tuple(t.name for t in terms if t.name not in ALWAYS_MEASURED)
+
+
 def extra_column(name):
     """History column of a term that is not one of the paper's: ``E_<NAME>`` (``E_FFT``), unit weight."""
     return f"E_{name.upper()}"
@@ -138,7 +143,7 @@ class Objective:
     @property
     def extra_terms(self):
         """The objective's terms that are not among the paper's columns (each adds a history column)."""
-        return tuple(t.name for t in self.terms if t.name not in ALWAYS_MEASURED)
+        return extra_term_names(self.terms)
 
     def size_problem(self, height, width):
         """Why an image of ``height × width`` cannot be measured by some loss, or None."""
