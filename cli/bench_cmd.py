@@ -9,7 +9,7 @@ from sflnet import SflnetError
 from sflnet import bench as harness
 from sflnet.backend import DEVICES, select_device
 from sflnet.data import load_dataset
-from sflnet.model import DEFAULT_MAX_CHUNK_PIXELS
+from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS
 from sflnet_cli.commands import data_options
 
 

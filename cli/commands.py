@@ -23,10 +23,11 @@ from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
 from sflnet.losses import DEFAULT_EXPRESSION, LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column
-from sflnet.model import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS, PARAM_NAMES
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
+from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
 from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, check_image_sizes,
-                           checkpoint_loss_settings, evaluate_model, model_from_checkpoint, run_training,
-                           sigma_label)
+                           checkpoint_loss_settings, checkpoint_options, evaluate_model, load_training_data,
+                           model_from_checkpoint, run_training, sigma_label)
 
 EXIT_INTERRUPTED = 130
 SIDE_BY_SIDE_GAP = 4   # white pixels between original and reconstruction
@@ -98,7 +99,7 @@ def stft_options(defaults):
 
 def data_options(size_default, data_default):
     """The options that pick images, shared by ``train`` and ``evaluate``."""
-    size_help = ("Longer image side in pixels, aspect ratio kept; 0 keeps the native size."
+    size_help = ("Longer image side in pixels, aspect ratio kept; 0 keeps the native size (cae only)."
                  + ("  [default: 300]" if size_default is not None else "  [default: the checkpoint's]"))
 
     def decorate(command):
@@ -196,23 +197,63 @@ def _command_line(ctx):
     return shlex.join(words)
 
 
+def _both(option):
+    """``[default: X (cae), Y (vae)]`` for an option whose default depends on --model."""
+    cae, vae = TrainOptions.for_model("cae"), TrainOptions.for_model("vae")
+
+    def show(value):
+        return "unused" if value is None else _format_list(value) if isinstance(value, tuple) else str(value)
+    return f"  [default: {show(getattr(cae, option))} (cae), {show(getattr(vae, option))} (vae)]"
+
+
 @click.command()
-@data_options(size_default=300, data_default="the built-in demo images")
-@click.option("--loss", default=DEFAULT_EXPRESSION, show_default=True, metavar="EXPR", help=LOSS_HELP)
-@click.option("--epochs", type=int, default=2000, show_default=True, help="Total number of epochs (>= 1).")
-@click.option("--lr", type=float, default=0.02, show_default=True, help="Learning rate (> 0).")
-@click.option("--momentum", type=float, default=0.5, show_default=True, help="Momentum, in [0, 1).")
-@click.option("--init-std", type=float, default=0.02, show_default=True,
-              help="Std of the normal initial weights (paper: N(0, 0.02)); biases start at 0.")
+@click.option("--model", type=click.Choice(MODEL_NAMES), default=DEFAULT_MODEL, show_default=True,
+              help="cae: Ichimura's Table 1 autoencoder on photos (momentum SGD); vae: Dalal's β-VAE (seed 004) "
+                   "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
+@click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
+              help="cae: image file or folder (searched recursively), repeatable; images over "
+                   f"{MAX_IMAGE_PIXELS:,} pixels are refused as possible decompression bombs. vae: one .npz "
+                   "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one. "
+                   "Default: the built-in demo photos (cae) or MNIST 5k digits, 4,000 train / 1,000 test (vae).")
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="cae: keep only images whose path relative to the data folder matches (repeatable).")
+@click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
+              help="cae: drop images whose path relative to the data folder matches (repeatable).")
+@click.option("--size", type=int, default=None,
+              help="cae: longer image side in pixels, aspect ratio kept; 0 keeps the native size." + _both("size"))
+@click.option("--skip-bad", is_flag=True,
+              help="cae: skip unreadable image files with a warning instead of stopping.")
+@click.option("--train-images", type=int, default=None,
+              help="vae: train on the first N/10 training digits of each class (a multiple of 10, for quick "
+                   "trials).  [default: all 4000]")
+@click.option("--binarize/--no-binarize", default=None,
+              help="vae: binarise the digits at 0.5, as the seed paper does." + _both("binarize"))
+@click.option("--loss", default=None, metavar="EXPR", help=LOSS_HELP + _both("loss"))
+@click.option("--beta", type=float, default=None,
+              help="vae: β, the weight of the KL term (E = β·KL + the --loss terms)." + _both("beta"))
+@click.option("--epochs", type=int, default=None, help="Total number of epochs (>= 1)." + _both("epochs"))
+@click.option("--lr", type=float, default=None, help="cae: learning rate (> 0)." + _both("lr"))
+@click.option("--momentum", type=float, default=None, help="cae: momentum, in [0, 1)." + _both("momentum"))
+@click.option("--init-std", type=float, default=None,
+              help="cae: std of the normal initial weights (paper: N(0, 0.02)); biases start at 0. (The vae "
+                   "starts from Glorot-uniform weights.)" + _both("init_std"))
+@click.option("--lr-min", type=float, default=None,
+              help="vae: lowest learning rate of Adam's triangular2 cycle (> 0)." + _both("lr_min"))
+@click.option("--lr-max", type=float, default=None,
+              help="vae: highest learning rate of the cycle (>= --lr-min)." + _both("lr_max"))
+@click.option("--lr-step", type=int, default=None,
+              help="vae: step size S of the cycle, in updates (a cycle is 2S updates, each peak half the "
+                   "previous)." + _both("lr_step"))
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the initial weights and the mini-batch shuffling.")
+              help="Seed of the initial weights, the mini-batch shuffling and (vae) the latent noise ε.")
 @click.option("--sigmas", default=_format_list(DEFAULT_SIGMAS), show_default=True,
               help="Comma-separated LoG scales σ of the subbands (> 0).")
 @click.option("--sfl-weights", default=_format_list(DEFAULT_SFL_WEIGHTS), show_default=True,
               help="Comma-separated SFL weight per σ (>= 0), same count as --sigmas.")
 @stft_options(defaults=True)
-@click.option("--batch-size", type=int, default=0, show_default=True,
-              help="Images per mini-batch, shuffled each epoch; 0 = full batch (the paper).")
+@click.option("--batch-size", type=int, default=None,
+              help="Images per mini-batch, shuffled each epoch; 0 = full batch (the first paper)."
+                   + _both("batch_size"))
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="gpu needs CuPy and a CUDA device; auto uses it when available.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
@@ -227,10 +268,10 @@ def _command_line(ctx):
                    "never stopped. Its settings come from its config.json.")
 @click.option("--overwrite", is_flag=True,
               help="Allow --out to be an existing run or a non-empty folder (sflnet's own files are replaced).")
-def train(data, include, exclude, size, skip_bad, loss, epochs, lr, momentum, init_std, seed, sigmas,
-          sfl_weights, stft_window, stft_stride, stft_window_fn, stft_phase_weight, batch_size, device, dtype,
-          out, snapshot_every, resume, overwrite):
-    """Train the Table 1 autoencoder and write a run folder.
+def train(model, data, include, exclude, size, skip_bad, train_images, binarize, loss, beta, epochs, lr, momentum, init_std,
+          lr_min, lr_max, lr_step, seed, sigmas, sfl_weights, stft_window, stft_stride, stft_window_fn,
+          stft_phase_weight, batch_size, device, dtype, out, snapshot_every, resume, overwrite):
+    """Train a model (the Table 1 autoencoder by default, or --model vae) and write a run folder.
 
     \b
     RUN_DIR/config.json          every option, version, device, data names and sizes
@@ -246,9 +287,10 @@ def train(data, include, exclude, size, skip_bad, loss, epochs, lr, momentum, in
     ctx = click.get_current_context()
     sigma_values = parse_float_list(sigmas, "--sigmas")
     weight_values = parse_float_list(sfl_weights, "--sfl-weights")
-    values = {"data": _absolute_paths(data), "include": tuple(include), "exclude": tuple(exclude),
-              "size": size, "skip_bad": skip_bad, "loss": loss, "epochs": epochs, "lr": lr,
-              "momentum": momentum, "init_std": init_std, "seed": seed, "sigmas": sigma_values,
+    values = {"model": model, "data": _absolute_paths(data), "include": tuple(include),
+              "exclude": tuple(exclude), "size": size, "skip_bad": skip_bad, "train_images": train_images, "binarize": binarize, "loss": loss,
+              "beta": beta, "epochs": epochs, "lr": lr, "momentum": momentum, "init_std": init_std,
+              "lr_min": lr_min, "lr_max": lr_max, "lr_step": lr_step, "seed": seed, "sigmas": sigma_values,
               "sfl_weights": weight_values, "stft_window": stft_window, "stft_stride": stft_stride,
               "stft_window_fn": stft_window_fn, "stft_phase_weight": stft_phase_weight,
               "batch_size": batch_size, "device": device, "dtype": dtype, "snapshot_every": snapshot_every}
@@ -265,7 +307,8 @@ def train(data, include, exclude, size, skip_bad, loss, epochs, lr, momentum, in
         result = run_training(out=out, resume=True, overrides=overrides, reporter=reporter)
         reporter.labels = [sigma_label(s) for s in result.options.sigmas]
     else:
-        options = TrainOptions(**values).validate()
+        given = {name: value for name, value in values.items() if value is not None and name != "model"}
+        options = TrainOptions.for_model(model, **given).validate()
         out = out if out is not None else _default_out()
         result = run_training(options, out, overwrite=overwrite, reporter=reporter,
                               command=_command_line(ctx))
@@ -314,7 +357,7 @@ def _refuse_existing(paths, overwrite):
 
 @click.command()
 @click.argument("checkpoint", type=click.Path())
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="INPUT...")
+@click.argument("inputs", nargs=-1, type=click.Path(), metavar="[INPUT]...")
 @click.option("--out", required=True, type=click.Path(), metavar="DIR", help="Folder for the output PNGs.")
 @click.option("--size", type=int, default=None,
               help="Longer image side in pixels; 0 keeps the native size. Default: the checkpoint's training size.")
@@ -322,20 +365,32 @@ def _refuse_existing(paths, overwrite):
 @click.option("--side-by-side", is_flag=True, help="Also write NAME_side_by_side.png: original | reconstruction.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable image files with a warning.")
-def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, skip_bad):
+@click.option("--count", type=int, default=20, show_default=True,
+              help="vae without INPUT: how many test digits to reconstruct (the first of the test split).")
+def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, skip_bad, count):
     """Reconstruct images with a trained CHECKPOINT.
 
     INPUT is an image file or a folder (searched recursively). One PNG per input is
     written to DIR, named after the input (sub-folders kept), with the size of the input
-    after --size. The network is fully convolutional, so any size works.
+    after --size. The CAE is fully convolutional, so any size works. A VAE checkpoint takes
+    square digit pictures (resized to 28x28, averaged to grey, binarised like its training
+    data), with z = μ; without INPUT it reconstructs the first --count test digits.
     """
     _check_size(size)
     ckpt = load_checkpoint(checkpoint)
-    size = ckpt.config["size"] if size is None else size
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SflnetError(f"--out {out} exists and is not a folder")
-    dataset = load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype,
-                           warn=_data_warning)
+    vae = ckpt.spec.name == "vae"
+    if vae:
+        if size is not None:
+            raise SflnetError("--size is not used with a vae checkpoint (digits are 28x28)")
+        dataset = _digit_inputs(ckpt, inputs, skip_bad, count)
+    else:
+        if not inputs:
+            raise SflnetError("give at least one INPUT image file or folder to reconstruct")
+        size = ckpt.config["size"] if size is None else size
+        dataset = load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype,
+                               warn=_data_warning)
     targets, seen = [], {}
     for name in dataset.names:
         stem = os.path.splitext(name)[0]
@@ -347,13 +402,40 @@ def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, 
     _refuse_existing([t for pair in targets for t in (pair if side_by_side else pair[:1])], overwrite)
     xp = select_device(device)
     model = model_from_checkpoint(ckpt, xp)
+    value_range = ckpt.spec.value_range
     for image, (target, side_target) in zip(dataset.images, targets):
         recon = to_host(model.reconstruct([to_device(image, xp)])[0])
-        save_png(recon, target)
+        save_png(recon, target, value_range=value_range)
         if side_by_side:
-            gap = np.ones((3, image.shape[1], SIDE_BY_SIDE_GAP), dtype=image.dtype)
-            save_png(np.concatenate([image, gap, recon], axis=2), side_target)
+            gap = np.full((image.shape[0], image.shape[1], SIDE_BY_SIDE_GAP), value_range[1], dtype=image.dtype)
+            save_png(np.concatenate([image, gap, recon], axis=2), side_target, value_range=value_range)
     click.echo(f"Wrote {len(targets)} reconstruction(s) to {out} (checkpoint epoch {ckpt.epoch}).")
+
+
+def _digit_inputs(ckpt, inputs, skip_bad, count):
+    """The images a VAE checkpoint reconstructs: digit pictures from ``inputs``, or the first ``count``
+    test digits of its data. returns a Dataset of (1, 28, 28) images on [0, 1]."""
+    from sflnet.data import Dataset  # noqa: PLC0415
+    from sflnet.digits import DIGITS_SIZE  # noqa: PLC0415
+
+    options = checkpoint_options(ckpt)
+    if not inputs:
+        if count < 1:
+            raise SflnetError(f"--count must be >= 1, got {count}")
+        test = load_training_data(options, split="test")
+        return Dataset(test.names[:count], test.images[:count], test.source)
+    pictures = load_dataset(paths=list(inputs), size=DIGITS_SIZE, skip_bad=skip_bad, dtype=np.float64,
+                            warn=_data_warning)
+    images = []
+    for name, picture in zip(pictures.names, pictures.images):
+        if picture.shape[1:] != (DIGITS_SIZE, DIGITS_SIZE):
+            raise SflnetError(f"image {name!r} is {picture.shape[1]}x{picture.shape[2]} at --size "
+                              f"{DIGITS_SIZE}; a vae checkpoint needs square digit pictures")
+        grey = (picture.mean(axis=0, keepdims=True) + 1.0) / 2.0          # [-1, 1] colour → [0, 1] grey
+        if options.binarize:
+            grey = (grey > 0.5).astype(np.float64)
+        images.append(grey.astype(ckpt.dtype))
+    return Dataset(pictures.names, images, pictures.source)
 
 
 # ---------------------------------------------------------------------------
@@ -384,11 +466,17 @@ def _json_safe(value):
               help="Also write the full-batch gradient dE/dθ under w2 … b5, in the run's dtype.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --grads file.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--split", type=click.Choice(("test", "train")), default=None,
+              help="vae: which digits to evaluate on.  [default: test]")
+@click.option("--sample-latent", is_flag=True,
+              help="vae: decode z = μ + σε (ε drawn with --seed) instead of z = μ.")
+@click.option("--seed", type=int, default=0, show_default=True, help="vae with --sample-latent: seed of ε.")
 def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_window, stft_stride, stft_window_fn,
-             stft_phase_weight, as_json, grads, overwrite, device):
+             stft_phase_weight, as_json, grads, overwrite, device, split, sample_latent, seed):
     """Losses, mean PSNR and mean SSIM of a CHECKPOINT on a data set.
 
-    Default data: the checkpoint's training data, size and include/exclude patterns.
+    Default data: the checkpoint's training data, size and include/exclude patterns (a vae
+    checkpoint: the test split of its digits, z = μ, E = β·KL + its --loss terms).
     E (the --loss objective), E_PL, E_SFL, the unit-weight SFL per σ and each other term
     are computed exactly as in training (full batch); evaluating checkpoints/epoch_NNNN.npz
     with the run's own objective reproduces row NNNN+1 of the run's history.csv. PSNR and SSIM compare images on [-1, 1] with data_range = 2,
@@ -399,7 +487,18 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     config = ckpt.config
     expression = canonical(loss) if loss is not None else config["loss"]
     settings = _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight)
-    if data:
+    vae = ckpt.spec.name == "vae"
+    if not vae and (split is not None or sample_latent):
+        raise SflnetError("--split and --sample-latent are only for vae checkpoints")
+    if vae and (size is not None or include or exclude or skip_bad):
+        raise SflnetError("--size, --include, --exclude and --skip-bad are not used with a vae checkpoint")
+    if vae:
+        options = checkpoint_options(ckpt)
+        if data:
+            options.data = _absolute_paths(data)
+            options.validate()
+        dataset = None
+    elif data:
         paths = list(_absolute_paths(data))
     else:
         paths = config.get("data")
@@ -412,18 +511,25 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
         parent = os.path.dirname(os.path.abspath(grads))
         if not os.path.isdir(parent):
             raise SflnetError(f"--grads {grads}: folder {parent} does not exist")
-    dataset = load_dataset(paths=paths or None, size=size, include=include, exclude=exclude,
-                           skip_bad=skip_bad, dtype=ckpt.dtype, warn=_data_warning)
+    if vae:
+        dataset = load_training_data(options, split=split or "test")
+    else:
+        dataset = load_dataset(paths=paths or None, size=size, include=include, exclude=exclude,
+                               skip_bad=skip_bad, dtype=ckpt.dtype, warn=_data_warning)
     check_image_sizes(expression, settings, dataset)
     xp = select_device(device)
     model = model_from_checkpoint(ckpt, xp, loss=expression, loss_settings=settings)
+    if sample_latent:
+        if seed < 0:
+            raise SflnetError(f"--seed must be >= 0, got {seed}")
+        model.noise = np.random.default_rng(seed)
     images = [to_device(image, xp) for image in dataset.images]
     report, gradient = evaluate_model(model, images, compute_grads=grads is not None)
     if grads is not None:
         meta = {"what": "full-batch gradient dE/dtheta", "loss": model.loss, "E": report["E"],
                 "checkpoint": os.path.abspath(checkpoint), "epoch": ckpt.epoch, "images": len(images),
                 "size": size, "dtype": str(ckpt.dtype)}
-        arrays = {name: gradient[name] for name in PARAM_NAMES}
+        arrays = {name: gradient[name] for name in ckpt.spec.param_names}
         arrays["meta"] = np.array(json.dumps(meta))
         write_npz_atomic(grads, arrays, what="gradient file")
     if not all(math.isfinite(v) for v in (report["E"], *report["terms"].values(), *report["sfl"].values())):
@@ -434,10 +540,15 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     loss_text = "E = " + " + ".join(
         (column if t.weight == 1.0 else f"{t.weight:g}·{column}")
         for t, column in ((t, "E_" + t.name.upper()) for t in model.objective.terms))
+    if vae:
+        loss_text = f"{loss_text} + {model.beta:g}·E_KL"
+        shape = "28x28 digits, " + ("z = μ + σε" if sample_latent else "z = μ")
+    else:
+        shape = f"longer side {size if size else 'native'}{' px' if size else ''}"
+    low, high = ckpt.spec.value_range
     lines = [
         f"checkpoint  {checkpoint} (epoch {ckpt.epoch}: parameters after {ckpt.epoch} updates)",
-        f"data        {dataset.source}: {len(images)} images, longer side "
-        f"{size if size else 'native'}{' px' if size else ''}",
+        f"data        {dataset.source}: {len(images)} images, {shape}",
         f"loss        {model.loss} ({loss_text}; SFL weights {_format_list(config['sfl_weights'])})",
         f"E           {report['E']:.10g}",
         f"E_PL        {report['E_PL']:.10g}",
@@ -447,9 +558,10 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     lines += [f"{extra_column(name):<11} {value:.10g} (unit weight)" for name, value in report["terms"].items()
               if name not in ("pl", "sfl")]
     lines += [
-        f"PSNR        {report['psnr']:.4f} dB (mean over images; images on [-1, 1], data_range 2, "
-        f"the same as 8-bit PSNR)",
-        (f"SSIM        {report['ssim']:.4f} (mean over images; data_range 2, Gaussian window σ=1.5, valid region)"
+        f"PSNR        {report['psnr']:.4f} dB (mean over images; images on [{low:g}, {high:g}], data_range "
+        f"{high - low:g}, the same as 8-bit PSNR)",
+        (f"SSIM        {report['ssim']:.4f} (mean over images; data_range {high - low:g}, Gaussian window σ=1.5, "
+         f"valid region)"
          if math.isfinite(report["ssim"]) else
          "SSIM        n/a (an image is smaller than the 11x11 SSIM window)"),
         f"images      {report['images']}",
@@ -464,10 +576,49 @@ def _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_ph
     given = {"stft_window": stft_window, "stft_stride": stft_stride, "stft_window_fn": stft_window_fn,
              "stft_phase_weight": stft_phase_weight}
     settings = checkpoint_loss_settings(ckpt, **given)
-    check = TrainOptions(stft_window=settings.stft_window, stft_stride=settings.stft_stride,
+    check = TrainOptions.for_model(ckpt.spec.name, stft_window=settings.stft_window, stft_stride=settings.stft_stride,
                          stft_window_fn=settings.stft_window_fn, stft_phase_weight=settings.stft_phase_weight)
     check.validate()
     return settings
+
+
+# ---------------------------------------------------------------------------
+# sample
+# ---------------------------------------------------------------------------
+
+SAMPLE_FILE = "latent_grid.png"
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), metavar="DIR", help="Folder for latent_grid.png.")
+@click.option("--grid", type=int, default=20, show_default=True, help="Digits per side of the grid (2-100).")
+@click.option("--quantile", type=float, default=0.05, show_default=True,
+              help="The grid spans the standard normal's quantiles from this probability to 1 minus it, in "
+                   "both latent dimensions (0 < q < 0.5).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing latent_grid.png.")
+def sample(checkpoint, out, grid, quantile, device, overwrite):
+    """Decode a grid over the 2-D latent space of a vae CHECKPOINT (the classic manifold picture).
+
+    Writes DIR/latent_grid.png: GRID x GRID digits, z1 growing left to right and z2 bottom to top.
+    """
+    from sflnet.models.vae import decode_grid  # noqa: PLC0415
+
+    if not 2 <= grid <= 100:
+        raise SflnetError(f"--grid must be between 2 and 100, got {grid}")
+    if not 0 < quantile < 0.5:
+        raise SflnetError(f"--quantile must be in (0, 0.5), got {quantile}")
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.spec.name != "vae":
+        raise SflnetError(f"{checkpoint} is a {ckpt.spec.name} checkpoint; sample needs one of --model vae")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise SflnetError(f"--out {out} exists and is not a folder")
+    target = os.path.join(out, SAMPLE_FILE)
+    _refuse_existing([target], overwrite)
+    model = model_from_checkpoint(ckpt, select_device(device))
+    save_png(decode_grid(model, grid, quantile), target, value_range=ckpt.spec.value_range)
+    click.echo(f"Wrote {target} ({grid}x{grid} digits decoded from the latent grid; checkpoint epoch {ckpt.epoch}).")
 
 
 # ---------------------------------------------------------------------------

@@ -25,8 +25,9 @@ def cli(ctx, debug):
 
 # --- command registration (one line per command module) -------------------
 # (each module defines one or more click commands and is imported here)
-from sflnet_cli.commands import evaluate, filters, reconstruct, train  # noqa: E402
+from sflnet_cli.commands import evaluate, filters, reconstruct, sample, train  # noqa: E402
 cli.add_command(train)
+cli.add_command(sample)
 cli.add_command(reconstruct)
 cli.add_command(evaluate)
 cli.add_command(filters)

@@ -55,7 +55,7 @@ import numpy as np
 
 from sflnet.backend import device_name, synchronize, to_device, to_host
 from sflnet.errors import SflnetError
-from sflnet.model import DEFAULT_MAX_CHUNK_PIXELS, Autoencoder, init_params
+from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
 from sflnet.train import train_step
 

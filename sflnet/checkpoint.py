@@ -9,7 +9,7 @@ string, never pickled Python objects:
 ==================  ===========================  ==========================================
 key                 shape                        what
 ==================  ===========================  ==========================================
-``w2`` … ``b5``     PyTorch conv layout          the parameters (see ``sflnet.model.PARAM_SHAPES``):
+``w2`` … ``b5``     PyTorch conv layout          the parameters (see ``sflnet.models.cae.PARAM_SHAPES``):
                     (C_out, C_in, kh, kw), (C,)  weights of a cross-correlation, like ``torch.nn.Conv2d``
 ``velocity_w2`` …   same as the parameter        momentum SGD velocity ``v`` (``v ← μv − ηg; θ ← θ + v``)
 ``meta``            () unicode                   a JSON document, see below
@@ -80,19 +80,21 @@ import numpy as np
 from sflnet import __version__
 from sflnet.errors import SflnetError
 from sflnet.losses import LEGACY_EXPRESSIONS, LossSettings, canonical
-from sflnet.model import PARAM_NAMES, PARAM_SHAPES
+from sflnet.models import BY_ARCHITECTURE, CAE
+from sflnet.optim import OPTIMIZER_STATE
 
 FORMAT_NAME = "sflnet-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 LEGACY_FORMAT_VERSION = 1     # sflnet 0.1: --loss "pl"/"sfl", no stft options
 # Options added after sflnet 0.1, with the values that reproduce a 0.1 run (the defaults).
 ADDED_OPTIONS = {"stft_window": LossSettings.stft_window, "stft_stride": LossSettings.stft_stride,
                  "stft_window_fn": LossSettings.stft_window_fn,
                  "stft_phase_weight": LossSettings.stft_phase_weight}
-ARCHITECTURE = "ichimura-table1-cae"
+# Options added in format 3 (the models): absent from older files, whose runs were all CAE runs.
+MODEL_OPTIONS = {"model": "cae", "beta": None, "lr_min": None, "lr_max": None, "lr_step": None, "binarize": None,
+                 "train_images": None}
 EPOCH_MEANING = ("parameters after `epoch` updates (0 = initialisation); history.csv row "
                  "epoch+1 holds the losses measured with these parameters")
-VELOCITY_PREFIX = "velocity_"
 FLOAT_DTYPES = ("float32", "float64")
 
 
@@ -100,16 +102,32 @@ FLOAT_DTYPES = ("float32", "float64")
 class Checkpoint:
     """A loaded checkpoint, everything on the host.
 
-    params:    {name: ndarray} for w2 … b5 (PyTorch layout, the run's dtype)
-    velocity:  {name: ndarray} the momentum SGD velocity, same shapes and dtype
+    params:    {name: ndarray} the model's parameters (PyTorch layout, the run's dtype)
+    state:     {prefix: {name: ndarray}} the optimiser's arrays, same shapes and dtype:
+               {"velocity": …} for momentum SGD, {"adam_m": …, "adam_v": …} for Adam
     meta:      the decoded ``meta`` JSON (dict)
     path:      the file it came from (str)
     """
 
     params: dict
-    velocity: dict
+    state: dict
     meta: dict
     path: str
+
+    @property
+    def spec(self):
+        """The :class:`sflnet.models.ModelSpec` of the checkpoint's architecture."""
+        return BY_ARCHITECTURE[self.meta["architecture"]["name"]]
+
+    @property
+    def velocity(self):
+        """The momentum SGD velocity {name: ndarray} (CAE checkpoints)."""
+        return self.state["velocity"]
+
+    @property
+    def optimizer_step(self):
+        """Optimiser steps taken so far (Adam's t; 0 in files that predate format 3)."""
+        return self.meta.get("optimizer", {}).get("step_count", 0)
 
     @property
     def epoch(self):
@@ -123,7 +141,7 @@ class Checkpoint:
 
     @property
     def dtype(self):
-        return self.params["w2"].dtype
+        return np.dtype(self.meta["config"]["dtype"])
 
     def rng(self):
         """A new ``numpy.random.Generator`` in the saved mini-batch shuffling state."""
@@ -143,6 +161,15 @@ def upgrade_legacy_options(config):
         config["loss"] = LEGACY_EXPRESSIONS[loss]
     for name, value in ADDED_OPTIONS.items():
         config.setdefault(name, value)
+    return upgrade_model_options(config)
+
+
+def upgrade_model_options(config):
+    """A copy of training options written before the models existed (format/config version ≤ 2):
+    ``model`` "cae" and the VAE's options unset (:data:`MODEL_OPTIONS`)."""
+    config = dict(config)
+    for name, value in MODEL_OPTIONS.items():
+        config.setdefault(name, value)
     return config
 
 
@@ -161,9 +188,9 @@ def generator_from_state(state):
     return np.random.Generator(bit_generator)
 
 
-def architecture_meta():
-    """The ``architecture`` entry of ``meta``: the name and every parameter's shape."""
-    return {"name": ARCHITECTURE, "param_shapes": {n: list(PARAM_SHAPES[n]) for n in PARAM_NAMES}}
+def architecture_meta(spec=CAE):
+    """The ``architecture`` entry of ``meta``: the model's name and every parameter's shape."""
+    return {"name": spec.architecture, "param_shapes": {n: list(s) for n, s in spec.param_shapes.items()}}
 
 
 # ---------------------------------------------------------------------------
@@ -236,13 +263,14 @@ def write_npz_atomic(path, arrays, what="file"):
 # Saving
 # ---------------------------------------------------------------------------
 
-def make_meta(epoch, config, rng_state):
+def make_meta(epoch, config, rng_state, spec=CAE, optimizer_step=0):
     """The ``meta`` dict of a checkpoint (see the module docstring)."""
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "sflnet_version": __version__,
-        "architecture": architecture_meta(),
+        "architecture": architecture_meta(spec),
+        "optimizer": {"name": spec.optimizer, "step_count": int(optimizer_step)},
         "epoch": int(epoch),
         "epoch_meaning": EPOCH_MEANING,
         "config": config,
@@ -250,12 +278,13 @@ def make_meta(epoch, config, rng_state):
     }
 
 
-def save_checkpoint(path, params, velocity, meta):
+def save_checkpoint(path, params, state, meta):
     """Write a checkpoint atomically.
 
-    params:   {w2 … b5: array (host or device)}, all one float dtype
-    velocity: {name: array} (a missing entry, e.g. before the first step, is saved as zeros)
-    meta:     dict from :func:`make_meta` (must be JSON-serialisable)
+    params:   {name: array (host or device)}, the model's parameters, all one float dtype
+    state:    {prefix: {name: array}}, the optimiser's arrays (``{"velocity": …}`` for momentum SGD,
+              ``{"adam_m": …, "adam_v": …}`` for Adam); a missing entry (before the first step) is saved as zeros
+    meta:     dict from :func:`make_meta` (must be JSON-serialisable); its architecture names the model
 
     Raises ValueError if any parameter or velocity is not finite (a checkpoint
     must always be a good state to resume from), SflnetError if the file cannot
@@ -263,17 +292,19 @@ def save_checkpoint(path, params, velocity, meta):
     """
     from sflnet.backend import to_host  # noqa: PLC0415  (keeps this module importable alone)
 
+    spec = BY_ARCHITECTURE[meta["architecture"]["name"]]
     arrays = {}
-    for name in PARAM_NAMES:
+    for name in spec.param_names:
         theta = np.array(to_host(params[name]), copy=True)
-        if name in velocity:
-            v = np.array(to_host(velocity[name]), copy=True)
-        else:
-            v = np.zeros(theta.shape, dtype=theta.dtype)
-        if not (np.isfinite(theta).all() and np.isfinite(v).all()):
+        saved = [theta]
+        for prefix in OPTIMIZER_STATE[spec.optimizer]:
+            held = state.get(prefix, {})
+            v = np.array(to_host(held[name]), copy=True) if name in held else np.zeros(theta.shape, theta.dtype)
+            arrays[f"{prefix}_{name}"] = v
+            saved.append(v)
+        if not all(np.isfinite(a).all() for a in saved):
             raise ValueError(f"refusing to save a checkpoint with non-finite values in {name}")
         arrays[name] = theta
-        arrays[VELOCITY_PREFIX + name] = v
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False, sort_keys=True))
     write_npz_atomic(path, arrays, what="checkpoint")
 
@@ -352,11 +383,13 @@ def _check_meta(meta, path):
         raise SflnetError(f"checkpoint {path} has format version {version}, newer than this sflnet "
                           f"({__version__}) reads ({FORMAT_VERSION}); upgrade sflnet")
     arch = meta.get("architecture")
-    if not isinstance(arch, dict) or arch.get("name") != ARCHITECTURE:
-        name = arch.get("name") if isinstance(arch, dict) else arch
-        raise SflnetError(f"checkpoint {path} is for architecture {name!r}; sflnet only knows {ARCHITECTURE!r}")
-    if arch.get("param_shapes") != architecture_meta()["param_shapes"]:
-        raise SflnetError(f"checkpoint {path} describes different layer shapes than the {ARCHITECTURE} network")
+    name = arch.get("name") if isinstance(arch, dict) else arch
+    if not isinstance(name, str) or name not in BY_ARCHITECTURE:
+        known = ", ".join(repr(a) for a in BY_ARCHITECTURE)
+        raise SflnetError(f"checkpoint {path} is for architecture {name!r}; sflnet only knows {known}")
+    spec = BY_ARCHITECTURE[name]
+    if arch.get("param_shapes") != architecture_meta(spec)["param_shapes"]:
+        raise SflnetError(f"checkpoint {path} describes different layer shapes than the {name} network")
     epoch = meta.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise SflnetError(f"corrupt checkpoint {path}: bad epoch {epoch!r}")
@@ -365,6 +398,11 @@ def _check_meta(meta, path):
         raise SflnetError(f"corrupt checkpoint {path}: 'config' is missing from meta")
     if version == LEGACY_FORMAT_VERSION:
         config = meta["config"] = upgrade_legacy_options(config)
+    elif version < 3:
+        config = meta["config"] = upgrade_model_options(config)
+    if config.get("model") != spec.name:
+        raise SflnetError(f"corrupt checkpoint {path}: config model {config.get('model')!r} does not match its "
+                          f"architecture {name!r}")
     for key in ("loss", "sigmas", "sfl_weights", "pl_weights", "dtype", "size", *ADDED_OPTIONS):
         if key not in config:
             raise SflnetError(f"corrupt checkpoint {path}: config has no {key!r}")
@@ -378,12 +416,13 @@ def _check_meta(meta, path):
     if not isinstance(weights, list) or len(weights) != len(sigmas) or not all(_is_number(w) for w in weights):
         raise SflnetError(f"corrupt checkpoint {path}: sfl_weights {weights!r} do not match sigmas {sigmas!r}")
     pl_weights = config["pl_weights"]
-    if not isinstance(pl_weights, list) or len(pl_weights) != 3 or not all(_is_number(w) for w in pl_weights):
+    if not isinstance(pl_weights, list) or len(pl_weights) != spec.channels \
+            or not all(_is_number(w) for w in pl_weights):
         raise SflnetError(f"corrupt checkpoint {path}: bad pl_weights {pl_weights!r}")
     if config["dtype"] not in FLOAT_DTYPES:
         raise SflnetError(f"corrupt checkpoint {path}: unknown dtype {config['dtype']!r}")
     size = config["size"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise SflnetError(f"corrupt checkpoint {path}: bad image size {size!r}")
     try:
         generator_from_state(meta["rng_state"])
@@ -391,15 +430,16 @@ def _check_meta(meta, path):
         raise SflnetError(f"corrupt checkpoint {path}: bad rng_state ({_one_line(exc)})") from None
 
 
-def _check_arrays(arrays, dtype_name, path):
-    """The parameter and velocity arrays: present, right shapes, one float dtype, finite."""
-    expected = [*PARAM_NAMES, *(VELOCITY_PREFIX + n for n in PARAM_NAMES)]
+def _check_arrays(arrays, spec, dtype_name, path):
+    """The parameter and optimiser-state arrays: present, right shapes, one float dtype, finite."""
+    prefixes = OPTIMIZER_STATE[spec.optimizer]
+    expected = {name: shape for name, shape in spec.param_shapes.items()}
+    expected.update({f"{prefix}_{name}": shape for prefix in prefixes for name, shape in spec.param_shapes.items()})
     missing = [key for key in expected if key not in arrays]
     if missing:
         raise SflnetError(f"incomplete checkpoint {path}: missing array(s) {', '.join(missing)}")
-    for key in expected:
+    for key, shape in expected.items():
         array = arrays[key]
-        shape = PARAM_SHAPES[key[len(VELOCITY_PREFIX):] if key.startswith(VELOCITY_PREFIX) else key]
         if tuple(array.shape) != shape:
             raise SflnetError(f"checkpoint {path}: array {key!r} has shape {tuple(array.shape)}, expected "
                               f"{shape} (a different architecture?)")
@@ -448,9 +488,11 @@ def load_checkpoint(path, expect=None):
     arrays = _read_archive(path)
     meta = _decode_meta(arrays, path)
     _check_meta(meta, path)
-    _check_arrays(arrays, meta["config"]["dtype"], path)
+    spec = BY_ARCHITECTURE[meta["architecture"]["name"]]
+    _check_arrays(arrays, spec, meta["config"]["dtype"], path)
     if expect:
         _check_expected(meta["config"], expect, path)
-    params = {n: arrays[n] for n in PARAM_NAMES}
-    velocity = {n: arrays[VELOCITY_PREFIX + n] for n in PARAM_NAMES}
-    return Checkpoint(params=params, velocity=velocity, meta=meta, path=path)
+    params = {n: arrays[n] for n in spec.param_names}
+    state = {prefix: {n: arrays[f"{prefix}_{n}"] for n in spec.param_names}
+             for prefix in OPTIMIZER_STATE[spec.optimizer]}
+    return Checkpoint(params=params, state=state, meta=meta, path=path)

@@ -79,7 +79,9 @@ class Dataset:
             was found in (posix separators, e.g. ``"cats/tom.png"``), or the
             file name for a file given directly and for the demo images.
         images: one array per image, shape ``(3, H_i, W_i)``, floating dtype,
-            values in ``[-1, 1]``.
+            values in ``[-1, 1]`` (:func:`load_dataset`); the built-in digits
+            of :mod:`sflnet.digits` are ``(1, 28, 28)`` with values in
+            ``[0, 1]``.
         source: human-readable description of where the images came from,
             e.g. the folder path or ``"built-in demo images"``.
     """
@@ -532,33 +534,56 @@ def load_dataset(
 # ---------------------------------------------------------------------------
 
 
-def image_to_uint8(arr: np.ndarray) -> np.ndarray:
+def _check_value_range(value_range) -> tuple[float, float]:
+    """``value_range`` must be two finite numbers ``(low, high)`` with ``low < high``."""
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be two numbers (low, high), got {value_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+    return low, high
+
+
+def image_to_uint8(arr: np.ndarray, value_range=(-1.0, 1.0)) -> np.ndarray:
     """Network image -> 8-bit picture.
 
     Args:
-        arr: NumPy array of shape ``(3, H, W)``, any float dtype, values
-            nominally in ``[-1, 1]``.
+        arr: NumPy array of shape ``(3, H, W)`` (RGB) or ``(1, H, W)`` (grey),
+            any float dtype, values nominally in ``value_range``.
+        value_range: ``(low, high)``: low maps to 0 and high to 255. The
+            default ``(-1, 1)`` suits the autoencoder's images; use ``(0, 1)``
+            for the digits of :mod:`sflnet.digits`.
 
     Returns:
-        ``uint8`` array of shape ``(H, W, 3)``: ``round((x + 1) * 127.5)``
-        clipped to ``[0, 255]``. NaN becomes 128 (mid grey), +-inf the
-        extremes. The input is not modified.
+        ``uint8`` array of shape ``(H, W, 3)`` for RGB or ``(H, W)`` for grey:
+        ``round((x − low) · 255 / (high − low))`` clipped to ``[0, 255]``
+        (for the default range that is ``round((x + 1) · 127.5)``; NumPy
+        rounds halves to even). NaN becomes 128 (mid grey: the middle of the
+        range maps to 127.5), +inf 255 and −inf 0. The input is not modified.
     """
+    low, high = _check_value_range(value_range)
     values = np.asarray(arr, dtype=np.float64)
-    if values.ndim != 3 or values.shape[0] != 3:
-        raise ValueError(f"expected an image of shape (3, H, W), got {values.shape}")
-    values = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=-1.0)
-    scaled = np.clip(np.round((values + 1.0) * 127.5), 0.0, 255.0)
-    return np.ascontiguousarray(np.transpose(scaled, (1, 2, 0)).astype(np.uint8))
+    if values.ndim != 3 or values.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image of shape (3, H, W) or (1, H, W), got {values.shape}")
+    values = np.nan_to_num(values, nan=(low + high) / 2.0, posinf=high, neginf=low)
+    scaled = np.clip(np.round((values - low) * (255.0 / (high - low))), 0.0, 255.0)
+    pixels = scaled.astype(np.uint8)
+    if pixels.shape[0] == 1:
+        return np.ascontiguousarray(pixels[0])                         # (H, W)
+    return np.ascontiguousarray(np.transpose(pixels, (1, 2, 0)))       # (H, W, 3)
 
 
-def save_png(arr: np.ndarray, path: PathLike) -> None:
-    """Write a ``(3, H, W)`` image with values in ``[-1, 1]`` as an 8-bit PNG.
+def save_png(arr: np.ndarray, path: PathLike, value_range=(-1.0, 1.0)) -> None:
+    """Write a ``(3, H, W)`` or ``(1, H, W)`` image as an 8-bit PNG.
 
-    The file is always PNG, whatever its extension; parent folders are
-    created as needed. Raises SflnetError if the file cannot be written.
+    An RGB image is saved in Pillow mode ``"RGB"``, a one-channel image as
+    8-bit grey (mode ``"L"``). ``value_range`` is as in
+    :func:`image_to_uint8` (default ``(-1, 1)``). The file is always PNG,
+    whatever its extension; parent folders are created as needed. Raises
+    SflnetError if the file cannot be written.
     """
-    pixels = image_to_uint8(arr)
+    pixels = image_to_uint8(arr, value_range=value_range)
     path = pathlib.Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The gradient-check validation suite behind ``sflnet gradcheck`` (DESIGN.md §3).
 
 Every hand-written backward pass of :mod:`sflnet.layers` and of the whole
-:class:`sflnet.model.Autoencoder` is checked five ways, in float64:
+:class:`sflnet.models.cae.Autoencoder` is checked five ways, in float64:
 
 * **forward vs reference** — the layer's output against an independent SciPy /
   NumPy implementation of the paper's formula (``scipy.signal.correlate`` for
@@ -21,12 +21,14 @@ The losses added to the paper's (l1, ssim, fft, stft; :mod:`sflnet.losses`) get 
 same rows; their forward references and adjoint rows live beside them in
 :mod:`sflnet.gradcheck_ssim` and :mod:`sflnet.gradcheck_freq`, and every loss is
 also checked inside the whole network (``network_<loss>``, ``network_mixed``).
+The β-VAE's layers (valid Conv2D, ConvTranspose2D, Linear, Sigmoid,
+Reparameterize, and the KL term) have their rows in :mod:`sflnet.gradcheck_vae`.
 
 When a GPU is usable the float64 checks run again on CuPy, and float32 CuPy
 results are compared with float32 NumPy results.
 
 The checks take their subjects from :data:`REGISTRY` (name → :class:`LayerEntry`),
-whose factories build the layers from :mod:`sflnet.layers` / :mod:`sflnet.model`
+whose factories build the layers from :mod:`sflnet.layers` / :mod:`sflnet.models.cae`
 at call time. A test can therefore plant a wrong backward (monkeypatch a
 class, or pass its own registry to :func:`run_suite`) and see the suite fail on
 the right row.
@@ -50,7 +52,8 @@ from fractions import Fraction
 import numpy as np
 import scipy.signal
 
-from sflnet import kernels, layers, losses, model
+from sflnet import kernels, layers, losses
+from sflnet.models import cae as model
 from sflnet.backend import _try_cupy, get_array_module, gpu_available, select_device, to_device, to_host
 from sflnet.errors import SflnetError
 
@@ -185,7 +188,7 @@ def check_params(rng, xp=np, dtype=np.float64):
     Not the paper's init (std 0.02, zero biases): with that, ReLU pre-activations
     sit within ~1e-4 of 0 and a finite difference crosses kinks. Here they are O(1),
     so the ReLU masks stay fixed under the ε perturbations (which the checks verify).
-    returns {w2 … b5} with :data:`sflnet.model.PARAM_SHAPES`.
+    returns {w2 … b5} with :data:`sflnet.models.cae.PARAM_SHAPES`.
     """
     params = {}
     for name in model.PARAM_NAMES:
@@ -918,9 +921,9 @@ NETWORK_OBJECTIVES = {
 
 def default_registry():
     """name → :class:`LayerEntry`, in report order. Built fresh, so monkeypatched classes are picked up."""
-    # The rows of the ssim, fft and stft losses live beside them; imported here, when the table is built,
-    # because those modules use this module's checkers.
-    from sflnet import gradcheck_freq, gradcheck_ssim  # noqa: PLC0415
+    # The rows of the ssim, fft and stft losses, and of the β-VAE's layers, live beside them; imported here,
+    # when the table is built, because those modules use this module's checkers.
+    from sflnet import gradcheck_freq, gradcheck_ssim, gradcheck_vae  # noqa: PLC0415
 
     network_rows = {
         name: LayerEntry(make_network_case(expression), dense=False,
@@ -958,6 +961,7 @@ def default_registry():
                                 [("forward vs window loop", gradcheck_freq.forward_stft)],
                                 [("adjoint framed STFT", gradcheck_freq.adjoint_stft_frames)]),
         **network_rows,
+        **gradcheck_vae.registry_entries(),   # the β-VAE's layers (seed 004)
     }
 
 
@@ -1136,7 +1140,10 @@ Added losses: l1 keeps |recon - target| >= 0.05 (no kink within any eps); fft di
   weights w = |D|/max|D| frozen at the base point (constants by definition: the loss detaches them); stft
   draws recon until every bin is > 1e-3 (tiny) / 1e-6 (realistic) from its kinks (A_o = A_i, dP = 0, |dP| = pi,
   A_o = 0) and reports crossed kink sides like ReLU masks. network_l1 ... network_mixed: the whole CAE with
-  that objective, directional only (their images must fit the 11x11 SSIM and 16x16 STFT windows)."""
+  that objective, directional only (their images must fit the 11x11 SSIM and 16x16 STFT windows).
+beta-VAE layers (conv2d_valid_s*, conv_transpose_s*, linear, sigmoid, reparameterize, kl_loss): directional
+  rows use the VAE's MNIST shapes; conv_transpose is checked against a scatter of every input pixel times
+  the kernel and against its definition, Conv2D's input gradient; reparameterize keeps eps fixed."""
 
 
 def _fmt(value, width):

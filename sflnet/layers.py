@@ -1,4 +1,4 @@
-"""The paper's layers, one class each, with hand-written forward and backward.
+"""The paper's layers, and those of the β-VAE of seed 004, one class each, with hand-written forward and backward.
 
 Every layer has ``forward(x)`` and ``backward(dy) -> dx``; trainable layers keep
 ``params`` and ``grads`` dicts under the same keys. Caches are set to ``None``
@@ -9,6 +9,12 @@ modified in place, and the dtype of the input is the dtype of every result.
 Notation (paper Sec. 2-3): ``f^l`` is the volume of layer l, ``o^{l+1}`` the
 pre-activation of Eq. 2, ``a`` the activation of Eq. 3, ``f^L`` the
 reconstruction (L = 5) and ``f^1`` the input image.
+
+The β-VAE ("VAE1" of seed 004: a conv encoder with "valid" padding, a dense
+latent, a transposed-conv decoder and a sigmoid output) adds
+:class:`ConvTranspose2D`, :class:`Linear`, :class:`Reshape`/:class:`Flatten`,
+:class:`Sigmoid` and :class:`Reparameterize`, and ``padding="valid"`` for
+:class:`Conv2D`. Its KL term lives in :mod:`sflnet.losses.kl`.
 """
 
 import math
@@ -23,59 +29,11 @@ from sflnet.backend import get_array_module
 # Layers 2-5: convolution (Eq. 2) and activations (Eq. 3)
 # ---------------------------------------------------------------------------
 
-class Conv2D:
-    """Eq. 2: zero-padded "same" cross-correlation with stride 1 or 2, plus bias.
+class _ScratchBuffers:
+    """Scratch arrays reused between calls, for the layers that unfold big matrices (Conv2D, ConvTranspose2D).
 
-    ``o[n, c, y, x] = Σ_{c', dy, dx} f[n, c', y·s + dy − p, x·s + dx − p] · w[c, c', dy, dx] + b[c]``
-
-    Weight layout (C_out, C_in, kh, kw), as PyTorch's ``conv2d``; p = (k−1)/2.
-    Shapes: x (N, C_in, H, W) → o (N, C_out, Ho, Wo) with Ho = ⌈H/s⌉, Wo = ⌈W/s⌉.
-
-    Two exact ways to evaluate Eq. 2 with one GEMM, chosen by ``unfold``:
-
-    * ``"input"`` (default, the textbook one): unfold the input with im2col,
-      then ``o = w.reshape(C_out, C_in·k²) @ cols + b``. The unfolded matrix has
-      C_in·k² rows.
-    * ``"output"`` (stride 1 only): multiply first, ``Y = W_out @ x`` with
-      ``W_out[(c, dy', dx'), c'] = w[c, c', k−1−dy', k−1−dx']`` (C_out·k² rows),
-      then sum the k² shifted planes of Y with col2im:
-      ``o[c, y, x] = Σ_{dy', dx'} Y[(c, dy', dx'), y − dy' + p, x − dx' + p]``;
-      substituting dy = k−1−dy' gives back ``Σ_{c', dy} w[c, c', dy] f[c', y + dy − p]``, Eq. 2.
-      Only C_out·k² rows are ever unfolded, so this is the cheaper way when
-      C_out < C_in (layer 5: 3·9 = 27 rows instead of 32·9 = 288).
-
-    Results are channel-major views (memory order (C, N, H, W)), the natural
-    layout of the GEMM; the next layer's im2col and GEMM read them without copies.
-
-    (The paper folds the bias into Eq. 3; here it is added in this layer so
-    that the activations are parameter-free.)
+    The subclass sets ``self._buffers = {}`` in its ``__init__``.
     """
-
-    UNFOLDS = ("input", "output")
-
-    def __init__(self, w, b, stride=1, unfold="input"):
-        """w: (C_out, C_in, kh, kw) odd kh = kw; b: (C_out,). The arrays are held, not copied.
-        unfold: "input" or "output" (stride 1 only), see the class docstring."""
-        c_out, c_in, kh, kw = w.shape
-        if kh != kw or kh % 2 != 1:
-            raise ValueError(f"Conv2D needs a square odd kernel, got {kh}x{kw}")
-        if b.shape != (c_out,):
-            raise ValueError(f"Conv2D bias must have shape ({c_out},), got {b.shape}")
-        if stride not in (1, 2):
-            raise ValueError(f"Conv2D stride must be 1 or 2, got {stride}")
-        if unfold not in self.UNFOLDS:
-            raise ValueError(f"Conv2D unfold must be one of {self.UNFOLDS}, got {unfold!r}")
-        if unfold == "output" and stride != 1:
-            raise ValueError("Conv2D unfold='output' needs stride 1")
-        self.params = {"w": w, "b": b}
-        self.grads = {"w": None, "b": None}
-        self.stride = stride
-        self.pad = (kh - 1) // 2
-        self.unfold = unfold
-        self.input_shape = None    # (N, C_in, H, W) of the last forward input
-        self.input_cols = None     # unfold="input": (C_in·kh·kw, N·Ho·Wo) im2col of the last input
-        self.input_matrix = None   # unfold="output": (C_in, N·H·W) the last input, channel-major
-        self._buffers = {}         # scratch arrays reused between calls (see _scratch)
 
     def _scratch(self, name, shape, like):
         """A reusable scratch array of ``shape`` (dtype and device of ``like``), kept between calls.
@@ -92,6 +50,76 @@ class Conv2D:
             buffer = xp.empty(size, dtype=like.dtype)
             self._buffers[name] = buffer
         return buffer[:size].reshape(shape)
+
+
+class Conv2D(_ScratchBuffers):
+    """Eq. 2: zero-padded cross-correlation with stride 1 or 2, plus bias.
+
+    ``o[n, c, y, x] = Σ_{c', dy, dx} f[n, c', y·s + dy − p, x·s + dx − p] · w[c, c', dy, dx] + b[c]``
+
+    (an input index outside [0, H) × [0, W) reads a zero: the padding). Weight
+    layout (C_out, C_in, kh, kw), as PyTorch's ``conv2d``. The padding p on each
+    side is chosen by ``padding``:
+
+    * ``"same"`` (the paper's, the default): p = (k−1)/2, so
+      Ho = ⌊(H + 2p − k)/s⌋ + 1 = ⌈H/s⌉ (H itself with stride 1);
+    * ``"valid"`` (the β-VAE's encoder): p = 0, only windows that lie inside
+      the image, Ho = ⌊(H − k)/s⌋ + 1 (28 → 13 → 6 with k = 3, s = 2). With
+      stride 2 the last rows/columns may be read by no window (28: row 27);
+      their gradient is 0.
+
+    Shapes: x (N, C_in, H, W) → o (N, C_out, Ho, Wo), Wo likewise.
+
+    Two exact ways to evaluate Eq. 2 with one GEMM, chosen by ``unfold``:
+
+    * ``"input"`` (default, the textbook one): unfold the input with im2col,
+      then ``o = w.reshape(C_out, C_in·k²) @ cols + b``. The unfolded matrix has
+      C_in·k² rows.
+    * ``"output"`` (stride 1 and "same" padding only): multiply first, ``Y = W_out @ x`` with
+      ``W_out[(c, dy', dx'), c'] = w[c, c', k−1−dy', k−1−dx']`` (C_out·k² rows),
+      then sum the k² shifted planes of Y with col2im:
+      ``o[c, y, x] = Σ_{dy', dx'} Y[(c, dy', dx'), y − dy' + p, x − dx' + p]``;
+      substituting dy = k−1−dy' gives back ``Σ_{c', dy} w[c, c', dy] f[c', y + dy − p]``, Eq. 2.
+      Only C_out·k² rows are ever unfolded, so this is the cheaper way when
+      C_out < C_in (layer 5: 3·9 = 27 rows instead of 32·9 = 288).
+
+    Results are channel-major views (memory order (C, N, H, W)), the natural
+    layout of the GEMM; the next layer's im2col and GEMM read them without copies.
+
+    (The paper folds the bias into Eq. 3; here it is added in this layer so
+    that the activations are parameter-free.)
+    """
+
+    UNFOLDS = ("input", "output")
+    PADDINGS = ("same", "valid")
+
+    def __init__(self, w, b, stride=1, unfold="input", padding="same"):
+        """w: (C_out, C_in, kh, kw) odd kh = kw; b: (C_out,). The arrays are held, not copied.
+        unfold: "input" or "output" (stride 1 and "same" only); padding: "same" (p = (k−1)/2)
+        or "valid" (p = 0). See the class docstring."""
+        c_out, c_in, kh, kw = w.shape
+        if kh != kw or kh % 2 != 1:
+            raise ValueError(f"Conv2D needs a square odd kernel, got {kh}x{kw}")
+        if b.shape != (c_out,):
+            raise ValueError(f"Conv2D bias must have shape ({c_out},), got {b.shape}")
+        if stride not in (1, 2):
+            raise ValueError(f"Conv2D stride must be 1 or 2, got {stride}")
+        if unfold not in self.UNFOLDS:
+            raise ValueError(f"Conv2D unfold must be one of {self.UNFOLDS}, got {unfold!r}")
+        if padding not in self.PADDINGS:
+            raise ValueError(f"Conv2D padding must be one of {self.PADDINGS}, got {padding!r}")
+        if unfold == "output" and (stride != 1 or padding != "same"):
+            raise ValueError("Conv2D unfold='output' needs stride 1 and padding='same'")
+        self.params = {"w": w, "b": b}
+        self.grads = {"w": None, "b": None}
+        self.stride = stride
+        self.padding = padding
+        self.pad = (kh - 1) // 2 if padding == "same" else 0
+        self.unfold = unfold
+        self.input_shape = None    # (N, C_in, H, W) of the last forward input
+        self.input_cols = None     # unfold="input": (C_in·kh·kw, N·Ho·Wo) im2col of the last input
+        self.input_matrix = None   # unfold="output": (C_in, N·H·W) the last input, channel-major
+        self._buffers = {}         # scratch arrays reused between calls (see _scratch)
 
     def _output_side_weights(self):
         """``W_out`` (C_out·k², C_in): row (c, dy', dx') holds ``w[c, :, k−1−dy', k−1−dx']``."""
@@ -133,7 +161,9 @@ class Conv2D:
         * ``∂E/∂b = G · 1``      — the bias is added to every output position of its channel;
         * ``∂E/∂cols = Wᵀ · G``, and since ``cols = im2col(x)`` is a linear copy,
           ``∂E/∂x = col2im(Wᵀ · G)`` — col2im is im2col's transpose, so each
-          input pixel sums the gradient of every output whose window covered it.
+          input pixel sums the gradient of every output whose window covered it
+          (with either padding: entries that read the padding are simply dropped,
+          and a pixel that no "valid" window reads gets 0).
 
         Derivation (unfold="output", stride 1). The forward is
         ``O = col2im(W_out · X) + b 1ᵀ`` with X the input as a C_in × M matrix.
@@ -372,6 +402,293 @@ class LoGBank:
             g = dy[:, band]
             total += kernels.correlate_separable(g, b, a) + kernels.correlate_separable(g, a, b)
         return xp.broadcast_to(total[:, None], (n, c, h, w)).copy()
+
+
+# ---------------------------------------------------------------------------
+# The β-VAE's layers (seed 004): transposed convolution, dense, reshape,
+# sigmoid, and the reparameterisation z = μ + σ·ε
+# ---------------------------------------------------------------------------
+
+class ConvTranspose2D(_ScratchBuffers):
+    """The transposed convolution, DEFINED as the adjoint (w.r.t. its input) of a "same" :class:`Conv2D`.
+
+    Take the convolution ``C = Conv2D(w, 0, stride=s, padding="same")`` that maps
+    C_out channels of size (s·h, s·w) to C_in channels of size (h, w) — its
+    weight has the layout (C_in, C_out, k, k). This layer is ``Cᵀ``, going the
+    other way, plus a bias:
+
+    ``out = Cᵀ x + b``,  x: (N, C_in, h, w) → out: (N, C_out, s·h, s·w).
+
+    Weight layout w: (C_in, C_out, k, k), square odd k: the very array the
+    convolution C holds, and PyTorch's ``ConvTranspose2d`` layout; b: (C_out,).
+
+    **Forward = Conv2D's input gradient.** Conv2D computes
+    ``O = W · im2col(f)`` with W = w.reshape(C_in, C_out·k²), and its backward
+    computes ``∂E/∂f = col2im(Wᵀ · G)``. That second map is Cᵀ, so with X the
+    input as a (C_in, N·h·w) matrix (channel-major):
+
+    ``out = col2im(Wᵀ · X) + b``  (Wᵀ·X: (C_out·k², N·h·w); col2im to (N, C_out, s·h, s·w))
+
+    Element by element: every input pixel x[n, c', i, j] scatters
+    ``x[n, c', i, j] · w[c', :, :, :]`` onto the output window whose top-left
+    corner is (s·i − p, s·j − p), p = (k−1)/2, and overlapping windows add up;
+    whatever falls outside [0, s·h) × [0, s·w) is dropped (the padding of C).
+
+    **Padding convention (a half-pixel shift, documented).** With k = 3, s = 2,
+    p = 1 the convolution C reads rows 2i−1 … 2i+1 for output row i, i.e. it pads
+    one zero row at the top/left and none at the bottom/right. TensorFlow's
+    'same' (whose ``conv2d_transpose`` is also an adjoint) pads bottom/right
+    instead, so TensorFlow's result is this one shifted by one output pixel
+    (half a pixel of the input grid). It equals PyTorch's
+    ``ConvTranspose2d(k, stride=s, padding=(k−1)/2, output_padding=s−1)``.
+    With stride 1 all three agree (symmetric padding).
+
+    Sizes: stride 2 doubles (7 → 14 → 28), stride 1 keeps (28 → 28).
+    """
+
+    def __init__(self, w, b, stride=1):
+        """w: (C_in, C_out, k, k) odd k; b: (C_out,). The arrays are held, not copied. stride: 1 or 2."""
+        c_in, c_out, kh, kw = w.shape
+        if kh != kw or kh % 2 != 1:
+            raise ValueError(f"ConvTranspose2D needs a square odd kernel, got {kh}x{kw}")
+        if b.shape != (c_out,):
+            raise ValueError(f"ConvTranspose2D bias must have shape ({c_out},), got {b.shape}")
+        if stride not in (1, 2):
+            raise ValueError(f"ConvTranspose2D stride must be 1 or 2, got {stride}")
+        self.params = {"w": w, "b": b}
+        self.grads = {"w": None, "b": None}
+        self.stride = stride
+        self.pad = (kh - 1) // 2     # the "same" padding of the convolution this is the adjoint of
+        self.input_shape = None      # (N, C_in, h, w) of the last forward input
+        self.input_matrix = None     # X: (C_in, N·h·w), the last input, channel-major
+        self._buffers = {}           # scratch arrays reused between calls (see _scratch)
+
+    def output_shape(self, input_shape):
+        """(N, C_in, h, w) → (N, C_out, s·h, s·w)."""
+        n, _, h, wd = input_shape
+        return (n, self.params["w"].shape[1], self.stride * h, self.stride * wd)
+
+    def forward(self, x):
+        """x: (N, C_in, h, w) → out: (N, C_out, s·h, s·w), ``col2im(Wᵀ X) + b``. Caches X."""
+        xp = get_array_module(x)
+        w, b = self.params["w"], self.params["b"]
+        c_in, c_out, k, _ = w.shape
+        if x.shape[1] != c_in:
+            raise ValueError(f"ConvTranspose2D expects {c_in} input channels, got {x.shape[1]}")
+        n, _, h, wd = x.shape
+        x_matrix = x.transpose(1, 0, 2, 3).reshape(c_in, n * h * wd)     # a copy only if x is not channel-major
+        cols = xp.matmul(w.reshape(c_in, c_out * k * k).T, x_matrix,     # Wᵀ X: (C_out·k², N·h·w)
+                         out=self._scratch("cols", (c_out * k * k, n * h * wd), x))
+        out = kernels.col2im(cols, self.output_shape(x.shape), k, k, self.stride, self.pad)
+        out += b[None, :, None, None]    # out is col2im's fresh array
+        self.input_shape = x.shape
+        self.input_matrix = x_matrix
+        return out
+
+    def backward(self, dout, need_dx=True):
+        """dout = ∂E/∂out: (N, C_out, s·h, s·w) → ∂E/∂x: (N, C_in, h, w) (or None if not ``need_dx``).
+
+        Derivation. The forward is ``O = col2im(A) + b`` with ``A = Wᵀ X``
+        (W: C_in × C_out·k², X: C_in × M, M = N·h·w), and G = ∂E/∂O.
+
+        * col2im is linear and its transpose is im2col, so ``∂E/∂A = im2col(G)``
+          (C_out·k² × M): each entry of A was added to one output pixel (or
+          dropped on the padding), so it receives that pixel's gradient (or 0).
+        * ``∂E/∂X = W · ∂E/∂A = W · im2col(G)`` — **its backward is Conv2D's
+          forward**: exactly ``Conv2D(w, 0, stride, "same").forward(G)``, the
+          textbook im2col + GEMM of Eq. 2. (Cᵀ's transpose is C again.)
+        * ``A[r, m] = Σ_{c'} W[c', r] X[c', m]``, so
+          ``∂E/∂W[c', r] = Σ_m X[c', m] ∂E/∂A[r, m]``, i.e. ``∂E/∂W = X · im2col(G)ᵀ``
+          (C_in × C_out·k²), reshaped to (C_in, C_out, k, k).
+        * the bias is added to every output pixel of its channel: ``∂E/∂b[c] = Σ_{n,y,x} G[n, c, y, x]``.
+
+        Fills ``grads["w"]`` (C_in, C_out, k, k) and ``grads["b"]`` (C_out,).
+        """
+        w = self.params["w"]
+        c_in, c_out, k, _ = w.shape
+        n, _, h, wd = self.input_shape
+        g_cols = kernels.im2col(dout, k, k, self.stride, self.pad,        # ∂E/∂A = im2col(G): (C_out·k², M)
+                                out=self._scratch("dcols", (c_out * k * k, n * h * wd), dout))
+        self.grads["w"] = (self.input_matrix @ g_cols.T).reshape(w.shape)
+        self.grads["b"] = dout.sum(axis=(0, 2, 3))
+        if not need_dx:
+            return None
+        dx = w.reshape(c_in, c_out * k * k) @ g_cols                       # (C_in, M): Conv2D's forward GEMM
+        return dx.reshape(c_in, n, h, wd).transpose(1, 0, 2, 3)
+
+
+class Linear:
+    """A dense (fully connected) layer: ``y = x · wᵀ + b``.
+
+    ``y[n, o] = Σ_i x[n, i] · w[o, i] + b[o]``
+
+    Weight layout (out, in), as PyTorch's ``Linear``; b: (out,).
+    Shapes: x (N, in) → y (N, out).
+    """
+
+    def __init__(self, w, b):
+        """w: (out, in); b: (out,). The arrays are held, not copied."""
+        if w.ndim != 2 or b.shape != (w.shape[0],):
+            raise ValueError(f"Linear needs w (out, in) and b (out,), got {w.shape} and {b.shape}")
+        self.params = {"w": w, "b": b}
+        self.grads = {"w": None, "b": None}
+        self.input = None   # x: (N, in), the last forward input
+
+    def forward(self, x):
+        """x: (N, in) → (N, out)."""
+        w, b = self.params["w"], self.params["b"]
+        if x.ndim != 2 or x.shape[1] != w.shape[1]:
+            raise ValueError(f"Linear expects input (N, {w.shape[1]}), got {x.shape}")
+        self.input = x
+        out = x @ w.T
+        out += b
+        return out
+
+    def backward(self, dy):
+        """dy = ∂E/∂y: (N, out) → ∂E/∂x: (N, in).
+
+        Derivation. y[n, o] depends on w[o, i] through the one term x[n, i]·w[o, i],
+        on b[o] with slope 1, and on x[n, i] through every output o. The chain
+        rule, summed over what each variable touches:
+
+        * ``∂E/∂w[o, i] = Σ_n dy[n, o] x[n, i]``  →  ``∂E/∂w = dyᵀ · x``  (out, in)
+        * ``∂E/∂b[o] = Σ_n dy[n, o]``               (out,)
+        * ``∂E/∂x[n, i] = Σ_o dy[n, o] w[o, i]``  →  ``∂E/∂x = dy · w``  (N, in)
+
+        The map x ↦ x·wᵀ has the transpose dy ↦ dy·w: the backward is the adjoint.
+        """
+        w = self.params["w"]
+        self.grads["w"] = dy.T @ self.input
+        self.grads["b"] = dy.sum(axis=0)
+        return dy @ w
+
+
+class Reshape:
+    """Keep the batch axis, reshape the rest: (N, *anything) → (N, *shape), C order.
+
+    shape: the per-image target shape, e.g. (32, 7, 7) after the decoder's Linear.
+    No arithmetic, so no parameters.
+    """
+
+    def __init__(self, shape):
+        self.shape = None if shape is None else tuple(int(s) for s in shape)   # per image; None: flatten
+        self.input_shape = None   # (N, …) of the last forward input
+
+    def forward(self, x):
+        """x: (N, …) → (N, *shape) with the same elements in C order (a view when x's memory allows)."""
+        target = self.shape if self.shape is not None else (math.prod(x.shape[1:]),)
+        if math.prod(target) != math.prod(x.shape[1:]):
+            raise ValueError(f"{type(self).__name__} cannot map {x.shape[1:]} to {target}")
+        self.input_shape = x.shape
+        return x.reshape((x.shape[0],) + target)
+
+    def backward(self, dy):
+        """dy: (N, *shape) → (N, …) of the input.
+
+        Reshaping is a permutation-free relabelling of the same elements: element
+        j of the output is element j of the input (C order), with slope 1. So the
+        gradient of each input element is the gradient of the output element it
+        became: ``∂E/∂x = dy`` read back in the input's shape.
+        """
+        return dy.reshape(self.input_shape)
+
+
+class Flatten(Reshape):
+    """(N, C, H, W) (or any (N, …)) → (N, D), D = C·H·W, in C order (channel, then row, then column).
+
+    A :class:`Reshape` whose target is "everything but the batch axis in one";
+    backward reshapes back.
+    """
+
+    def __init__(self):
+        super().__init__(None)
+
+
+def _sigmoid(x):
+    """σ(x) = 1 / (1 + e^{−x}), evaluated without overflow: only e^{−|x|} ∈ (0, 1] is ever computed.
+
+    For x ≥ 0: σ = 1 / (1 + e^{−|x|}). For x < 0 multiply top and bottom by
+    e^{x} = e^{−|x|}: σ = e^{−|x|} / (1 + e^{−|x|}). Both keep full relative
+    precision (σ(−40) ≈ 4e−18 is not rounded to 0, as 1 − σ(40) would be).
+    """
+    xp = get_array_module(x)
+    decay = xp.exp(-xp.abs(x))   # e^{−|x|}: underflows quietly to 0 for |x| ≳ 745, never overflows
+    denominator = 1 + decay
+    return xp.where(x >= 0, 1 / denominator, decay / denominator)
+
+
+class Sigmoid:
+    """The β-VAE's output activation, σ(x) = 1 / (1 + e^{−x}) ∈ (0, 1). Shapes: any → same.
+
+    Numerically stable for any |x| (no overflow, no warnings): see :func:`_sigmoid`.
+    """
+
+    def __init__(self):
+        self.output = None   # σ(x), reused by the derivative
+
+    def forward(self, x):
+        """x: any shape → σ(x), same dtype."""
+        self.output = _sigmoid(x)
+        return self.output
+
+    def backward(self, dy):
+        """∂E/∂x = ∂E/∂σ · σ(1 − σ).
+
+        Derivation: σ = (1 + e^{−x})^{−1}, so
+        ``dσ/dx = e^{−x} / (1 + e^{−x})² = σ · e^{−x}/(1 + e^{−x}) = σ · (1 − σ)``,
+        since ``1 − σ = e^{−x}/(1 + e^{−x})``. It needs only the cached output.
+        """
+        s = self.output
+        return dy * (s * (1 - s))
+
+
+class Reparameterize:
+    """The VAE's sampling step, written so that it can be differentiated (Kingma & Welling's trick).
+
+    ``z = μ + σ · ε`` with ``σ = exp(½ · logvar)`` and ε ~ N(0, I) drawn by the caller:
+    z is then a sample of N(μ, σ²), but a deterministic, smooth function of
+    (μ, logvar) for a fixed ε. The encoder predicts logvar = log σ² (any real
+    number) rather than σ (which must stay positive).
+
+    ``forward(mu, logvar, eps=None)``: mu, logvar, eps (N, D) → z (N, D).
+    ``eps=None`` is evaluation mode: no noise, z = μ (a copy).
+    ``backward(dz)`` → (∂E/∂μ, ∂E/∂logvar), each (N, D).
+    """
+
+    def __init__(self):
+        self.noise = None   # ε of the last forward (N, D); None in evaluation mode
+        self.std = None     # σ = exp(½ logvar) of the last forward (N, D); None in evaluation mode
+
+    def forward(self, mu, logvar, eps=None):
+        """mu, logvar, eps: (N, D) → z = mu + exp(½·logvar)·eps (N, D); z = mu (copied) when eps is None."""
+        if mu.shape != logvar.shape or (eps is not None and eps.shape != mu.shape):
+            raise ValueError(f"Reparameterize needs mu, logvar (and eps) of one shape, got {mu.shape}, "
+                             f"{logvar.shape}" + ("" if eps is None else f", {eps.shape}"))
+        xp = get_array_module(mu)
+        if eps is None:
+            self.noise, self.std = None, None
+            return mu.copy()
+        self.noise = eps
+        self.std = xp.exp(0.5 * logvar)
+        return mu + self.std * eps
+
+    def backward(self, dz):
+        """dz = ∂E/∂z: (N, D) → (∂E/∂μ, ∂E/∂logvar), each (N, D).
+
+        Derivation, per element (every z_j depends only on μ_j, logvar_j):
+
+        * ``∂z/∂μ = 1``, so ``∂E/∂μ = dz`` (returned as a copy, never dz itself);
+        * ``z = μ + exp(½ ℓ) ε`` with ℓ = logvar, so
+          ``∂z/∂ℓ = ε · exp(½ ℓ) · ½ = ε σ / 2`` and ``∂E/∂logvar = dz · ε · σ / 2``.
+
+        In evaluation mode (ε = None) z = μ does not depend on logvar: ∂E/∂logvar = 0.
+        (The KL term adds its own gradients to both; see :class:`sflnet.losses.kl.KLDivergence`.)
+        """
+        xp = get_array_module(dz)
+        dmu = dz.copy()
+        if self.noise is None:
+            return dmu, xp.zeros_like(dz)
+        return dmu, dz * self.noise * (0.5 * self.std)
 
 
 # The losses built on these layers (Eq. 4/9 and Eq. 6/8, and the others) live in sflnet.losses.

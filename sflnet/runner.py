@@ -79,13 +79,14 @@ import numpy as np
 from sflnet import __version__
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
 from sflnet.checkpoint import (EPOCH_MEANING, load_checkpoint, make_meta, same_value, save_checkpoint,
-                               upgrade_legacy_options, write_text_atomic)
-from sflnet.data import load_dataset, save_png
+                               upgrade_legacy_options, upgrade_model_options, write_text_atomic)
+from sflnet.data import save_png
 from sflnet.errors import SflnetError
 from sflnet.losses import (DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, extra_column,
                            extra_term_names, make_objective, parse, sigma_label, subband_column)
-from sflnet.model import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, PARAM_NAMES, Autoencoder, init_params
-from sflnet.optim import MomentumSGD
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
+from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
+from sflnet.optim import Adam, MomentumSGD, triangular2_lr
 from sflnet.train import minibatch_order, train_step
 
 CONFIG_FILE = "config.json"
@@ -102,10 +103,12 @@ DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "gpu")
 
 # Options that define the run: a resumed run must use the same values.
-KEY_OPTIONS = ("data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
+KEY_OPTIONS = ("model", "data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
                "pl_weights", "stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight", "dtype", "lr",
-               "momentum", "init_std", "seed", "batch_size")
-CONFIG_VERSION = 2           # 2: --loss is an expression and the stft options exist (absent: sflnet 0.1)
+               "momentum", "init_std", "seed", "batch_size", "beta", "lr_min", "lr_max", "lr_step", "binarize",
+               "train_images")
+# 2: --loss is an expression and the stft options exist (absent: sflnet 0.1); 3: --model and the VAE's options
+CONFIG_VERSION = 3
 # Options a resume may change.
 RESUME_OPTIONS = ("epochs", "device", "snapshot_every")
 
@@ -125,7 +128,8 @@ def _whole(value):
 def history_columns(sigmas, extra_terms=()):
     """``["epoch", "E", "E_PL", "E_SFL", "sfl_0.8", ..., "E_<TERM>", ..., "seconds"]``.
 
-    extra_terms: the loss names of the objective's terms other than pl and sfl, in expression order.
+    extra_terms: the loss names of the objective's terms other than pl and sfl, in expression order,
+    then the model's own logged terms (the VAE's ``kl``).
     """
     return ["epoch", "E", "E_PL", "E_SFL", *(subband_column(s) for s in sigmas),
             *(extra_column(name) for name in extra_terms), "seconds"]
@@ -145,15 +149,25 @@ def default_snapshot_every(epochs):
 class TrainOptions:
     """Every setting of a training run (the ``sflnet train`` options).
 
-    data:      tuple of absolute image file/folder paths, or None for the built-in demo images
-    size:      longer image side in pixels (0: native size)
+    model:     "cae" (Ichimura's Table 1 autoencoder) or "vae" (Dalal's β-VAE), see :mod:`sflnet.models`
+    data:      tuple of absolute image file/folder paths (vae: one .npz of digits), or None for the
+               built-in images (cae: the demo photos; vae: the MNIST 5k digits)
+    size:      longer image side in pixels (0: native size); None for the vae (28×28 digits)
     loss:      a --loss expression (:mod:`sflnet.losses.objective`); :meth:`validate` makes it canonical
     sigmas, sfl_weights, pl_weights: tuples of floats (pl_weights is not a CLI option)
     stft_window, stft_stride, stft_window_fn, stft_phase_weight: the stft loss's settings
     batch_size: 0 for full batch, else images per mini-batch
     snapshot_every: epochs between snapshots; 0 = only the final epoch; None = :func:`default_snapshot_every`
+    lr, momentum, init_std: the cae's momentum SGD and initialisation (None for the vae)
+    beta, lr_min, lr_max, lr_step, binarize: the vae's KL weight, triangular2 cyclical learning rate of
+               Adam (between lr_min and lr_max, step size lr_step updates) and data binarisation (None for the cae)
+    train_images: vae: train on the first train_images/10 digits of each class (None: all 4,000)
+
+    Each model's own defaults (:attr:`sflnet.models.ModelSpec.defaults`) replace the field defaults
+    below when the options are made with :meth:`for_model`.
     """
 
+    model: str = DEFAULT_MODEL
     data: tuple = None
     include: tuple = ()
     exclude: tuple = ()
@@ -176,21 +190,73 @@ class TrainOptions:
     device: str = "auto"
     dtype: str = "float32"
     snapshot_every: int = None
+    beta: float = None
+    lr_min: float = None
+    lr_max: float = None
+    lr_step: int = None
+    binarize: bool = None
+    train_images: int = None
+
+    @classmethod
+    def for_model(cls, model=DEFAULT_MODEL, **values):
+        """Options of a ``model`` run: its defaults (:attr:`ModelSpec.defaults`), then ``values``."""
+        if model not in MODEL_NAMES:
+            raise SflnetError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model!r}")
+        return cls(**{**get_spec(model).defaults, **values, "model": model})
+
+    @property
+    def spec(self):
+        """The :class:`sflnet.models.ModelSpec` of :attr:`model`."""
+        return get_spec(self.model)
+
+    def _validate_model_options(self):
+        """The options only one model uses: set for it, unset (None, (), False) for the other."""
+        spec = self.spec
+        for name in spec.unused:
+            if getattr(self, name) not in (None, (), False):
+                raise SflnetError(f"--{name.replace('_', '-')} is not used by --model {self.model}; leave it out")
+        if self.model == "cae":
+            for name in ("beta", "lr_min", "lr_max", "lr_step", "binarize", "train_images"):
+                if getattr(self, name) is not None:
+                    raise SflnetError(f"--{name.replace('_', '-')} is only used by --model vae; leave it out")
+            if not _finite(self.lr) or self.lr <= 0:
+                raise SflnetError(f"--lr must be a finite number > 0, got {self.lr!r}")
+            if not _finite(self.momentum) or not 0 <= self.momentum < 1:
+                raise SflnetError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+            if not _finite(self.init_std) or self.init_std < 0:
+                raise SflnetError(f"--init-std must be a finite number >= 0, got {self.init_std!r}")
+            if not _whole(self.size) or self.size < 0:
+                raise SflnetError(f"--size must be 0 (native size) or a positive number of pixels, "
+                                  f"got {self.size!r}")
+            return
+        if not _finite(self.beta) or self.beta < 0:
+            raise SflnetError(f"--beta must be a finite number >= 0, got {self.beta!r}")
+        for name in ("lr_min", "lr_max"):
+            value = getattr(self, name)
+            if not _finite(value) or value <= 0:
+                raise SflnetError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value!r}")
+        if self.lr_min > self.lr_max:
+            raise SflnetError(f"--lr-min {self.lr_min:g} is larger than --lr-max {self.lr_max:g}")
+        if not _whole(self.lr_step) or self.lr_step < 1:
+            raise SflnetError(f"--lr-step must be a whole number >= 1, got {self.lr_step!r}")
+        if self.train_images is not None and (not _whole(self.train_images) or self.train_images % 10
+                                              or not 10 <= self.train_images <= 4000):
+            raise SflnetError(f"--train-images must be a multiple of 10 from 10 to 4000 (N/10 digits of each "
+                              f"class), got {self.train_images!r}")
+        if not isinstance(self.binarize, bool):
+            raise SflnetError(f"binarize must be true or false, got {self.binarize!r}")
+        if self.data is not None and len(self.data) != 1:
+            raise SflnetError(f"--model vae takes one --data file (an .npz of digits), got {len(self.data)}")
 
     def validate(self):
         """Raise :class:`SflnetError` (one line naming the option) for any bad value; returns self."""
+        if self.model not in MODEL_NAMES:
+            raise SflnetError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
         if not _whole(self.epochs) or self.epochs < 1:
             raise SflnetError(f"--epochs must be a whole number >= 1, got {self.epochs!r}")
-        if not _finite(self.lr) or self.lr <= 0:
-            raise SflnetError(f"--lr must be a finite number > 0, got {self.lr!r}")
-        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
-            raise SflnetError(f"--momentum must be in [0, 1), got {self.momentum!r}")
-        if not _finite(self.init_std) or self.init_std < 0:
-            raise SflnetError(f"--init-std must be a finite number >= 0, got {self.init_std!r}")
+        self._validate_model_options()
         if not _whole(self.seed) or self.seed < 0:
             raise SflnetError(f"--seed must be a whole number >= 0, got {self.seed!r}")
-        if not _whole(self.size) or self.size < 0:
-            raise SflnetError(f"--size must be 0 (native size) or a positive number of pixels, got {self.size!r}")
         if not _whole(self.batch_size) or self.batch_size < 0:
             raise SflnetError(f"--batch-size must be 0 (full batch) or positive, got {self.batch_size!r}")
         if self.snapshot_every is not None and (not _whole(self.snapshot_every) or self.snapshot_every < 0):
@@ -223,21 +289,28 @@ class TrainOptions:
         if len(self.sfl_weights) != len(self.sigmas):
             raise SflnetError(f"--sfl-weights has {len(self.sfl_weights)} values but --sigmas has "
                               f"{len(self.sigmas)}; give one weight per sigma")
-        if len(self.pl_weights) != 3 or not all(_finite(w) and w >= 0 for w in self.pl_weights):
-            raise SflnetError(f"pl_weights must be three finite numbers >= 0, got {_join(self.pl_weights)}")
+        channels = self.spec.channels
+        if len(self.pl_weights) != channels or not all(_finite(w) and w >= 0 for w in self.pl_weights):
+            raise SflnetError(f"pl_weights must be {channels} finite number(s) >= 0 (one per channel), "
+                              f"got {_join(self.pl_weights)}")
         return self
 
     @property
     def loss_settings(self):
-        """The :class:`sflnet.losses.LossSettings` of these options (images on [−1, 1])."""
+        """The :class:`sflnet.losses.LossSettings` of these options (on the model's value range)."""
         return LossSettings(sigmas=tuple(self.sigmas), sfl_weights=tuple(self.sfl_weights),
-                            pl_weights=tuple(self.pl_weights), stft_window=self.stft_window,
-                            stft_stride=self.stft_stride, stft_window_fn=self.stft_window_fn,
-                            stft_phase_weight=self.stft_phase_weight)
+                            pl_weights=tuple(self.pl_weights), value_range=self.spec.value_range,
+                            stft_window=self.stft_window, stft_stride=self.stft_stride,
+                            stft_window_fn=self.stft_window_fn, stft_phase_weight=self.stft_phase_weight)
+
+    @property
+    def logged_terms(self):
+        """The loss names with an ``E_<NAME>`` history column: the objective's extra terms, then the model's."""
+        return extra_terms(self.loss) + tuple(self.spec.logged_terms)
 
     @property
     def history_columns(self):
-        return history_columns(self.sigmas, extra_terms(self.loss))
+        return history_columns(self.sigmas, self.logged_terms)
 
     @property
     def effective_snapshot_every(self):
@@ -267,8 +340,7 @@ class TrainOptions:
         see :func:`sflnet.checkpoint.upgrade_legacy_options`.
         """
         known = {f.name for f in fields(cls)}
-        if legacy:
-            config = upgrade_legacy_options(config)
+        config = upgrade_legacy_options(config) if legacy else upgrade_model_options(config)
         try:
             values = {}
             for name in known:
@@ -516,11 +588,10 @@ def data_fingerprint(images):
     return digest.hexdigest()
 
 
-def load_training_data(options, warn=None):
-    """The :class:`sflnet.data.Dataset` selected by the options (demo images when ``data`` is None)."""
-    return load_dataset(paths=list(options.data) if options.data else None, size=options.size,
-                        include=options.include, exclude=options.exclude, skip_bad=options.skip_bad,
-                        dtype=np.dtype(options.dtype), warn=warn)
+def load_training_data(options, warn=None, split="train"):
+    """The :class:`sflnet.data.Dataset` selected by the options (the model's built-in images when ``data``
+    is None); ``split`` "test" is the VAE's held-out digits (the CAE has no split)."""
+    return options.spec.load_data(options, split, warn)
 
 
 def check_image_sizes(expression, settings, dataset):
@@ -575,22 +646,29 @@ def checkpoint_loss_settings(checkpoint, **overrides):
     """The :class:`LossSettings` stored with a checkpoint, with ``overrides`` (e.g. ``stft_window=8``) applied."""
     config = checkpoint.config
     values = {"sigmas": tuple(config["sigmas"]), "sfl_weights": tuple(config["sfl_weights"]),
-              "pl_weights": tuple(config["pl_weights"])}
+              "pl_weights": tuple(config["pl_weights"]), "value_range": checkpoint.spec.value_range}
     for name in ("stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight"):
         values[name] = config[name]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return LossSettings(**values)
 
 
+def checkpoint_options(checkpoint):
+    """The :class:`TrainOptions` stored with a checkpoint (SflnetError if they are not valid)."""
+    return TrainOptions.from_config(checkpoint.config, where=checkpoint.path)
+
+
 def model_from_checkpoint(checkpoint, xp, loss=None, loss_settings=None):
-    """An :class:`Autoencoder` on ``xp`` with the checkpoint's parameters, objective, σ set and weights.
+    """The checkpoint's model (CAE or VAE) on ``xp``, with its parameters, objective, σ set and weights.
 
     loss: another objective expression to evaluate (default: the checkpoint's);
     loss_settings: default :func:`checkpoint_loss_settings`.
     """
-    params = {n: to_device(checkpoint.params[n], xp) for n in PARAM_NAMES}
-    return Autoencoder(params, loss=loss or checkpoint.config["loss"],
-                       loss_settings=loss_settings or checkpoint_loss_settings(checkpoint))
+    spec = checkpoint.spec
+    params = {n: to_device(checkpoint.params[n], xp) for n in spec.param_names}
+    options = checkpoint_options(checkpoint)
+    return spec.build(params, loss or checkpoint.config["loss"],
+                      loss_settings or checkpoint_loss_settings(checkpoint), options)
 
 
 def evaluate_model(model, images, compute_grads=False):
@@ -599,21 +677,24 @@ def evaluate_model(model, images, compute_grads=False):
     returns {"loss", "E", "E_PL", "E_SFL", "sfl": {sigma label: value}, "terms": {loss name: value},
     "psnr", "ssim", "images"} and, if ``compute_grads``, the gradient {name: host array} as a second
     value (else None). ``terms`` holds every measured loss at unit weight (pl, sfl and the objective's).
-    PSNR/SSIM compare images on [-1, 1] with data_range 2 (the same as 8-bit PSNR/SSIM).
+    PSNR/SSIM compare images on the model's value range: [-1, 1] with data_range 2 for the CAE (the
+    same as 8-bit PSNR/SSIM), [0, 1] with data_range 1 for the VAE.
     """
     from sflnet.metrics import mean_psnr_ssim  # noqa: PLC0415
 
+    low, high = model.loss_settings.value_range
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # non-finite results are returned as such
         result = model.loss_and_grads(images, compute_grads=compute_grads)
         recons = model.reconstruct(images)
-        psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons])
+        psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons],
+                                    data_range=high - low, data_min=low)
     report = {
         "loss": model.loss, "E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL,
         "sfl": {sigma_label(s): float(v) for s, v in zip(model.sigmas, result.sfl)},
         "terms": dict(result.terms),
         "psnr": psnr, "ssim": ssim, "images": len(images),
     }
-    grads = {n: to_host(result.grads[n]) for n in PARAM_NAMES} if compute_grads else None
+    grads = {n: to_host(g) for n, g in result.grads.items()} if compute_grads else None
     return report, grads
 
 
@@ -759,6 +840,18 @@ def result_row(result, sigmas, extra):
     return row
 
 
+def make_optimizer(options):
+    """The optimiser of a run and its learning-rate schedule (a function of the step count, or None).
+
+    cae: momentum SGD at the constant ``lr`` (paper Sec. 4); vae: Adam with the triangular2 cyclical
+    learning rate between ``lr_min`` and ``lr_max`` with step size ``lr_step`` (seed 004).
+    """
+    if options.spec.optimizer == "momentum-sgd":
+        return MomentumSGD(options.lr, options.momentum), None
+    return Adam(lr=options.lr_max), lambda step: triangular2_lr(step, options.lr_min, options.lr_max,
+                                                                 options.lr_step)
+
+
 def _combine(results, sizes, sigmas, extra=()):
     """One history row from the per-step results of an epoch (exact copy for a single full-batch step).
 
@@ -774,33 +867,39 @@ def _combine(results, sizes, sigmas, extra=()):
 class _Training:
     """The state of one training loop: model, optimiser, RNG, data and run folder."""
 
-    def __init__(self, folder, options, dataset, xp, params, velocity, rng, epoch, reporter, config):
+    def __init__(self, folder, options, dataset, xp, params, state, rng, epoch, reporter, config, step_count=0):
+        """state: the optimiser's arrays {prefix: {name: host array}} (empty for a fresh run);
+        step_count: optimiser steps already taken (Adam's t, the schedule's position)."""
         self.folder = folder
         self.options = options
+        self.spec = options.spec
         self.names = dataset.names
         self.images = [to_device(image, xp) for image in dataset.images]
         self.xp = xp
-        self.model = Autoencoder(params, loss=options.loss, loss_settings=options.loss_settings)
-        self.optimizer = MomentumSGD(options.lr, options.momentum)
-        self.optimizer.load_state_dict({"lr": options.lr, "momentum": options.momentum,
-                                        "velocity": {n: to_device(v, xp) for n, v in velocity.items()}})
+        self.model = self.spec.build(params, options.loss, options.loss_settings, options)
+        if hasattr(self.model, "noise"):   # the VAE samples z = μ + σε with ε from the run's generator
+            self.model.noise = rng
+        self.optimizer, self.schedule = make_optimizer(options)
+        self.optimizer.load_state_arrays({prefix: {n: to_device(v, xp) for n, v in arrays.items()}
+                                          for prefix, arrays in state.items()}, step_count)
         self.rng = rng
         self.epoch = epoch                # updates applied so far
         self.saved_epoch = None           # epoch of the checkpoint.npz on disk
         self.reporter = reporter
         self.checkpoint_config = dict(options.to_config(), data_sha256=config["data"]["sha256"],
                                       n_images=len(self.images))
-        self.extra_terms = extra_terms(options.loss)
+        self.extra_terms = options.logged_terms
         self.columns = options.history_columns
         self.last_row = None
         self.last_curves = time.monotonic()
 
     # -- saving ---------------------------------------------------------------
     def _meta(self):
-        return make_meta(self.epoch, self.checkpoint_config, self.rng.bit_generator.state)
+        return make_meta(self.epoch, self.checkpoint_config, self.rng.bit_generator.state, self.spec,
+                         self.optimizer.step_count)
 
     def save(self, path):
-        save_checkpoint(path, self.model.params, self.optimizer.velocity, self._meta())
+        save_checkpoint(path, self.model.params, self.optimizer.state_arrays(), self._meta())
 
     def save_latest(self):
         self.save(self.folder.checkpoint)
@@ -815,20 +914,24 @@ class _Training:
             recons = self.model.reconstruct(self.images[:count])
         target = self.folder.snapshot_dir(self.epoch)
         for index, (name, recon) in enumerate(zip(self.names, recons)):
-            save_png(to_host(recon), os.path.join(target, snapshot_name(index, name)))
+            save_png(to_host(recon), os.path.join(target, snapshot_name(index, name)),
+                     value_range=self.spec.value_range)
 
     def save_originals(self):
         if os.path.isdir(self.folder.originals_dir):
             return
         for index, (name, image) in enumerate(zip(self.names[:SNAPSHOT_IMAGES], self.images)):
-            save_png(to_host(image), os.path.join(self.folder.originals_dir, snapshot_name(index, name)))
+            save_png(to_host(image), os.path.join(self.folder.originals_dir, snapshot_name(index, name)),
+                     value_range=self.spec.value_range)
 
     def draw_curves(self):
         from sflnet.figures import plot_curves  # noqa: PLC0415  (matplotlib is slow to import)
 
         rows = read_history(self.folder.history, self.columns)
         if rows:
-            title = f"{self.options.loss} run, {len(self.images)} images, lr {self.options.lr:g}"
+            rate = (f"lr {self.options.lr:g}" if self.options.lr is not None
+                    else f"lr {self.options.lr_min:g}-{self.options.lr_max:g}")
+            title = f"{self.options.model} {self.options.loss} run, {len(self.images)} images, {rate}"
             try:
                 plot_curves(rows, list(self.options.sigmas), self.folder.curves, title=title)
             except OSError as exc:   # disk full, read-only folder: the figure is optional, the data is safe
@@ -843,6 +946,8 @@ class _Training:
         results, sizes = [], []
         for indices in minibatch_order(len(self.images), self.options.batch_size, self.rng):
             # Overflow/NaN is detected below and reported as divergence; NumPy's warnings would only add noise.
+            if self.schedule is not None:
+                self.optimizer.lr = self.schedule(self.optimizer.step_count)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 result = train_step(self.model, self.optimizer, [self.images[i] for i in indices])
             losses = [result.E, *result.terms.values(), *result.parts.values()]
@@ -853,7 +958,7 @@ class _Training:
                                 f"(E was {result.E:.6g})")
             if result.E > 0 and not any(bool(self.xp.any(g)) for g in result.grads.values()):
                 raise _Diverged(f"the network collapsed: at epoch {epoch} the gradient is exactly zero although "
-                                f"E = {result.E:.6g} (saturated tanh output or dead ReLUs, so training "
+                                f"E = {result.E:.6g} (saturated output or dead ReLUs, so training "
                                 f"cannot recover)")
             results.append(result)
             sizes.append(len(indices))
@@ -937,11 +1042,9 @@ def _start_fresh(folder, options, dataset, xp, reporter, command):
         raise SflnetError(f"cannot prepare run folder {folder.path}: {exc.strerror or exc}") from None
     _write_config(folder, config)
     write_text_atomic(folder.history, ",".join(options.history_columns) + "\n", what="history")
-    dtype = np.dtype(options.dtype)
-    params = init_params(options.seed, options.init_std, dtype, xp)
-    velocity = {n: xp.zeros_like(p) for n, p in params.items()}
+    params = options.spec.init(options, xp)
     rng = np.random.default_rng((options.seed, SHUFFLE_STREAM))
-    training = _Training(folder, options, dataset, xp, params, velocity, rng, 0, reporter, config)
+    training = _Training(folder, options, dataset, xp, params, {}, rng, 0, reporter, config)
     training.save_originals()
     training.save_latest()
     return training
@@ -976,9 +1079,9 @@ def _start_resume(folder, overrides, reporter, warn):
     config.setdefault("resumes", []).append({"time": _now(), "from_epoch": checkpoint.epoch,
                                              "to_epoch": options.epochs, "device_name": device_name(xp)})
     _write_config(folder, config)
-    params = {n: to_device(checkpoint.params[n], xp) for n in PARAM_NAMES}
-    training = _Training(folder, options, dataset, xp, params, checkpoint.velocity, checkpoint.rng(),
-                         checkpoint.epoch, reporter, config)
+    params = {n: to_device(checkpoint.params[n], xp) for n in options.spec.param_names}
+    training = _Training(folder, options, dataset, xp, params, checkpoint.state, checkpoint.rng(),
+                         checkpoint.epoch, reporter, config, checkpoint.optimizer_step)
     training.saved_epoch = checkpoint.epoch
     training.save_originals()
     return training, options

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from sflnet.backend import to_host
 from sflnet.layers import log_bank_weights
-from sflnet.model import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, PARAM_NAMES
+from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, PARAM_NAMES
 
 # channels-last first: it is the layout sflnet is compared against, so in each
 # round its epoch runs first, as sflnet's does in sflnet's round

@@ -8,9 +8,9 @@ import numpy as np
 
 
 def train_step(model, optimizer, batch):
-    """Forward + backward on ``batch`` (see :func:`sflnet.model.as_groups`), then one optimizer step.
+    """Forward + backward on ``batch`` (see :func:`sflnet.models.cae.as_groups`), then one optimizer step.
 
-    returns the :class:`sflnet.model.LossResult` measured before the update.
+    returns the :class:`sflnet.models.cae.LossResult` measured before the update.
     """
     result = model.loss_and_grads(batch)
     optimizer.step(model.params, result.grads)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from sflnet import bench
-from sflnet.model import PARAM_NAMES, Autoencoder, init_params
+from sflnet.models.cae import PARAM_NAMES, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
 from sflnet.train import train_step
 

@@ -9,9 +9,9 @@ import pytest
 
 from sflnet import checkpoint as ck
 from sflnet.errors import SflnetError
-from sflnet.model import PARAM_NAMES, PARAM_SHAPES, init_params
+from sflnet.models.cae import PARAM_NAMES, PARAM_SHAPES, init_params
 
-CONFIG = {"loss": "pl+sfl", "sigmas": [0.8, 1.6, 3.2], "sfl_weights": [100.0, 10.0, 10.0],
+CONFIG = {"model": "cae", "loss": "pl+sfl", "sigmas": [0.8, 1.6, 3.2], "sfl_weights": [100.0, 10.0, 10.0],
           "pl_weights": [1.0, 1.0, 1.0], "stft_window": 16, "stft_stride": 4, "stft_window_fn": "hann",
           "stft_phase_weight": 9.0, "dtype": "float64", "size": 0, "lr": 0.02, "momentum": 0.5}
 # The config of a checkpoint written by sflnet 0.1 (format version 1): --loss was "pl" or "sfl" (= pl+sfl).
@@ -33,7 +33,7 @@ def _state(dtype=np.float64, seed=0):
 def test_round_trip_is_exact(tmp_path, dtype):
     params, velocity, meta, generator = _state(dtype)
     path = tmp_path / "c.npz"
-    ck.save_checkpoint(path, params, velocity, meta)
+    ck.save_checkpoint(path, params, {"velocity": velocity}, meta)
     loaded = ck.load_checkpoint(path)
     assert loaded.epoch == 7 and loaded.dtype == np.dtype(dtype)
     for name in PARAM_NAMES:
@@ -50,7 +50,7 @@ def test_round_trip_is_exact(tmp_path, dtype):
 
 def test_missing_velocity_is_saved_as_zeros(tmp_path):
     params, _, meta, _ = _state()
-    ck.save_checkpoint(tmp_path / "c.npz", params, {}, meta)
+    ck.save_checkpoint(tmp_path / "c.npz", params, {"velocity": {}}, meta)
     loaded = ck.load_checkpoint(tmp_path / "c.npz")
     assert all(not loaded.velocity[n].any() and loaded.velocity[n].dtype == np.float64 for n in PARAM_NAMES)
 
@@ -58,11 +58,11 @@ def test_missing_velocity_is_saved_as_zeros(tmp_path):
 def test_non_finite_parameters_are_never_written(tmp_path):
     params, velocity, meta, _ = _state()
     path = tmp_path / "c.npz"
-    ck.save_checkpoint(path, params, velocity, meta)
+    ck.save_checkpoint(path, params, {"velocity": velocity}, meta)
     before = path.read_bytes()
     bad = dict(params, b4=np.full(PARAM_SHAPES["b4"], np.nan))
     with pytest.raises(ValueError, match="non-finite"):
-        ck.save_checkpoint(path, bad, velocity, meta)
+        ck.save_checkpoint(path, bad, {"velocity": velocity}, meta)
     assert path.read_bytes() == before
 
 
@@ -71,7 +71,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, faili
     """Disk full while writing, a failing rename, or a read-only folder: one-line error, old file intact."""
     params, velocity, meta, _ = _state()
     path = tmp_path / "c.npz"
-    ck.save_checkpoint(path, params, velocity, meta)
+    ck.save_checkpoint(path, params, {"velocity": velocity}, meta)
     before = path.read_bytes()
 
     def disk_full(*args, **kwargs):
@@ -90,7 +90,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, faili
         monkeypatch.setattr(ck.tempfile, "mkstemp", read_only)
     new_params = {n: p + 1 for n, p in params.items()}
     with pytest.raises(SflnetError) as info:
-        ck.save_checkpoint(path, new_params, velocity, meta)
+        ck.save_checkpoint(path, new_params, {"velocity": velocity}, meta)
     message = str(info.value)
     assert "\n" not in message and str(path) in message
     assert ("No space left" in message) or ("Permission denied" in message)
@@ -102,7 +102,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, faili
 
 def test_loading_never_allows_pickles(tmp_path, monkeypatch):
     params, velocity, meta, _ = _state()
-    ck.save_checkpoint(tmp_path / "c.npz", params, velocity, meta)
+    ck.save_checkpoint(tmp_path / "c.npz", params, {"velocity": velocity}, meta)
     calls = []
     real_load = np.load
 
@@ -183,7 +183,7 @@ def test_meta_that_is_not_json(tmp_path):
 
 def test_expected_config_must_match(tmp_path):
     params, velocity, meta, _ = _state()
-    ck.save_checkpoint(tmp_path / "c.npz", params, velocity, meta)
+    ck.save_checkpoint(tmp_path / "c.npz", params, {"velocity": velocity}, meta)
     assert ck.load_checkpoint(tmp_path / "c.npz", expect={"sigmas": (0.8, 1.6, 3.2), "loss": "pl+sfl"})
     with pytest.raises(SflnetError, match="sigmas=0.8,1.6,3.2"):
         ck.load_checkpoint(tmp_path / "c.npz", expect={"sigmas": (0.8, 1.6)})
@@ -203,7 +203,7 @@ def test_a_version_1_checkpoint_loads_with_its_loss_upgraded(tmp_path, legacy_lo
     """sflnet 0.1 wrote format_version 1, loss "pl"/"sfl" and no stft options; they still load."""
     params, velocity, meta, _ = _state()
     meta = dict(meta, format_version=1, config=dict(LEGACY_CONFIG, loss=legacy_loss))
-    ck.save_checkpoint(tmp_path / "old.npz", params, velocity, meta)
+    ck.save_checkpoint(tmp_path / "old.npz", params, {"velocity": velocity}, meta)
     loaded = ck.load_checkpoint(tmp_path / "old.npz", expect={"loss": expression, "stft_window": 16})
     assert loaded.config["loss"] == expression
     assert {k: loaded.config[k] for k in ck.ADDED_OPTIONS} == {
@@ -213,10 +213,10 @@ def test_a_version_1_checkpoint_loads_with_its_loss_upgraded(tmp_path, legacy_lo
 def test_a_checkpoint_with_a_bad_loss_expression_is_refused(tmp_path):
     params, velocity, meta, _ = _state()
     meta["config"]["loss"] = "pl+zz"
-    ck.save_checkpoint(tmp_path / "c.npz", params, velocity, meta)
+    ck.save_checkpoint(tmp_path / "c.npz", params, {"velocity": velocity}, meta)
     with pytest.raises(SflnetError, match="corrupt checkpoint .*zz"):
         ck.load_checkpoint(tmp_path / "c.npz")
     meta["config"]["loss"] = "sfl"    # ambiguous in version 2: never silently read as pl+sfl
-    ck.save_checkpoint(tmp_path / "c.npz", params, velocity, meta)
+    ck.save_checkpoint(tmp_path / "c.npz", params, {"velocity": velocity}, meta)
     with pytest.raises(SflnetError, match="ambiguous"):
         ck.load_checkpoint(tmp_path / "c.npz")

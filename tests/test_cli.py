@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sflnet.backend import gpu_available
-from sflnet.model import PARAM_NAMES, PARAM_SHAPES
+from sflnet.models.cae import PARAM_NAMES, PARAM_SHAPES
 from sflnet_cli.main import main
 
 HEADER = ["epoch", "E", "E_PL", "E_SFL", "sfl_0.8", "sfl_1.6", "sfl_3.2", "seconds"]

@@ -579,3 +579,79 @@ def test_save_png_into_a_file_path_is_an_error(tmp_path):
     (tmp_path / "blocker").write_text("a file, not a folder")
     with pytest.raises(SflnetError, match="blocker"):
         data.save_png(np.zeros((3, 2, 2), dtype=np.float32), tmp_path / "blocker" / "x.png")
+
+
+def test_image_to_uint8_default_range_matches_the_plus_one_times_127_5_formula():
+    rng = np.random.default_rng(11)
+    # Random values, every exact 8-bit level, and the half-way points between levels.
+    levels = np.arange(256) / 127.5 - 1.0
+    halves = (np.arange(255) + 0.5) / 127.5 - 1.0
+    flat = np.concatenate([levels, halves, rng.uniform(-1.2, 1.2, 3 * 8 * 40 - 256 - 255)])
+    image = flat.reshape(3, 8, 40)
+    expected = np.transpose(np.clip(np.round((image + 1.0) * 127.5), 0, 255), (1, 2, 0)).astype(np.uint8)
+    np.testing.assert_array_equal(data.image_to_uint8(image), expected)
+    np.testing.assert_array_equal(data.image_to_uint8(image, value_range=(-1.0, 1.0)), expected)
+    np.testing.assert_array_equal(data.image_to_uint8(levels.reshape(1, 1, 256)), np.arange(256).reshape(1, 256))
+
+
+def test_image_to_uint8_grey_gives_a_two_dimensional_picture():
+    grey = np.array([[[-1.0, 0.0, 1.0], [np.inf, -np.inf, np.nan]]], dtype=np.float32)  # (1, 2, 3)
+    original = grey.copy()
+    result = data.image_to_uint8(grey)
+    assert result.shape == (2, 3) and result.dtype == np.uint8
+    assert result.tolist() == [[0, 128, 255], [255, 0, 128]]
+    np.testing.assert_array_equal(grey, original)
+
+
+def test_image_to_uint8_unit_range():
+    # (0, 1): x → round(255·x); 0.5 → 127.5, which rounds to the even 128.
+    image = np.array([[[0.0, 1.0, 0.5, -0.2, 1.3, np.nan, np.inf, -np.inf]]])  # (1, 1, 8)
+    result = data.image_to_uint8(image, value_range=(0.0, 1.0))
+    assert result.tolist() == [[0, 255, 128, 0, 255, 128, 255, 0]]
+    # Every 8-bit level k/255, in float32 as the digits are, comes back as k.
+    levels = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32).reshape(1, 16, 16)
+    np.testing.assert_array_equal(data.image_to_uint8(levels, value_range=(0, 1)), np.arange(256).reshape(16, 16))
+    # RGB works with other ranges too: low → 0, high → 255, middle → 128.
+    rgb = np.broadcast_to(np.array([2.0, 6.0, 4.0]).reshape(3, 1, 1), (3, 2, 2))
+    assert data.image_to_uint8(rgb, value_range=(2, 6))[0, 0].tolist() == [0, 255, 128]
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4), (4, 4, 4), (4, 4), (1, 3, 4, 4)])
+def test_image_to_uint8_rejects_other_channel_counts(shape):
+    with pytest.raises(ValueError, match=r"\(1, H, W\)"):
+        data.image_to_uint8(np.zeros(shape, dtype=np.float32))
+
+
+@pytest.mark.parametrize("value_range", [(1.0, 1.0), (1.0, -1.0), (0.0, np.inf), (np.nan, 1.0), (0.0,), "ab", None])
+def test_image_to_uint8_rejects_bad_value_ranges(value_range):
+    with pytest.raises(ValueError, match="value_range"):
+        data.image_to_uint8(np.zeros((3, 2, 2), dtype=np.float32), value_range=value_range)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_save_png_grey_unit_range_round_trip(tmp_path, dtype):
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, size=(28, 28), dtype=np.uint8)
+    image = (pixels.astype(np.float64) / 255.0).astype(dtype)[None]   # (1, 28, 28) in [0, 1]
+    original = image.copy()
+    target = tmp_path / "digits" / "one.png"
+    data.save_png(image, target, value_range=(0.0, 1.0))
+    with Image.open(target) as reopened:
+        assert reopened.format == "PNG" and reopened.mode == "L"
+        np.testing.assert_array_equal(np.asarray(reopened), pixels)
+    np.testing.assert_array_equal(image, original)
+
+
+def test_save_png_grey_default_range(tmp_path):
+    data.save_png(np.array([[[-1.0, 0.0, 1.0]]]), tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as reopened:
+        assert reopened.mode == "L"
+        assert np.asarray(reopened).tolist() == [[0, 128, 255]]
+
+
+def test_saved_grey_png_loads_back_as_three_equal_channels(tmp_path):
+    grey = np.array([[[-1.0, 1.0], [51 / 127.5 - 1, 204 / 127.5 - 1]]])
+    data.save_png(grey, tmp_path / "g.png")
+    image = data.load_image(tmp_path / "g.png", size=0, dtype=np.float64)
+    for channel in range(3):
+        np.testing.assert_allclose(image[channel], grey[0], atol=1e-12)

@@ -7,7 +7,7 @@ import pytest
 
 from sflnet.backend import to_device, to_host
 from sflnet.layers import ReLU
-from sflnet.model import PARAM_NAMES, PARAM_SHAPES, Autoencoder, init_params
+from sflnet.models.cae import PARAM_NAMES, PARAM_SHAPES, Autoencoder, init_params
 
 SIZES = [(9, 7), (8, 8), (13, 10)]
 

@@ -38,7 +38,7 @@ from PIL import Image
 from sflnet import data
 from sflnet.checkpoint import load_checkpoint
 from sflnet.errors import SflnetError
-from sflnet.model import PARAM_NAMES
+from sflnet.models.cae import PARAM_NAMES
 from sflnet_cli.main import main
 
 # ---------------------------------------------------------------------------

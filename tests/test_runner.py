@@ -12,7 +12,7 @@ from PIL import Image
 from sflnet import checkpoint as ck
 from sflnet import runner
 from sflnet.errors import SflnetError
-from sflnet.model import PARAM_NAMES
+from sflnet.models.cae import PARAM_NAMES
 
 
 def write_images(folder, sizes=((9, 12), (10, 10)), seed=0):

@@ -59,7 +59,7 @@ from sflnet.bench import cae_epoch, group_by_shape, make_model
 from sflnet.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from sflnet.data import load_dataset
 from sflnet.losses import LossSettings, make_loss
-from sflnet.model import Autoencoder, init_params
+from sflnet.models.cae import Autoencoder, init_params
 from sflnet.runner import CHECKPOINT_FILE, Reporter, TrainOptions, evaluate_model, model_from_checkpoint, \
     read_history, run_training
 
@@ -207,7 +207,7 @@ def make_portable(folder):
     for path in [folder / CHECKPOINT_FILE, *sorted((folder / "checkpoints").glob("*.npz"))]:
         ckpt = load_checkpoint(path)
         ckpt.meta["config"]["data"] = portable
-        save_checkpoint(path, ckpt.params, ckpt.velocity, ckpt.meta)
+        save_checkpoint(path, ckpt.params, ckpt.state, ckpt.meta)
 
 
 def train_all(args, weights, device):

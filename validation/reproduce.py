@@ -46,7 +46,7 @@ from sflnet import SflnetError, figures
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
 from sflnet.data import load_dataset
 from sflnet.metrics import mean_psnr_ssim
-from sflnet.model import DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, Autoencoder, init_params
+from sflnet.models.cae import DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
 from sflnet.runner import history_columns
 from sflnet.train import train_step

@@ -11,6 +11,10 @@ fft    focal frequency loss (Jiang et al. 2021)      :mod:`.fft`
 stft   STFT amplitude + phase loss (seed 004)        :mod:`.stft`
 =====  ===========================================  ==========================
 
+The β-VAE's latent term :class:`~sflnet.losses.kl.KLDivergence` (``kl``, in
+:mod:`.kl`) is exported here too, but it is not an image loss (it measures
+μ and logvar, not a reconstruction), so it is not in :data:`REGISTRY`.
+
 A new loss is one new module (a class following :mod:`.base`'s protocol) plus
 one line in :data:`REGISTRY`. An objective (``--loss pl+100*fft``) is built
 with :func:`make_objective`.
@@ -18,6 +22,7 @@ with :func:`make_objective`.
 
 from sflnet.losses.base import Loss, LossSettings
 from sflnet.losses.fft import FocalFrequencyLoss
+from sflnet.losses.kl import KLDivergence
 from sflnet.losses.l1 import L1Loss
 from sflnet.losses.objective import (ALWAYS_MEASURED, DEFAULT_EXPRESSION, LEGACY_EXPRESSIONS, Objective, Term,
                                      extra_column, extra_term_names, format_terms, parse_expression)
@@ -62,7 +67,8 @@ def make_objective(expression=DEFAULT_EXPRESSION, settings=LossSettings(), alway
 
 
 __all__ = ["ALWAYS_MEASURED", "DEFAULT_EXPRESSION", "LEGACY_EXPRESSIONS", "LOSS_NAMES", "REGISTRY",
-           "STFT_WINDOW_FNS", "FocalFrequencyLoss", "L1Loss", "Loss", "LossSettings", "Objective", "PixelLoss",
+           "STFT_WINDOW_FNS", "FocalFrequencyLoss", "KLDivergence", "L1Loss", "Loss", "LossSettings", "Objective",
+           "PixelLoss",
            "STFTLoss", "SSIMLoss", "SpatialFrequencyLoss", "Term", "canonical", "extra_column", "extra_term_names",
            "make_loss",
            "make_objective", "parse", "sigma_label", "subband_column"]

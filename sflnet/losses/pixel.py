@@ -24,6 +24,9 @@ class PixelLoss(Loss):
     def forward(self, recon, target, batch_count):
         """recon f^L, target f^1: (n, C, H, W); batch_count N_m ≥ n. Returns (E_PL's share (0-d), {})."""
         xp = get_array_module(recon)
+        if recon.shape[1] != len(self.weights):
+            raise ValueError(f"the pixel loss has {len(self.weights)} channel weights but the images have "
+                             f"{recon.shape[1]} channels")
         d = recon - target
         self.difference = d
         self.batch_count = batch_count

@@ -267,3 +267,31 @@ class Autoencoder:
             for row, i in enumerate(indices):
                 outputs[i] = recon[row]
         return outputs
+
+
+# ---------------------------------------------------------------------------
+# What the run machinery calls (see sflnet.models.ModelSpec)
+# ---------------------------------------------------------------------------
+
+ARCHITECTURE = "ichimura-table1-cae"
+
+
+def init_for_run(options, xp):
+    """Initial parameters of a run: :func:`init_params` with the options' seed, init_std and dtype."""
+    return init_params(options.seed, options.init_std, np.dtype(options.dtype), xp)
+
+
+def build_for_run(params, loss, settings, options=None):
+    """The :class:`Autoencoder` of a run (``options`` adds nothing for this model)."""
+    del options
+    return Autoencoder(params, loss=loss, loss_settings=settings)
+
+
+def load_for_run(options, split="train", warn=None):
+    """The images of a run: ``--data`` (or the built-in demo photos) at ``--size``; there is no test split."""
+    from sflnet.data import load_dataset  # noqa: PLC0415
+
+    del split
+    return load_dataset(paths=list(options.data) if options.data else None, size=options.size,
+                        include=options.include, exclude=options.exclude, skip_bad=options.skip_bad,
+                        dtype=np.dtype(options.dtype), warn=warn)

@@ -1,0 +1,82 @@
+"""The models sflnet trains, by name (``sflnet train --model NAME``).
+
+=====  ============================================  ==================  ===============
+name   what                                          optimiser           module
+=====  ============================================  ==================  ===============
+cae    Ichimura's Table 1 autoencoder (the default)  momentum SGD        :mod:`.cae`
+vae    Dalal's β-VAE (seed 004, model ``VAE1``)      Adam, triangular2   :mod:`.vae`
+=====  ============================================  ==================  ===============
+
+A model module provides its parameter names and shapes, an ``init_params``,
+a model class (``loss_and_grads``, ``reconstruct``, ``params``) and its data;
+:class:`ModelSpec` gathers what the run machinery (:mod:`sflnet.runner`) and
+the checkpoints (:mod:`sflnet.checkpoint`) need, so that neither hard-codes a
+model. A new model is one new module plus one line in :data:`REGISTRY`.
+"""
+
+from dataclasses import dataclass, field
+
+from sflnet.losses import LossSettings
+from sflnet.models import cae, vae
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the run machinery needs to know about one model.
+
+    name:          the ``--model`` value
+    architecture:  the name written into checkpoints (``meta["architecture"]["name"]``)
+    param_shapes:  {name: shape}, in the model's order
+    optimizer:     "momentum-sgd" or "adam" (:data:`sflnet.optim.OPTIMIZERS`)
+    value_range:   (low, high) of images and reconstructions
+    channels:      image channels (3 for photos, 1 for digits)
+    defaults:      option values that differ from :class:`sflnet.runner.TrainOptions`' own defaults
+    unused:        options this model ignores; they must keep their "unset" value (None, () or False)
+    logged_terms:  loss names always measured besides the objective's (a history column each)
+    """
+
+    name: str
+    architecture: str
+    param_shapes: dict
+    optimizer: str
+    value_range: tuple
+    channels: int
+    defaults: dict = field(default_factory=dict)
+    unused: tuple = ()
+    logged_terms: tuple = ()
+
+    init: object = None           # (options, xp) -> {name: array}, the initial parameters
+    build: object = None          # (params, loss, settings, options) -> the model object
+    load_data: object = None      # (options, split, warn) -> sflnet.data.Dataset; split "train" or "test"
+
+    @property
+    def param_names(self):
+        return tuple(self.param_shapes)
+
+    def loss_settings(self, sigmas, sfl_weights, pl_weights, stft):
+        """:class:`LossSettings` on this model's value range. stft: {stft_window, ...}."""
+        return LossSettings(sigmas=tuple(sigmas), sfl_weights=tuple(sfl_weights), pl_weights=tuple(pl_weights),
+                            value_range=self.value_range, **stft)
+
+
+CAE = ModelSpec(name="cae", architecture=cae.ARCHITECTURE, param_shapes=dict(cae.PARAM_SHAPES),
+                optimizer="momentum-sgd", value_range=(-1.0, 1.0), channels=3,
+                init=cae.init_for_run, build=cae.build_for_run, load_data=cae.load_for_run)
+VAE = ModelSpec(
+    name="vae", architecture=vae.ARCHITECTURE, param_shapes=dict(vae.PARAM_SHAPES), optimizer="adam",
+    value_range=vae.VALUE_RANGE, channels=1,
+    defaults={"loss": vae.DEFAULT_EXPRESSION, "epochs": 50, "batch_size": 32, "pl_weights": (1.0,),
+              "beta": vae.DEFAULT_BETA, "lr_min": 1e-4, "lr_max": 1e-3, "lr_step": 2000, "binarize": True,
+              "lr": None, "momentum": None, "init_std": None, "size": None},
+    unused=("lr", "momentum", "init_std", "size", "include", "exclude", "skip_bad"),
+    logged_terms=("kl",), init=vae.init_for_run, build=vae.build_for_run, load_data=vae.load_for_run)
+
+REGISTRY = {"cae": CAE, "vae": VAE}
+MODEL_NAMES = tuple(REGISTRY)
+DEFAULT_MODEL = "cae"
+BY_ARCHITECTURE = {spec.architecture: spec for spec in REGISTRY.values()}
+
+
+def get_spec(name):
+    """The :class:`ModelSpec` of a ``--model`` name (KeyError if unknown)."""
+    return REGISTRY[name]

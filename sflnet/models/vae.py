@@ -1,0 +1,337 @@
+"""The β-VAE of seed 004 (Dalal, model ``VAE1``): MNIST digits through a 2-D latent space.
+
+======  ================================================  ==========================
+part    what                                              parameters
+======  ================================================  ==========================
+input   x: (n, 1, 28, 28), pixels in [0, 1]
+enc 1   conv 1→32, 3×3, stride 2, valid, ReLU → 13×13     conv1_w (32,1,3,3), conv1_b
+enc 2   conv 32→64, 3×3, stride 2, valid, ReLU → 6×6      conv2_w (64,32,3,3), conv2_b
+enc 3   flatten (2304), dense → 4 = (μ, log σ²)            enc_w (4,2304), enc_b
+latent  z = μ + exp(½ log σ²)·ε, ε ~ N(0, I)               none
+dec 1   dense 2→1568, ReLU, reshape to 32×7×7             dec_w (1568,2), dec_b
+dec 2   transposed conv 32→64, 3×3, stride 2, ReLU → 14²  deconv1_w (32,64,3,3), deconv1_b
+dec 3   transposed conv 64→32, 3×3, stride 2, ReLU → 28²  deconv2_w (64,32,3,3), deconv2_b
+dec 4   transposed conv 32→1, 3×3, stride 1, sigmoid      deconv3_w (32,1,3,3), deconv3_b
+======  ================================================  ==========================
+
+The objective is ``E = β·KL + Σ_t w_t E_t``: the KL divergence of
+:class:`sflnet.losses.kl.KLDivergence` and a reconstruction expression of
+:mod:`sflnet.losses` (``--loss``), measured on the sigmoid output in [0, 1]
+(the seed's code computes its losses on the logits; here every loss sees the
+image it is about, and SSIM uses data range 1). Every value is a mean over the
+batch's images, like the CAE's losses.
+
+Training draws ε from the run's seeded generator (:attr:`VAE.noise`, a NumPy
+``Generator``: the draws are made on the host in float64, so the CPU and the
+GPU see the same ε). With ``noise`` None (evaluation, reconstruction) z = μ.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sflnet.backend import get_array_module, to_device, to_host
+from sflnet.layers import Conv2D, ConvTranspose2D, Flatten, Linear, ReLU, Reparameterize, Reshape, Sigmoid
+from sflnet.losses import LossSettings, make_objective
+from sflnet.losses.kl import KLDivergence
+from sflnet.models.cae import LossResult
+
+NAME = "vae"
+ARCHITECTURE = "dalal-vae1"
+LATENT = 2
+IMAGE_SHAPE = (1, 28, 28)
+DECODER_GRID = (32, 7, 7)
+PARAM_SHAPES = {
+    "conv1_w": (32, 1, 3, 3), "conv1_b": (32,),
+    "conv2_w": (64, 32, 3, 3), "conv2_b": (64,),
+    "enc_w": (2 * LATENT, 64 * 6 * 6), "enc_b": (2 * LATENT,),
+    "dec_w": (32 * 7 * 7, LATENT), "dec_b": (32 * 7 * 7,),
+    "deconv1_w": (32, 64, 3, 3), "deconv1_b": (64,),
+    "deconv2_w": (64, 32, 3, 3), "deconv2_b": (32,),
+    "deconv3_w": (32, 1, 3, 3), "deconv3_b": (1,),
+}
+PARAM_NAMES = tuple(PARAM_SHAPES)
+DEFAULT_BETA = 0.005
+# The seed's proposed objective: SSIM weight 500, STFT weight 0.0015 · (0.1 amplitude + 0.9 phase)
+# = 0.00015 · (amplitude + 9 · phase), i.e. stft with λ = 9 (window 16, stride 4, Hann).
+DEFAULT_EXPRESSION = "500*ssim+0.00015*stft"
+VALUE_RANGE = (0.0, 1.0)
+DEFAULT_MAX_CHUNK_IMAGES = 256
+
+
+def _fans(name, shape):
+    """(fan_in, fan_out) of a weight: conv (C_out, C_in, k, k), transposed conv (C_in, C_out, k, k), dense (out, in)."""
+    if len(shape) == 2:
+        return shape[1], shape[0]
+    area = shape[2] * shape[3]
+    if name.startswith("deconv"):
+        return shape[0] * area, shape[1] * area
+    return shape[1] * area, shape[0] * area
+
+
+def init_params(seed=0, dtype=np.float32, xp=np):
+    """Glorot-uniform weights (Keras' default, as the seed's TensorFlow code gets), zero biases.
+
+    ``w ~ U(−a, a)`` with ``a = √(6 / (fan_in + fan_out))``, drawn on the host with
+    ``numpy.random.default_rng(seed)`` in :data:`PARAM_NAMES` order (weights only),
+    so the CPU and the GPU start from identical weights. returns {name: array} on ``xp``.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in PARAM_SHAPES.items():
+        if name.endswith("_w"):
+            fan_in, fan_out = _fans(name, shape)
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            host = rng.uniform(-limit, limit, size=shape)
+        else:
+            host = np.zeros(shape)
+        params[name] = to_device(host.astype(dtype), xp)
+    return params
+
+
+def as_batch(batch, xp):
+    """A batch as one (n, 1, 28, 28) array: a list of (1, 28, 28) images is stacked, an array is used as is."""
+    if isinstance(batch, (list, tuple)):
+        batch = xp.stack(batch)
+    if batch.ndim == 3:
+        batch = batch[None]
+    if tuple(batch.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"the VAE takes images of shape {IMAGE_SHAPE}, got {tuple(batch.shape[1:])}")
+    return batch
+
+
+@dataclass
+class VAEPass:
+    """One forward pass: recon (n, 1, 28, 28), mu and logvar (n, 2)."""
+
+    recon: object
+    mu: object
+    logvar: object
+
+
+class VAE:
+    """Dalal's VAE1 with its objective ``β·KL + Σ w_t E_t`` (see the module docstring).
+
+    ``encoder`` and ``decoder`` are the ordered layer lists walked by
+    :meth:`encode` / :meth:`decode`; :meth:`backward` walks them in reverse.
+    Parameters live in the layers and are exposed by name through :attr:`params`.
+    """
+
+    def __init__(self, params, loss=DEFAULT_EXPRESSION, beta=DEFAULT_BETA, loss_settings=None,
+                 max_chunk_images=DEFAULT_MAX_CHUNK_IMAGES):
+        """params: {conv1_w … deconv3_b} (one dtype, one device; held, not copied).
+        loss: the reconstruction expression (``--loss``); beta: the KL weight β ≥ 0.
+        loss_settings: :class:`LossSettings` (value_range is forced to (0, 1), pl_weights to one channel)."""
+        for name, shape in PARAM_SHAPES.items():
+            if name not in params:
+                raise ValueError(f"missing parameter {name}")
+            if tuple(params[name].shape) != shape:
+                raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, expected {shape}")
+        dtypes = {params[n].dtype for n in PARAM_NAMES}
+        if len(dtypes) != 1:
+            raise ValueError(f"parameters mix dtypes {sorted(str(d) for d in dtypes)}")
+        self.dtype = dtypes.pop()
+        self.xp = get_array_module(params["conv1_w"])
+        settings = loss_settings or LossSettings(pl_weights=(1.0,))
+        self.loss_settings = LossSettings(**{**settings.__dict__, "value_range": VALUE_RANGE})
+        self.objective = make_objective(loss, self.loss_settings)
+        self.loss = self.objective.expression
+        self.beta = float(beta)
+        self.kl = KLDivergence()
+        self.max_chunk_images = int(max_chunk_images)
+        self.noise = None   # a numpy Generator while training (z = μ + σε), None for z = μ
+
+        p = params
+        self.conv1 = Conv2D(p["conv1_w"], p["conv1_b"], stride=2, padding="valid")
+        self.conv2 = Conv2D(p["conv2_w"], p["conv2_b"], stride=2, padding="valid")
+        self.enc = Linear(p["enc_w"], p["enc_b"])
+        self.dec = Linear(p["dec_w"], p["dec_b"])
+        self.deconv1 = ConvTranspose2D(p["deconv1_w"], p["deconv1_b"], stride=2)
+        self.deconv2 = ConvTranspose2D(p["deconv2_w"], p["deconv2_b"], stride=2)
+        self.deconv3 = ConvTranspose2D(p["deconv3_w"], p["deconv3_b"], stride=1)
+        self.encoder = [self.conv1, ReLU(), self.conv2, ReLU(), Flatten(), self.enc]
+        self.reparameterize = Reparameterize()
+        self.decoder = [self.dec, ReLU(), Reshape(DECODER_GRID), self.deconv1, ReLU(), self.deconv2, ReLU(),
+                        self.deconv3, Sigmoid()]
+        self._trainable = {"conv1": self.conv1, "conv2": self.conv2, "enc": self.enc, "dec": self.dec,
+                           "deconv1": self.deconv1, "deconv2": self.deconv2, "deconv3": self.deconv3}
+
+    @property
+    def sfl_loss(self):
+        return self.objective.losses["sfl"]
+
+    @property
+    def sigmas(self):
+        return self.sfl_loss.sigmas
+
+    @property
+    def params(self):
+        """{name: array} — the live parameter arrays (conv1_w … deconv3_b)."""
+        return {f"{layer}_{kind}": obj.params[kind] for layer, obj in self._trainable.items() for kind in ("w", "b")}
+
+    def _layer_grads(self):
+        return {f"{layer}_{kind}": obj.grads[kind] for layer, obj in self._trainable.items() for kind in ("w", "b")}
+
+    # -- the network -----------------------------------------------------------
+    def encode(self, x):
+        """x: (n, 1, 28, 28) → (μ, log σ²), each (n, 2)."""
+        h = x
+        for layer in self.encoder:
+            h = layer.forward(h)
+        return h[:, :LATENT], h[:, LATENT:]
+
+    def decode(self, z):
+        """z: (n, 2) → reconstruction (n, 1, 28, 28) in [0, 1]."""
+        h = z
+        for layer in self.decoder:
+            h = layer.forward(h)
+        return h
+
+    def forward(self, x, eps=None):
+        """x: (n, 1, 28, 28); eps: (n, 2) or None (z = μ). returns :class:`VAEPass`."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize.forward(mu, logvar, eps)
+        return VAEPass(self.decode(z), mu, logvar)
+
+    def backward(self, grad_recon, grad_mu, grad_logvar):
+        """Backprop ∂E/∂recon (n, 1, 28, 28) through the decoder and the sampling, add the direct
+        ∂E/∂μ and ∂E/∂log σ² (the KL term's, (n, 2) each), and backprop through the encoder.
+        Fills every layer's grads; ∂E/∂x is not computed."""
+        xp = get_array_module(grad_recon)
+        g = grad_recon
+        for layer in reversed(self.decoder):
+            g = layer.backward(g)
+        d_mu, d_logvar = self.reparameterize.backward(g)
+        g = xp.concatenate([d_mu + grad_mu, d_logvar + grad_logvar], axis=1)   # (n, 4) = ∂E/∂(μ, log σ²)
+        for layer in reversed(self.encoder[1:]):
+            g = layer.backward(g)
+        self.encoder[0].backward(g, need_dx=False)
+
+    # -- losses ----------------------------------------------------------------
+    def _check_batch(self, batch):
+        if batch.dtype != self.dtype:
+            raise ValueError(f"images are {batch.dtype} but the model is {self.dtype}; convert them first")
+        if get_array_module(batch) is not self.xp:
+            raise ValueError("images and parameters are on different devices")
+
+    def loss_and_grads(self, batch, compute_grads=True):
+        """``E = β·KL + Σ w_t E_t`` over a batch, and ∂E/∂θ if ``compute_grads``.
+
+        batch: (n, 1, 28, 28) array or a list of (1, 28, 28) images. ε for the whole batch is
+        drawn first (from :attr:`noise`, if set), so chunking never changes the draws.
+        returns :class:`sflnet.models.cae.LossResult` with ``terms`` holding every measured
+        reconstruction loss and ``kl`` at unit weight.
+        """
+        xp = self.xp
+        x = as_batch(batch, xp)
+        self._check_batch(x)
+        n = x.shape[0]
+        eps = None
+        if self.noise is not None:
+            eps = to_device(self.noise.standard_normal((n, LATENT)).astype(self.dtype), xp)
+        totals, part_totals = {}, {}
+        grads = {name: xp.zeros_like(p) for name, p in self.params.items()} if compute_grads else None
+        self.objective.begin_batch()
+        for start in range(0, n, self.max_chunk_images):
+            chunk = x[start:start + self.max_chunk_images]
+            chunk_eps = None if eps is None else eps[start:start + self.max_chunk_images]
+            out = self.forward(chunk, chunk_eps)
+            measured = dict(self.objective.forward(out.recon, chunk, n))
+            measured["kl"] = self.kl.forward(out.mu, out.logvar, n)
+            for name, (value, parts) in measured.items():
+                totals[name] = totals[name] + value if name in totals else value
+                for label, part in parts.items():
+                    part_totals[label] = part_totals[label] + part if label in part_totals else part
+            if not compute_grads:
+                continue
+            kl_mu, kl_logvar = self.kl.backward()
+            self.backward(self.objective.backward(), self.beta * kl_mu, self.beta * kl_logvar)
+            for name, g in self._layer_grads().items():
+                grads[name] += g
+        names, labels = list(totals), list(part_totals)
+        host = to_host(xp.stack([totals[k] for k in names] + [part_totals[k] for k in labels])).astype(np.float64)
+        terms = {k: float(v) for k, v in zip(names, host[:len(names)])}
+        parts = {k: float(v) for k, v in zip(labels, host[len(names):])}
+        subbands = np.array([parts[c] for c in self.sfl_loss.columns], dtype=np.float64)
+        energy = self.objective.combine(terms) + self.beta * terms["kl"]
+        return LossResult(E=energy, E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands, grads=grads,
+                          terms=terms, parts=parts)
+
+    def reconstruct(self, images):
+        """Reconstructions with z = μ. images: list of (1, 28, 28) → list of (1, 28, 28), same order."""
+        xp = self.xp
+        x = as_batch(list(images), xp)
+        self._check_batch(x)
+        outputs = []
+        for start in range(0, x.shape[0], self.max_chunk_images):
+            mu, _ = self.encode(x[start:start + self.max_chunk_images])
+            outputs.append(self.decode(mu))
+        recon = xp.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+        return [recon[i] for i in range(recon.shape[0])]
+
+    def encode_mean(self, images):
+        """μ of each image: list of (1, 28, 28) → (n, 2) array on the model's device."""
+        x = as_batch(list(images), self.xp)
+        self._check_batch(x)
+        parts = [self.encode(x[s:s + self.max_chunk_images])[0] for s in range(0, x.shape[0], self.max_chunk_images)]
+        return self.xp.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+# ---------------------------------------------------------------------------
+# What the run machinery calls (see sflnet.models.ModelSpec)
+# ---------------------------------------------------------------------------
+
+def init_for_run(options, xp):
+    """Initial parameters of a run: :func:`init_params` with the options' seed and dtype."""
+    return init_params(options.seed, np.dtype(options.dtype), xp)
+
+
+def build_for_run(params, loss, settings, options=None):
+    """The :class:`VAE` of a run, with the options' β (default :data:`DEFAULT_BETA`)."""
+    beta = DEFAULT_BETA if options is None or options.beta is None else options.beta
+    return VAE(params, loss=loss, beta=beta, loss_settings=settings)
+
+
+def load_for_run(options, split="train", warn=None):
+    """The digits of a run: the built-in MNIST 5k (or ``--data FILE.npz``), its train or test split.
+
+    With ``options.train_images`` = N (a multiple of 10), the training split keeps only the first N/10
+    digits of each class (in split order), for quick trials; the test split is always whole.
+    """
+    from sflnet.data import Dataset  # noqa: PLC0415
+    from sflnet.digits import load_digits_with_labels  # noqa: PLC0415
+
+    del warn
+    path = options.data[0] if options.data else None
+    dataset, labels = load_digits_with_labels(split=split, binarize=bool(options.binarize),
+                                              dtype=np.dtype(options.dtype), path=path)
+    if split != "train" or options.train_images is None:
+        return dataset
+    per_class = options.train_images // 10
+    keep = [i for i, label in enumerate(labels) if np.count_nonzero(labels[:i] == label) < per_class]
+    return Dataset([dataset.names[i] for i in keep], [dataset.images[i] for i in keep],
+                   f"{dataset.source}, the first {per_class} of each digit")
+
+
+def latent_grid_values(count, low_quantile=0.05):
+    """The z values of a ``count × count`` latent grid: the standard normal's quantiles at ``count``
+    evenly spaced probabilities from ``low_quantile`` to ``1 − low_quantile`` (the classic picture of a
+    2-D VAE's manifold: equal prior mass between neighbours). returns (count,) float64."""
+    from scipy.stats import norm  # noqa: PLC0415
+
+    return norm.ppf(np.linspace(low_quantile, 1.0 - low_quantile, count))
+
+
+def decode_grid(model, count, low_quantile=0.05):
+    """Decode a ``count × count`` grid over the 2-D latent space into one picture.
+
+    Row r (top to bottom) has z₂ = values[count − 1 − r], column c has z₁ = values[c], with
+    ``values = latent_grid_values(count, low_quantile)``. returns (1, 28·count, 28·count) host float64 on [0, 1].
+    """
+    values = latent_grid_values(count, low_quantile)
+    z1, z2 = np.meshgrid(values, values[::-1])
+    z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
+    digits = to_host(model.decode(to_device(z, model.xp))).astype(np.float64)    # (count², 1, 28, 28)
+    side = IMAGE_SHAPE[1]
+    tiles = digits.reshape(count, count, side, side).transpose(0, 2, 1, 3)
+    return tiles.reshape(1, count * side, count * side)
