@@ -1,0 +1,230 @@
+"""Seed 004's Table 1 on sflnet's β-VAE: five reconstruction losses, plus the paper's SFL, by PSNR and SSIM.
+
+Run from the repository root after ``pip install .``::
+
+    python validation/vae_table.py            # 6 objectives x 3 seeds, 50 epochs each, 4,000 training digits
+    python validation/vae_table.py --quick    # 6 objectives x 1 seed, 2 epochs on 100 digits (a minute)
+
+What it does, with the public ``sflnet`` API only:
+
+1. Trains Dalal's VAE1 (``sflnet train --model vae``: Adam, triangular2 learning rate between 1e-4 and
+   1e-3 with step size 2000, batch 32, β = 0.005, binarised digits) on the built-in MNIST 5k training
+   split, once per objective (:data:`OBJECTIVES`) and seed. Each run is an ordinary run folder
+   ``runs/<objective>_seed<k>/``; started again with the same options, the script skips finished runs and
+   resumes the others exactly, so a long table can be computed over several sessions.
+2. Measures every final checkpoint on the 1,000 test digits with z = μ: PSNR and SSIM (data range 1),
+   the unit-weight SFL (the sum of the three subband SFLs, σ = 0.8, 1.6, 3.2) and the unit-weight STFT
+   distance (window 16, stride 4, Hann, λ = 9), and the median seconds per epoch of its run.
+3. Writes ``table.md`` / ``table.json`` (mean ± std over seeds, beside the paper's row) and
+   ``digits.png`` (test digits, each objective's reconstructions and latent-space samples, seed 0).
+
+The objectives. The SSIM rows all carry the seed's SSIM weight 500, so that they differ only by the added
+frequency term:
+
+* ``L2``: ``pl`` (Eq. 4 of the first paper: ½ the mean squared error per image);
+* ``L1``: ``l1`` (the mean absolute error);
+* ``SSIM``: ``500*ssim`` (1 − SSIM, Gaussian window, data range 1);
+* ``DFT+SSIM``: ``500*ssim+0.00015*stft`` with one ``rect`` window of 28×28 covering the image, i.e. the
+  global DFT, as the seed's baseline;
+* ``STFT+SSIM``: ``500*ssim+0.00015*stft``, the seed's weights (STFT 0.0015 · (0.1 amplitude + 0.9 phase)
+  = 0.00015 · (amplitude + 9 · phase), window 16, stride 4, Hann);
+* ``SFL+SSIM``: ``500*ssim+3.5*sfl``, the first paper's SFL (subband weights 100, 10, 10) in the place of
+  the STFT term, its weight chosen so that it starts at the STFT term's size (at initialisation, on the
+  training digits, 3.5·E_SFL ≈ 0.00015·E_STFT ≈ 4.7 for each of the three seeds).
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import statistics
+import sys
+
+import numpy as np
+
+from sflnet import SflnetError
+from sflnet.backend import select_device, to_device, to_host
+from sflnet.checkpoint import load_checkpoint, write_text_atomic
+from sflnet.losses import LossSettings
+from sflnet.models.vae import decode_grid
+from sflnet.runner import (TrainOptions, checkpoint_options, evaluate_model, load_training_data,
+                           model_from_checkpoint, read_history, run_training)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "validation" / "results" / "vae"
+SFL_WEIGHT = 3.5
+# name → (expression, extra options)
+OBJECTIVES = {
+    "L2": ("pl", {}),
+    "L1": ("l1", {}),
+    "SSIM": ("500*ssim", {}),
+    "DFT+SSIM": ("500*ssim+0.00015*stft", {"stft_window": 28, "stft_stride": 28, "stft_window_fn": "rect"}),
+    "STFT+SSIM": ("500*ssim+0.00015*stft", {}),
+    "SFL+SSIM": (f"500*ssim+{SFL_WEIGHT:g}*sfl", {}),
+}
+# Seed 004, Table 1 (binarised MNIST, 60,000 training images, 50 epochs).
+PAPER = {"L2": (10.20, 0.41), "L1": (10.13, 0.32), "SSIM": (11.38, 0.495), "DFT+SSIM": (11.51, 0.486),
+         "STFT+SSIM": (11.93, 0.492), "SFL+SSIM": (None, None)}
+# The yardsticks: the unit-weight STFT with the seed's settings, measured on every checkpoint.
+YARDSTICK = LossSettings(pl_weights=(1.0,), value_range=(0.0, 1.0))
+SHOWN_DIGITS = 12
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="results folder")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per objective")
+    parser.add_argument("--train-images", type=int, default=None, help="digits used for training (default 4000)")
+    parser.add_argument("--only", default=None, help="comma-separated objective names to train now")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 100 training digits")
+    parser.add_argument("--table-only", action="store_true", help="measure and write the table, train nothing")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.seeds, args.train_images = 2, 1, 100
+    return args
+
+
+def run_folder(out, name, seed):
+    return out / "runs" / f"{name.replace('+', '_')}_seed{seed}"
+
+
+def options_for(name, seed, args):
+    expression, extra = OBJECTIVES[name]
+    values = dict(extra, loss=expression, seed=seed, epochs=args.epochs, device=args.device,
+                  snapshot_every=0)
+    if args.train_images is not None:
+        values["train_images"] = args.train_images
+    return TrainOptions.for_model("vae", **values).validate()
+
+
+def train(name, seed, args):
+    """Train (or resume, or skip) one run; returns its folder."""
+    folder = run_folder(args.out, name, seed)
+    options = options_for(name, seed, args)
+    resume = (folder / "checkpoint.npz").exists()
+    print(f"{name} seed {seed}: {'resuming' if resume else 'training'} to epoch {args.epochs}", flush=True)
+    run_training(options, str(folder), resume=resume, overrides={"epochs": args.epochs} if resume else None)
+    return folder
+
+
+def measure(folder, test_images, xp):
+    """PSNR, SSIM, unit SFL, unit STFT on the test digits (z = μ), and the run's median seconds per epoch."""
+    ckpt = load_checkpoint(folder / "checkpoint.npz")
+    model = model_from_checkpoint(ckpt, xp, loss="pl+stft", loss_settings=YARDSTICK)
+    report, _ = evaluate_model(model, test_images)
+    rows = read_history(str(folder / "history.csv"), checkpoint_options(ckpt).history_columns)
+    return {"epoch": ckpt.epoch, "psnr": report["psnr"], "ssim": report["ssim"],
+            "sfl": sum(report["sfl"].values()), "stft": report["terms"]["stft"],
+            "sfl_subbands": report["sfl"],
+            "seconds_per_epoch": statistics.median(r["seconds"] for r in rows) if rows else None}
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def show(mean, std, digits):
+    if mean is None:
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def write_table(args, results):
+    """table.md and table.json from {name: [measurement per seed]}."""
+    lines = ["| loss | PSNR (dB) | SSIM | paper PSNR | paper SSIM | unit SFL | unit STFT | s/epoch | runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    summary = {}
+    for name, runs in results.items():
+        psnr, ssim = mean_std([r["psnr"] for r in runs]), mean_std([r["ssim"] for r in runs])
+        sfl, stft = mean_std([r["sfl"] for r in runs]), mean_std([r["stft"] for r in runs])
+        secs = mean_std([r["seconds_per_epoch"] for r in runs])
+        paper_psnr, paper_ssim = PAPER[name]
+        epochs = sorted({r["epoch"] for r in runs})
+        summary[name] = {"expression": OBJECTIVES[name][0], "options": OBJECTIVES[name][1], "runs": runs,
+                         "psnr": psnr, "ssim": ssim, "sfl": sfl, "stft": stft, "paper": PAPER[name]}
+        lines.append(f"| {name} (`{OBJECTIVES[name][0]}`) | {show(*psnr, 2)} | {show(*ssim, 3)} | "
+                     f"{paper_psnr if paper_psnr is not None else '—'} | "
+                     f"{paper_ssim if paper_ssim is not None else '—'} | {show(*sfl, 4)} | {show(*stft, 0)} | "
+                     f"{show(*secs, 1)} | {len(runs)} (epoch {','.join(map(str, epochs))}) |")
+    header = (f"β-VAE (seed 004's VAE1), {args.epochs} epochs, "
+              f"{args.train_images or 4000} training digits, 1,000 test digits, z = μ; mean ± std over seeds.\n\n")
+    write_text_atomic(args.out / "table.md", header + "\n".join(lines) + "\n", what="table")
+    write_text_atomic(args.out / "table.json", json.dumps(summary, indent=1) + "\n", what="table")
+    print(header + "\n".join(lines))
+
+
+def draw_digits(args, names, test_images, xp):
+    """digits.png: the first test digits of each class and each objective's reconstructions (seed 0),
+    then each objective's latent grid."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    shown = [test_images[i] for i in range(0, len(test_images), max(1, len(test_images) // SHOWN_DIGITS))][
+        :SHOWN_DIGITS]
+    rows = [("test digits", np.concatenate([to_host(x)[0] for x in shown], axis=1))]
+    grids = []
+    for name in names:
+        ckpt = load_checkpoint(run_folder(args.out, name, 0) / "checkpoint.npz")
+        model = model_from_checkpoint(ckpt, xp)
+        recons = model.reconstruct(shown)
+        rows.append((name, np.concatenate([to_host(r)[0] for r in recons], axis=1)))
+        grids.append((name, decode_grid(model, 10)[0]))
+    fig = Figure(figsize=(12, 1.1 * len(rows) + 2.6))
+    FigureCanvasAgg(fig)
+    top = fig.add_gridspec(len(rows), 1, left=0.12, right=0.98, top=0.98, bottom=0.30, hspace=0.15)
+    for k, (label, strip) in enumerate(rows):
+        ax = fig.add_subplot(top[k, 0])
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    bottom = fig.add_gridspec(1, len(grids), left=0.02, right=0.98, top=0.26, bottom=0.02, wspace=0.08)
+    for k, (label, grid) in enumerate(grids):
+        ax = fig.add_subplot(bottom[0, k])
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{label}: latent grid", fontsize=8)
+    fig.savefig(args.out / "digits.png", dpi=100)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    names = list(OBJECTIVES)
+    chosen = names if args.only is None else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in chosen if n not in OBJECTIVES]
+    if unknown:
+        raise SflnetError(f"unknown objective {unknown[0]!r}; choose from {', '.join(names)}")
+    os.makedirs(args.out, exist_ok=True)
+    if not args.table_only:
+        for seed in range(args.seeds):
+            for name in chosen:
+                train(name, seed, args)
+    xp = select_device(args.device)
+    options = options_for(names[0], 0, args)
+    test = load_training_data(options, split="test")
+    test_images = [to_device(x, xp) for x in test.images]
+    results = {}
+    for name in names:
+        done = [run_folder(args.out, name, s) for s in range(args.seeds)]
+        done = [f for f in done if (f / "checkpoint.npz").exists()]
+        if done:
+            results[name] = [dict(measure(f, test_images, xp), seed=s) for s, f in enumerate(done)]
+    write_table(args, results)
+    if all((run_folder(args.out, n, 0) / "checkpoint.npz").exists() for n in names):
+        draw_digits(args, names, test_images, xp)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SflnetError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
