@@ -22,8 +22,8 @@ from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
-from sflnet.losses import DEFAULT_EXPRESSION, LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column
-from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
+from sflnet.losses import LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
 from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, check_image_sizes,
                            checkpoint_loss_settings, checkpoint_options, evaluate_model, load_training_data,
@@ -212,7 +212,8 @@ def _both(option):
                    "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
 @click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
               help="cae: image file or folder (searched recursively), repeatable; images over "
-                   f"{MAX_IMAGE_PIXELS:,} pixels are refused as possible decompression bombs. vae: one .npz "
+                   f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.data.MAX_IMAGE_PIXELS) are refused as possible "
+                   "decompression bombs. vae: one .npz "
                    "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one. "
                    "Default: the built-in demo photos (cae) or MNIST 5k digits, 4,000 train / 1,000 test (vae).")
 @click.option("--include", "include", multiple=True, metavar="GLOB",
