@@ -14,7 +14,21 @@ latent term :class:`~sflnet.losses.kl.KLDivergence`. Per layer:
   for the sigmoid, and the KL of two Gaussians written as ``log(1/σ) + (σ² + μ²)/2 − ½``;
 * ``adjoint_*`` — ``⟨Ax, y⟩ = ⟨x, Aᵀy⟩`` for the maps that are linear in x (zero bias).
 
-:func:`registry_entries` gives them to :func:`sflnet.gradcheck.default_registry`.
+The whole network (:class:`sflnet.models.vae.VAE`) has rows too, one per objective of
+:data:`VAE_NETWORK_OBJECTIVES` (``network_vae``, ``network_vae_sfl``): ``E = β·KL + Σ w_t E_t``
+differentiated with respect to all fourteen parameter arrays at once, float64, with ε
+FIXED (:class:`FixedNoise`: every draw of :attr:`VAE.noise` returns the same ε, so the
+finite differences see one deterministic function of θ). See :func:`make_vae_network_case`.
+Their dense rows score every sampled element against the size of the whole gradient
+(``Case.error_scale = "gradient"``: max |∂E/∂θ| over all 69 989 parameters), not against
+the sampled elements of its own tensor: E ≈ 500 (it is 500·(1 − SSIM) + …) is a float64
+with ulp(500) = 5.7e-14, so a one-coordinate difference carries ~3e-14/ε of rounding,
+which is ~1e-7 of a typical element at ε = 1e-6 and far more of a small one (measured:
+per-tensor scores of 3e-8 … 3e-5 at the flip-free ε on 4 seeds, with nothing wrong).
+Against the whole gradient the worst over seeds 0-7 of both rows was 1e-8 (threshold 1e-7),
+while a KL gradient off by a factor 2 still scores ≥ 9e-5 and a reparameterization without ε ≥ 2e-2.
+
+:func:`registry_entries` gives them all to :func:`sflnet.gradcheck.default_registry`.
 """
 
 import math
@@ -25,9 +39,12 @@ import scipy.special
 
 from sflnet import layers
 from sflnet.backend import to_device, to_host
-from sflnet.gradcheck import (Case, LayerEntry, Measurement, _adjoint_measurement, _forward_measurement,
-                              _layer_case, _normal, _random_cotangent, _shape_text)
+from sflnet.gradcheck import (THRESHOLD_NETWORK_DENSE, THRESHOLD_NETWORK_DIRECTIONAL, Case, LayerEntry, Measurement,
+                              _adjoint_measurement, _forward_measurement, _layer_case, _normal, _random_cotangent,
+                              _shape_text)
+from sflnet.losses import LossSettings
 from sflnet.losses.kl import KLDivergence
+from sflnet.models import vae as vae_model
 
 # ---------------------------------------------------------------------------
 # Independent references (host float64)
@@ -336,11 +353,193 @@ def adjoint_linear(rng, xp):
 
 
 # ---------------------------------------------------------------------------
+# The whole β-VAE: E(θ) = β·KL + Σ w_t E_t with ε fixed
+# ---------------------------------------------------------------------------
+
+# The objectives of the whole-VAE rows: the model's default (the seed's STFT+SSIM) and the SFL one of
+# validation/vae_table.py (SFL+SSIM). β is the model's default.
+VAE_NETWORK_OBJECTIVES = {
+    "network_vae": vae_model.DEFAULT_EXPRESSION,    # 500*ssim+0.00015*stft
+    "network_vae_sfl": "500*ssim+3.5*sfl",
+}
+VAE_NETWORK_BETA = vae_model.DEFAULT_BETA           # 0.005
+VAE_TINY_IMAGES = 2          # dense check: 2 images, one chunk
+VAE_REALISTIC_IMAGES = 3     # directional check: 3 images ...
+VAE_REALISTIC_CHUNK = 2      # ... in chunks of 2 + 1, so the model's chunked accumulation is checked too
+VAE_DENSE_SAMPLE = 1         # elements per parameter tensor (weights and biases) in the sampled dense check
+VAE_FULL_WEIGHT_SAMPLE = 64  # --full: every bias (1765) and this many elements of each weight tensor
+
+
+class FixedNoise:
+    """A stand-in for :attr:`sflnet.models.vae.VAE.noise` (a NumPy ``Generator``) whose every draw is one ε.
+
+    eps: (n, 2) host array. ``standard_normal(shape)`` returns a float64 copy of it (ValueError for
+    another shape), so every ``loss_and_grads`` of a batch of n sees the same z = μ + σ·ε: a fixed,
+    smooth function of θ that finite differences can check. The draw still goes through the
+    model's own path (host → dtype → device, then sliced per chunk).
+    """
+
+    def __init__(self, eps):
+        self.eps = np.array(eps, dtype=np.float64)
+
+    def standard_normal(self, shape):
+        if tuple(shape) != self.eps.shape:
+            raise ValueError(f"FixedNoise holds eps of shape {self.eps.shape}, asked for {tuple(shape)}")
+        return self.eps.copy()
+
+
+def vae_check_params(rng, xp=np, dtype=np.float64):
+    """VAE parameters for the checks: He-scaled weights ``N(0, 2/fan_in)``, biases ``N(0, 0.1²)``.
+
+    Not the model's init (Glorot, zero biases): with zero biases, every all-black 3×3 patch of
+    an MNIST-like image puts a conv1 ReLU exactly on its kink. fan_in as in
+    :func:`sflnet.models.vae.init_params` (C_in·k² for both kinds of convolution, "in" for dense).
+    returns {conv1_w … deconv3_b} with :data:`sflnet.models.vae.PARAM_SHAPES`.
+    """
+    params = {}
+    for name, shape in vae_model.PARAM_SHAPES.items():
+        if name.endswith("_w"):
+            fan_in, _ = vae_model._fans(name, shape)
+            params[name] = _normal(rng, shape, xp, dtype, scale=math.sqrt(2.0 / fan_in))
+        else:
+            params[name] = _normal(rng, shape, xp, dtype, scale=0.1)
+    return params
+
+
+def vae_digit_batch(rng, count, xp=np, dtype=np.float64):
+    """``count`` digit-like binary images (count, 1, 28, 28): a 20×20 box, as MNIST centres its digits,
+    holding a thresholded smooth random field (the brightest quarter: blobs and strokes), 0 around it."""
+    import scipy.ndimage  # noqa: PLC0415
+
+    images = np.zeros((count,) + vae_model.IMAGE_SHAPE)
+    for i in range(count):
+        field = scipy.ndimage.gaussian_filter(rng.standard_normal((20, 20)), 1.5)
+        images[i, 0, 4:24, 4:24] = field > np.quantile(field, 0.75)
+    return to_device(images.astype(dtype), xp)
+
+
+def _record_kink_sides(net):
+    """Make every forward of ``net`` record which side of its kinks each unit is on; returns the list.
+
+    Wraps (on these instances only) the forward of every ReLU (its ``positive_mask``) and of the
+    ``stft`` loss, if the objective has one: the sides of ``|A_o − A_i|`` and ``|ΔP|``, and the sign
+    of F_o at the bins that are real for every frame (u, v ∈ {0, h/2}), where ΔP jumps between 0 and
+    π when F_o changes sign. Recording per forward call covers every chunk of a batch.
+    """
+    record = []
+    for layer in net.encoder + net.decoder:
+        if isinstance(layer, layers.ReLU):
+            def relu_forward(x, forward=layer.forward, layer=layer):
+                out = forward(x)
+                record.append(layer.positive_mask.copy())
+                return out
+            layer.forward = relu_forward
+    stft = net.objective.losses.get("stft")
+    if stft is not None:
+        real = [0] + ([stft.window // 2] if stft.window % 2 == 0 else [])
+
+        def stft_forward(recon, target, batch_count, forward=stft.forward):
+            result = forward(recon, target, batch_count)
+            real_bins = stft.output_spectrum.real[..., real, :][..., real]
+            record.extend([stft.amplitude_sign > 0, stft.phase_sign > 0, real_bins > 0])
+            return result
+        stft.forward = stft_forward
+    return record
+
+
+def _tensor_sample(rng, shape, count, rows=None):
+    """``count`` distinct random indices of a tensor (every index if it has no more), in C order.
+
+    rows: the allowed values of the first index (default: all), e.g. the dense layer's live units.
+    """
+    allowed = np.arange(int(np.prod(shape))).reshape(shape)
+    if rows is not None:
+        allowed = allowed[np.asarray(rows)]
+    allowed = allowed.reshape(-1)
+    chosen = allowed if allowed.size <= count else np.sort(rng.choice(allowed, size=count, replace=False))
+    return [tuple(int(i) for i in np.unravel_index(i, shape)) for i in chosen]
+
+
+def _live_decoder_units(net, batch, eps):
+    """The units of the decoder's dense layer that its ReLU passes for at least one image (host bool (1568,)).
+
+    Forward information only: a unit that no image reaches has exactly zero gradient in dec_w[j] and
+    dec_b[j] (so a sample there would compare 0 with 0), and the sample must not depend on the backward
+    under test. With z of 2 dimensions, 5-40 % of the 1568 units are off for both of a pair of images.
+    """
+    relu = net.decoder[1]
+    mu, logvar = net.encode(batch)
+    relu.forward(net.dec.forward(net.reparameterize.forward(mu, logvar, eps)))
+    return np.asarray(to_host(relu.positive_mask)).any(axis=0)
+
+
+def vae_full_sample(rng, variables):
+    """The ``--full`` dense sample of a VAE row: every bias, :data:`VAE_FULL_WEIGHT_SAMPLE` elements per weight.
+
+    (Every element of all fourteen tensors, 70 k, would take hours at one VAE pass per evaluation.)
+    """
+    return {name: _tensor_sample(rng, v.shape, math.inf if name.endswith("_b") else VAE_FULL_WEIGHT_SAMPLE)
+            for name, v in variables.items()}
+
+
+def make_vae_network_case(expression, beta=VAE_NETWORK_BETA):
+    """Factory for the whole :class:`~sflnet.models.vae.VAE` with objective ``β·KL + expression``: E(θ).
+
+    variables: the fourteen live parameter arrays (conv1_w … deconv3_b), perturbed in place.
+    tiny (dense): 2 digit-like binary images (:func:`vae_digit_batch`), one chunk, a sample of
+    :data:`VAE_DENSE_SAMPLE` elements per tensor (for dec_w, dec_b: of a unit that some image reaches,
+    :func:`_live_decoder_units`). realistic (directional): 3 images in chunks of 2 + 1.
+    Parameters: :func:`vae_check_params`. ε: drawn once from ``rng`` and returned by every draw
+    (:class:`FixedNoise`). Loss settings: ``LossSettings(pl_weights=(1.0,))`` (the model forces the value
+    range (0, 1)). masks: the ReLU masks and stft kink sides of the last evaluation
+    (:func:`_record_kink_sides`), so an ε whose perturbation crossed a kink is not used.
+    """
+    def make(rng, xp, dtype, size):
+        tiny = size == "tiny"
+        count = VAE_TINY_IMAGES if tiny else VAE_REALISTIC_IMAGES
+        chunk = count if tiny else VAE_REALISTIC_CHUNK
+        params = vae_check_params(rng, xp, dtype)
+        batch = vae_digit_batch(rng, count, xp, dtype)
+        net = vae_model.VAE(params, loss=expression, beta=beta, loss_settings=LossSettings(pl_weights=(1.0,)),
+                            max_chunk_images=chunk)
+        eps = rng.standard_normal((count, vae_model.LATENT))
+        net.noise = FixedNoise(eps)
+        live = _live_decoder_units(net, batch, to_device(eps.astype(dtype), xp)) if tiny else None
+        record = _record_kink_sides(net)
+        variables = net.params
+
+        def run(compute_grads):
+            record.clear()
+            return net.loss_and_grads(batch, compute_grads=compute_grads)
+
+        def evaluate():
+            return xp.asarray(run(False).E, dtype=dtype)
+
+        def gradients(upstream):
+            return {name: upstream * g for name, g in run(True).grads.items()}
+
+        def masks():
+            return list(record)
+
+        sample = {}
+        if tiny:
+            sample = {name: _tensor_sample(rng, v.shape, VAE_DENSE_SAMPLE,
+                                           np.flatnonzero(live) if name.startswith("dec_") else None)
+                      for name, v in variables.items()}
+        chunks = "" if chunk >= count else f" in chunks of {chunk}"
+        kinds = "ReLU masks and stft kink sides" if "stft" in net.objective.losses else "ReLU masks"
+        return Case(variables, evaluate, gradients,
+                    f"{count}x(1,28,28) binary{chunks}, beta {beta:g}, eps fixed", masks, sample, mask_kind=kinds,
+                    error_scale="gradient")
+    return make
+
+
+# ---------------------------------------------------------------------------
 # The rows, for sflnet.gradcheck.default_registry
 # ---------------------------------------------------------------------------
 
 def registry_entries():
-    """name → :class:`~sflnet.gradcheck.LayerEntry` for the β-VAE's layers, in report order."""
+    """name → :class:`~sflnet.gradcheck.LayerEntry` for the β-VAE's layers and whole network, in report order."""
     entries = {}
     for stride in (1, 2):
         entries[f"conv2d_valid_s{stride}"] = LayerEntry(
@@ -358,4 +557,7 @@ def registry_entries():
     entries["reparameterize"] = LayerEntry(make_reparameterize_case,
                                            [("forward vs elementwise", forward_reparameterize)])
     entries["kl_loss"] = LayerEntry(make_kl_case, [("forward vs Gaussian KL", forward_kl)])
+    for name, expression in VAE_NETWORK_OBJECTIVES.items():   # the whole β-VAE, ε fixed
+        entries[name] = LayerEntry(make_vae_network_case(expression), dense_threshold=THRESHOLD_NETWORK_DENSE,
+                                   directional_threshold=THRESHOLD_NETWORK_DIRECTIONAL, full_sample=vae_full_sample)
     return entries

@@ -580,3 +580,95 @@ def test_the_gradcheck_forward_and_adjoint_rows_pass(xp):
             m = fn(np.random.default_rng(170), xp)
             threshold = THRESHOLD_REFERENCE if (label, fn) in entry.references else THRESHOLD_ADJOINT
             assert m.error <= threshold, (name, label, m.error)
+
+
+# ---------------------------------------------------------------------------
+# The whole β-VAE (network_vae, network_vae_sfl): E = β·KL + objective, ε fixed
+# ---------------------------------------------------------------------------
+
+def test_fixed_noise_gives_the_same_eps_every_draw_and_the_vae_uses_it():
+    from sflnet import gradcheck  # noqa: PLC0415
+    from sflnet.models import vae  # noqa: PLC0415
+
+    eps = np.random.default_rng(3).standard_normal((2, vae.LATENT))
+    noise = gradcheck_vae.FixedNoise(eps)
+    first, second = noise.standard_normal((2, 2)), noise.standard_normal((2, 2))
+    assert np.array_equal(first, eps) and np.array_equal(second, eps) and first is not second
+    with pytest.raises(ValueError, match="shape"):
+        noise.standard_normal((3, 2))
+    # the case is one deterministic function of θ, and ε is really in it (z ≠ μ)
+    entry = gradcheck.default_registry()["network_vae"]
+    case = entry.make_case(np.random.default_rng(4), np, np.float64, "tiny")
+    values = [float(case.evaluate()) for _ in range(3)]
+    assert values[0] == values[1] == values[2]
+    masks = case.masks()
+    assert len(masks) == 5 + 3 and all(m.dtype == bool for m in masks)   # 5 ReLUs, 3 stft kink sides
+    # through the model: ε = 0 gives exactly the z = μ VAE (noise None), the drawn ε does not
+    params = {name: v.copy() for name, v in case.variables.items()}
+    images = gradcheck_vae.vae_digit_batch(np.random.default_rng(5), 2)
+    energies = []
+    for noise in (None, gradcheck_vae.FixedNoise(np.zeros((2, vae.LATENT))), noise):
+        model = vae.VAE(params, beta=gradcheck_vae.VAE_NETWORK_BETA)
+        model.noise = noise
+        energies.append(model.loss_and_grads(images, compute_grads=False).E)
+    assert energies[0] == energies[1] != energies[2]
+
+
+def test_vae_network_dense_sample_and_full_sample():
+    from sflnet.models import vae  # noqa: PLC0415
+
+    entry = gradcheck_vae.registry_entries()["network_vae_sfl"]
+    case = entry.make_case(np.random.default_rng(6), np, np.float64, "tiny")
+    assert set(case.sample) == set(vae.PARAM_NAMES) and case.error_scale == "gradient"
+    assert all(len(indices) == 1 for indices in case.sample.values())
+    full = entry.full_sample(np.random.default_rng(7), case.variables)
+    for name, shape in vae.PARAM_SHAPES.items():
+        expected = int(np.prod(shape)) if name.endswith("_b") else gradcheck_vae.VAE_FULL_WEIGHT_SAMPLE
+        assert len(set(full[name])) == len(full[name]) == expected, name
+        assert all(len(index) == len(shape) for index in full[name])
+
+
+def test_the_vae_network_rows_pass(xp):
+    """The rows' own checkers (dense_check, directional_check), at another seed than the suite's 0."""
+    from sflnet.gradcheck import directional_check  # noqa: PLC0415
+
+    for name in gradcheck_vae.VAE_NETWORK_OBJECTIVES:
+        entry = gradcheck_vae.registry_entries()[name]
+        rng = np.random.default_rng([11, len(name)])
+        case = entry.make_case(rng, xp, np.float64, "tiny")
+        dense = dense_check(case, to_device(rng.standard_normal(()), xp))
+        assert dense.error <= entry.dense_threshold, (name, dense.error, dense.note)
+        assert "14 of 69989 elements" in dense.note and "ReLU masks" in dense.note
+        case = entry.make_case(rng, xp, np.float64, "realistic")
+        directional = directional_check(case, to_device(rng.standard_normal(()), xp), rng)
+        assert directional.error <= entry.directional_threshold, (name, directional.error, directional.note)
+
+
+def _failing(report):
+    return {(row.layer, row.check) for row in report.rows if not row.passed}
+
+
+def test_a_reparameterize_backward_without_eps_fails_the_network_row(monkeypatch):
+    from sflnet import gradcheck, layers  # noqa: PLC0415
+
+    # ∂E/∂logvar = dz·σ/2: the factor ε dropped
+    monkeypatch.setattr(layers.Reparameterize, "backward", lambda self, dz: (dz.copy(), dz * self.std * 0.5))
+    report = gradcheck.run_suite(device="cpu", layer=["reparameterize", "kl_loss", "network_vae"])
+    assert _failing(report) == {("reparameterize", "dense"), ("reparameterize", "directional"),
+                                ("network_vae", "dense (sampled)"), ("network_vae", "directional")}
+    rows = {(row.layer, row.check): row for row in report.rows}
+    assert rows[("network_vae", "dense (sampled)")].error > 1e-3
+    assert rows[("network_vae", "directional")].error > 1e-3
+
+
+def test_a_kl_gradient_twice_too_large_fails_the_network_row(monkeypatch):
+    from sflnet import gradcheck  # noqa: PLC0415
+
+    correct = KLDivergence.backward
+    monkeypatch.setattr(KLDivergence, "backward", lambda self: tuple(2 * g for g in correct(self)))
+    report = gradcheck.run_suite(device="cpu", layer=["reparameterize", "network_vae_sfl"])
+    assert _failing(report) == {("network_vae_sfl", "dense (sampled)"), ("network_vae_sfl", "directional")}
+    rows = {(row.layer, row.check): row for row in report.rows}
+    # β = 0.005 makes the KL a small part of ∂E/∂θ, yet the error is ≥ 100× the thresholds
+    assert rows[("network_vae_sfl", "dense (sampled)")].error > 100 * gradcheck.THRESHOLD_NETWORK_DENSE
+    assert rows[("network_vae_sfl", "directional")].error > 100 * gradcheck.THRESHOLD_NETWORK_DIRECTIONAL
