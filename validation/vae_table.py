@@ -214,8 +214,12 @@ def main(argv=None):
     for name in names:
         done = [run_folder(args.out, name, s) for s in range(args.seeds)]
         done = [f for f in done if (f / "checkpoint.npz").exists()]
-        if done:
-            results[name] = [dict(measure(f, test_images, xp), seed=s) for s, f in enumerate(done)]
+        measured = [dict(measure(f, test_images, xp), seed=int(f.name.rsplit("seed", 1)[1])) for f in done]
+        finished = [m for m in measured if m["epoch"] == args.epochs]   # runs still training are left out
+        if finished:
+            results[name] = finished
+        if len(finished) < len(measured):
+            print(f"{name}: {len(measured) - len(finished)} run(s) not finished yet, left out of the table")
     write_table(args, results)
     if all((run_folder(args.out, n, 0) / "checkpoint.npz").exists() for n in names):
         draw_digits(args, names, test_images, xp)
