@@ -78,8 +78,8 @@ import numpy as np
 
 from sflnet import __version__
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
-from sflnet.checkpoint import (EPOCH_MEANING, load_checkpoint, make_meta, same_value, save_checkpoint,
-                               upgrade_legacy_options, upgrade_model_options, write_text_atomic)
+from sflnet.checkpoint import (EPOCH_MEANING, MODEL_OPTIONS, load_checkpoint, make_meta, same_value,
+                               save_checkpoint, upgrade_legacy_options, upgrade_model_options, write_text_atomic)
 from sflnet.data import save_png
 from sflnet.errors import SflnetError
 from sflnet.losses import (DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, extra_column,
@@ -216,7 +216,7 @@ class TrainOptions:
             if getattr(self, name) not in (None, (), False):
                 raise SflnetError(f"--{name.replace('_', '-')} is not used by --model {self.model}; leave it out")
         if self.model == "cae":
-            for name in ("beta", "lr_min", "lr_max", "lr_step", "binarize", "train_images"):
+            for name in (n for n in MODEL_OPTIONS if n != "model"):   # the vae's own options
                 if getattr(self, name) is not None:
                     raise SflnetError(f"--{name.replace('_', '-')} is only used by --model vae; leave it out")
             if not _finite(self.lr) or self.lr <= 0:

@@ -16,7 +16,6 @@ model. A new model is one new module plus one line in :data:`REGISTRY`.
 
 from dataclasses import dataclass, field
 
-from sflnet.losses import LossSettings
 from sflnet.models import cae, vae
 
 
@@ -53,10 +52,6 @@ class ModelSpec:
     def param_names(self):
         return tuple(self.param_shapes)
 
-    def loss_settings(self, sigmas, sfl_weights, pl_weights, stft):
-        """:class:`LossSettings` on this model's value range. stft: {stft_window, ...}."""
-        return LossSettings(sigmas=tuple(sigmas), sfl_weights=tuple(sfl_weights), pl_weights=tuple(pl_weights),
-                            value_range=self.value_range, **stft)
 
 
 CAE = ModelSpec(name="cae", architecture=cae.ARCHITECTURE, param_shapes=dict(cae.PARAM_SHAPES),

@@ -121,6 +121,29 @@ def _accumulate(totals, key, value, xp, dtype):
     totals[key] += value
 
 
+def accumulate_measured(measured, totals, part_totals, xp, dtype):
+    """Add one chunk's ``{name: (share, parts)}`` (an :meth:`Objective.forward` result) to the batch totals."""
+    for name, (value, parts) in measured.items():
+        _accumulate(totals, name, value, xp, dtype)
+        for label, part in parts.items():
+            _accumulate(part_totals, label, part, xp, dtype)
+
+
+def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None):
+    """The :class:`LossResult` of a batch from its device totals, with all the scalars brought to the host
+    in one transfer. ``E = objective.combine(terms)``, plus ``extra_energy(terms)`` if given (the VAE's β·KL)."""
+    names, labels = list(totals), list(part_totals)
+    host = to_host(xp.stack([totals[n] for n in names] + [part_totals[k] for k in labels])).astype(np.float64)
+    terms = {n: float(v) for n, v in zip(names, host[:len(names)])}
+    parts = {k: float(v) for k, v in zip(labels, host[len(names):])}
+    subbands = np.array([parts[c] for c in objective.losses["sfl"].columns], dtype=np.float64)
+    energy = objective.combine(terms)
+    if extra_energy is not None:
+        energy += extra_energy(terms)
+    return LossResult(E=energy, E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands, grads=grads, terms=terms,
+                      parts=parts)
+
+
 class Autoencoder:
     """The Table 1 CAE (layers 2-5) plus its losses (layer 6 and Eq. 4/6/7).
 
@@ -232,22 +255,14 @@ class Autoencoder:
             self._check_group(group)
             for chunk in _chunks(group, self.max_chunk_pixels):
                 recon = self.forward(chunk)
-                for name, (value, parts) in objective.forward(recon, chunk, batch_count).items():
-                    _accumulate(totals, name, value, xp, self.dtype)
-                    for label, part in parts.items():
-                        _accumulate(part_totals, label, part, xp, self.dtype)
+                accumulate_measured(objective.forward(recon, chunk, batch_count), totals, part_totals, xp,
+                                    self.dtype)
                 if not compute_grads:
                     continue
                 self.backward(objective.backward())
                 for name, g in self._layer_grads().items():
                     grads[name] += g
-        names, labels = list(totals), list(part_totals)
-        host = to_host(xp.stack([totals[n] for n in names] + [part_totals[k] for k in labels])).astype(np.float64)
-        terms = {n: float(v) for n, v in zip(names, host[:len(names)])}
-        parts = {k: float(v) for k, v in zip(labels, host[len(names):])}
-        subbands = np.array([parts[c] for c in self.sfl_loss.columns], dtype=np.float64)
-        return LossResult(E=objective.combine(terms), E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands,
-                          grads=grads, terms=terms, parts=parts)
+        return loss_result(objective, totals, part_totals, grads, xp)
 
     def reconstruct(self, images):
         """f^L for each image. images: list of (3, H_i, W_i) → list of (3, H_i, W_i), same order.

@@ -26,7 +26,7 @@ Training draws ε from the run's seeded generator (:attr:`VAE.noise`, a NumPy
 GPU see the same ε). With ``noise`` None (evaluation, reconstruction) z = μ.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from sflnet.backend import get_array_module, to_device, to_host
 from sflnet.layers import Conv2D, ConvTranspose2D, Flatten, Linear, ReLU, Reparameterize, Reshape, Sigmoid
 from sflnet.losses import LossSettings, make_objective
 from sflnet.losses.kl import KLDivergence
-from sflnet.models.cae import LossResult
+from sflnet.models.cae import accumulate_measured, loss_result
 
 NAME = "vae"
 ARCHITECTURE = "dalal-vae1"
@@ -121,7 +121,7 @@ class VAE:
                  max_chunk_images=DEFAULT_MAX_CHUNK_IMAGES):
         """params: {conv1_w … deconv3_b} (one dtype, one device; held, not copied).
         loss: the reconstruction expression (``--loss``); beta: the KL weight β ≥ 0.
-        loss_settings: :class:`LossSettings` (value_range is forced to (0, 1), pl_weights to one channel)."""
+        loss_settings: :class:`LossSettings` (its value_range is replaced by (0, 1); default: one pl weight)."""
         for name, shape in PARAM_SHAPES.items():
             if name not in params:
                 raise ValueError(f"missing parameter {name}")
@@ -133,7 +133,7 @@ class VAE:
         self.dtype = dtypes.pop()
         self.xp = get_array_module(params["conv1_w"])
         settings = loss_settings or LossSettings(pl_weights=(1.0,))
-        self.loss_settings = LossSettings(**{**settings.__dict__, "value_range": VALUE_RANGE})
+        self.loss_settings = replace(settings, value_range=VALUE_RANGE)
         self.objective = make_objective(loss, self.loss_settings)
         self.loss = self.objective.expression
         self.beta = float(beta)
@@ -219,7 +219,7 @@ class VAE:
 
         batch: (n, 1, 28, 28) array or a list of (1, 28, 28) images. ε for the whole batch is
         drawn first (from :attr:`noise`, if set), so chunking never changes the draws.
-        returns :class:`sflnet.models.cae.LossResult` with ``terms`` holding every measured
+        returns :class:`sflnet.models.cae.LossResult` (E includes β·KL) with ``terms`` holding every measured
         reconstruction loss and ``kl`` at unit weight.
         """
         xp = self.xp
@@ -238,24 +238,15 @@ class VAE:
             out = self.forward(chunk, chunk_eps)
             measured = dict(self.objective.forward(out.recon, chunk, n))
             measured["kl"] = self.kl.forward(out.mu, out.logvar, n)
-            for name, (value, parts) in measured.items():
-                totals[name] = totals[name] + value if name in totals else value
-                for label, part in parts.items():
-                    part_totals[label] = part_totals[label] + part if label in part_totals else part
+            accumulate_measured(measured, totals, part_totals, xp, self.dtype)
             if not compute_grads:
                 continue
             kl_mu, kl_logvar = self.kl.backward()
             self.backward(self.objective.backward(), self.beta * kl_mu, self.beta * kl_logvar)
             for name, g in self._layer_grads().items():
                 grads[name] += g
-        names, labels = list(totals), list(part_totals)
-        host = to_host(xp.stack([totals[k] for k in names] + [part_totals[k] for k in labels])).astype(np.float64)
-        terms = {k: float(v) for k, v in zip(names, host[:len(names)])}
-        parts = {k: float(v) for k, v in zip(labels, host[len(names):])}
-        subbands = np.array([parts[c] for c in self.sfl_loss.columns], dtype=np.float64)
-        energy = self.objective.combine(terms) + self.beta * terms["kl"]
-        return LossResult(E=energy, E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands, grads=grads,
-                          terms=terms, parts=parts)
+        return loss_result(self.objective, totals, part_totals, grads, xp,
+                           extra_energy=lambda terms: self.beta * terms["kl"])
 
     def reconstruct(self, images):
         """Reconstructions with z = μ. images: list of (1, 28, 28) → list of (1, 28, 28), same order."""
@@ -269,12 +260,6 @@ class VAE:
         recon = xp.concatenate(outputs) if len(outputs) > 1 else outputs[0]
         return [recon[i] for i in range(recon.shape[0])]
 
-    def encode_mean(self, images):
-        """μ of each image: list of (1, 28, 28) → (n, 2) array on the model's device."""
-        x = as_batch(list(images), self.xp)
-        self._check_batch(x)
-        parts = [self.encode(x[s:s + self.max_chunk_images])[0] for s in range(0, x.shape[0], self.max_chunk_images)]
-        return self.xp.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 # ---------------------------------------------------------------------------
