@@ -331,6 +331,35 @@ def upsample2x_axis_adjoint(g, axis, in_len):
 
 
 # ---------------------------------------------------------------------------
+# Small constants (filter taps, loss weights) kept on the device
+# ---------------------------------------------------------------------------
+
+_device_constants = {}
+
+
+def device_constant(values, like):
+    """``values`` (a small host sequence or array) as an array of ``like``'s dtype on ``like``'s device.
+
+    values:  (k,) or any small shape, host (NumPy / Python numbers)
+    like:    any array; gives the array module, device and dtype
+    returns  values as that dtype: a NumPy array for NumPy ``like``; for CuPy, a device array
+             uploaded once per (device, dtype, values) and then served from a cache, so a
+             training step does not re-send the same taps and weights on every call.
+
+    The returned array is shared: callers must treat it as read-only.
+    """
+    xp = get_array_module(like)
+    host = np.asarray(values, dtype=like.dtype)
+    if xp is np:
+        return host
+    key = (xp, xp.cuda.Device().id, host.dtype.str, host.shape, host.tobytes())
+    cached = _device_constants.get(key)
+    if cached is None:
+        cached = _device_constants[key] = xp.asarray(host)
+    return cached
+
+
+# ---------------------------------------------------------------------------
 # Separable 1-D correlation with zero padding (the fast LoG path)
 # ---------------------------------------------------------------------------
 
@@ -354,9 +383,8 @@ def correlate_separable(x, row_taps, col_taps):
     ``out[y, x] = Σ_{i,j} col_taps[i] row_taps[j] x[y+i-s, x+j-s]`` with s = (k-1)/2,
     computed as two 1-D passes: k + k taps per pixel instead of k².
     """
-    xp = get_array_module(x)
-    tmp = _correlate1d(x, xp.asarray(row_taps, dtype=x.dtype), x.ndim - 1)
-    return _correlate1d(tmp, xp.asarray(col_taps, dtype=x.dtype), x.ndim - 2)
+    tmp = _correlate1d(x, device_constant(row_taps, x), x.ndim - 1)
+    return _correlate1d(tmp, device_constant(col_taps, x), x.ndim - 2)
 
 
 def _correlate1d(x, taps, axis):

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from sflnet import __version__
-from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
+from sflnet.backend import device_name, select_device, to_device, to_host
 from sflnet.checkpoint import (EPOCH_MEANING, MODEL_OPTIONS, load_checkpoint, make_meta, same_value,
                                save_checkpoint, upgrade_legacy_options, upgrade_model_options, write_text_atomic)
 from sflnet.data import save_png
@@ -826,10 +826,6 @@ class _Diverged(Exception):
     """Internal: a non-finite loss or parameter in the given epoch."""
 
 
-def _all_finite(xp, arrays):
-    return all(bool(xp.isfinite(a).all()) for a in arrays)
-
-
 def result_row(result, sigmas, extra):
     """The history values of one :class:`LossResult`: {"E", "E_PL", "E_SFL", "sfl_<σ>"..., "E_<TERM>"...}."""
     row = {"E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL}
@@ -953,16 +949,16 @@ class _Training:
             losses = [result.E, *result.terms.values(), *result.parts.values()]
             if not all(math.isfinite(v) for v in losses):
                 raise _Diverged(f"the loss became non-finite at epoch {epoch} (E = {result.E})")
-            if not _all_finite(self.xp, self.model.params.values()):
+            if not result.flags["params_finite"]:
                 raise _Diverged(f"the parameters became NaN/Inf in the update of epoch {epoch} "
                                 f"(E was {result.E:.6g})")
-            if result.E > 0 and not any(bool(self.xp.any(g)) for g in result.grads.values()):
+            if result.E > 0 and not result.flags["grads_nonzero"]:
                 raise _Diverged(f"the network collapsed: at epoch {epoch} the gradient is exactly zero although "
                                 f"E = {result.E:.6g} (saturated output or dead ReLUs, so training "
                                 f"cannot recover)")
             results.append(result)
             sizes.append(len(indices))
-        synchronize(self.xp)
+        # No synchronize() needed for the timing: each step ended with a transfer that waits for its update.
         row = _combine(results, sizes, self.options.sigmas, self.extra_terms)
         row["epoch"] = epoch
         row["seconds"] = time.perf_counter() - start

@@ -31,7 +31,6 @@ memory figures.
 
 import argparse
 import json
-import statistics
 import sys
 import time
 

@@ -6,15 +6,33 @@ The losses reported for a step are those of its forward pass, i.e. measured
 
 import numpy as np
 
+from sflnet.backend import get_array_module
+
+
+def health_flags(params, grads):
+    """Device-side checks of one step, as 0-d bool arrays (no host synchronisation here):
+
+    params_finite:  every parameter is finite after the update
+    grads_nonzero:  some gradient element is non-zero (all zero with E > 0 means a collapsed network)
+    params, grads: {name: array} on one device.
+    """
+    xp = get_array_module(*params.values())
+    return {"params_finite": xp.stack([xp.isfinite(p).all() for p in params.values()]).all(),
+            "grads_nonzero": xp.stack([g.any() for g in grads.values()]).any()}
+
 
 def train_step(model, optimizer, batch):
     """Forward + backward on ``batch`` (see :func:`sflnet.models.cae.as_groups`), then one optimizer step.
 
-    returns the :class:`sflnet.models.cae.LossResult` measured before the update.
+    returns the :class:`sflnet.models.cae.LossResult` measured before the update, with
+    ``flags`` = :func:`health_flags` after it. The update runs before the losses come to the
+    host, so the whole step needs a single device→host transfer.
     """
-    result = model.loss_and_grads(batch)
-    optimizer.step(model.params, result.grads)
-    return result
+    def update(grads):
+        optimizer.step(model.params, grads)
+        return health_flags(model.params, grads)
+
+    return model.loss_and_grads(batch, then=update)
 
 
 def minibatch_order(n_images, batch_size, rng):

@@ -176,9 +176,8 @@ class PhaseOverAmplitude(STFTLoss):
     """Planted bug: the phase derivative with |F| instead of |F|² (λ W sign(ΔP) i F_o / A_o)."""
 
     def backward(self):
-        xp = np
         out_spec = self.output_spectrum
-        taper, weights = self._constants(xp, self.amplitude_sign.dtype, counted=False)
+        taper, weights = self._constants(self.amplitude_sign, counted=False)
         unit = out_spec / abs(out_spec)
         bin_grad = weights * (self.amplitude_sign + 1j * self.phase_weight * self.phase_sign) * unit
         return kernels.stft2_adjoint(bin_grad, *self.image_size, self.stride, taper) / self.batch_count

@@ -1,6 +1,6 @@
 """``pl``: the pixel loss of the paper, Eq. 4, and its gradient, Eq. 9 (without the tanh factor)."""
 
-from sflnet.backend import get_array_module
+from sflnet import kernels
 from sflnet.losses.base import Loss
 
 
@@ -23,14 +23,13 @@ class PixelLoss(Loss):
 
     def forward(self, recon, target, batch_count):
         """recon f^L, target f^1: (n, C, H, W); batch_count N_m ≥ n. Returns (E_PL's share (0-d), {})."""
-        xp = get_array_module(recon)
         if recon.shape[1] != len(self.weights):
             raise ValueError(f"the pixel loss has {len(self.weights)} channel weights but the images have "
                              f"{recon.shape[1]} channels")
         d = recon - target
         self.difference = d
         self.batch_count = batch_count
-        w = xp.asarray(self.weights, dtype=recon.dtype)
+        w = kernels.device_constant(self.weights, recon)
         per_channel = 0.5 * (d * d).mean(axis=(2, 3)).sum(axis=0)   # (C,): Σ_i ½ mean_xy d²
         return (w * per_channel).sum() / batch_count, {}
 
@@ -43,7 +42,6 @@ class PixelLoss(Loss):
         added (Sec. 3: the Eq. 9 gradients "are added to the gradients
         backpropagated from the (L+1)-th layer").
         """
-        xp = get_array_module(self.difference)
         _, c, h, w = self.difference.shape
-        scale = xp.asarray(self.weights, dtype=self.difference.dtype) / (self.batch_count * h * w)
+        scale = kernels.device_constant(self.weights, self.difference) / (self.batch_count * h * w)
         return self.difference * scale[None, :, None, None]

@@ -1,6 +1,6 @@
 """``sfl``: the spatial frequency loss of the paper, Eq. 6, and its gradient, Eq. 8."""
 
-from sflnet.backend import get_array_module
+from sflnet import kernels
 from sflnet.layers import LoGBank
 from sflnet.losses.base import Loss
 
@@ -51,9 +51,8 @@ class SpatialFrequencyLoss(Loss):
 
     def forward(self, recon, target, batch_count):
         """recon, target: (n, 3, H, W) → (E_SFL share (0-d), {"sfl_<σ>": unit-weight subband share (0-d)})."""
-        xp = get_array_module(recon)
         subbands = self.subbands(recon, target, batch_count)
-        w = xp.asarray(self.weights, dtype=recon.dtype)
+        w = kernels.device_constant(self.weights, recon)
         return (w * subbands).sum(), {column: subbands[i] for i, column in enumerate(self.columns)}
 
     def backward(self):
@@ -63,8 +62,7 @@ class SpatialFrequencyLoss(Loss):
         each ½ d² / (N_m H W) term); layer 6 has identity activation, so this
         is also ∂E/∂f^6, and the bank's transpose carries it down to f^L.
         """
-        xp = get_array_module(self.band_difference)
         _, _, h, w = self.band_difference.shape
-        scale = xp.asarray(self.weights, dtype=self.band_difference.dtype) / (self.batch_count * h * w)
+        scale = kernels.device_constant(self.weights, self.band_difference) / (self.batch_count * h * w)
         grad_bands = self.band_difference * scale[None, :, None, None]
         return self.bank.backward(grad_bands)

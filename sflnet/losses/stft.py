@@ -162,8 +162,9 @@ class STFTLoss(Loss):
         """A one-line reason when H or W is smaller than the window, else None."""
         return size_problem_text(self.window, height, width)
 
-    def _constants(self, xp, dtype, counted=True):
-        """(taper (h, h), weights on the half spectrum (h, h//2 + 1)) on xp, in dtype.
+    def _constants(self, like, counted=True):
+        """(taper (h, h), weights on the half spectrum (h, h//2 + 1)) on ``like``'s device, in its dtype
+        (uploaded once per device and dtype, see :func:`sflnet.kernels.device_constant`).
 
         counted: the weights are m(v)·W(u, v), each half-spectrum column counted for
         its mirror too (the forward sum); else W(u, v) alone (backward: irdft2 counts).
@@ -172,7 +173,8 @@ class STFTLoss(Loss):
         weights = frequency_weights(h)[:, :h // 2 + 1]
         if counted:
             weights = weights * kernels.half_spectrum_multiplicity(h)
-        return xp.asarray(window_taper(h, self.window_fn, dtype)), xp.asarray(weights.astype(dtype))
+        return (kernels.device_constant(window_taper(h, self.window_fn), like),
+                kernels.device_constant(weights, like))
 
     def forward(self, recon, target, batch_count):
         """recon f^L, target f^1: (n, C, H, W), H, W ≥ h; batch_count N_m ≥ n. Returns (share (0-d), {})."""
@@ -180,7 +182,7 @@ class STFTLoss(Loss):
         if problem:
             raise ValueError(problem)
         xp = get_array_module(recon)
-        taper, weights = self._constants(xp, recon.dtype)
+        taper, weights = self._constants(recon)
         out_spec = kernels.stft2(recon, self.window, self.stride, taper)    # F_o, (n, C, K_y, K_x, h, h//2+1)
         in_spec = kernels.stft2(target, self.window, self.stride, taper)    # F_i
         out_amp = abs(out_spec)                                              # A_o
@@ -204,8 +206,7 @@ class STFTLoss(Loss):
         """``∂share/∂f^L``: (n, C, H, W), recon's dtype (see the class docstring)."""
         xp = get_array_module(self.output_spectrum)
         out_spec = self.output_spectrum
-        dtype = self.amplitude_sign.dtype
-        taper, weights = self._constants(xp, dtype, counted=False)   # W alone: irdft2 counts each column m(v) times
+        taper, weights = self._constants(self.amplitude_sign, counted=False)  # W alone: irdft2 counts each column m(v) times
         amplitude = abs(out_spec)                                            # A_o
         inverse = (amplitude > 0) / xp.where(amplitude > 0, amplitude, 1)    # 1/A_o, 0 where A_o = 0 (the guard)
         real_part = weights * self.amplitude_sign                            # G = F_o · (W sign(ΔA) / A_o

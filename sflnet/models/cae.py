@@ -19,7 +19,7 @@ Groups are processed in chunks of at most ``max_chunk_pixels`` pixels and the
 gradient is accumulated, so peak memory does not grow with the batch.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -70,6 +70,8 @@ class LossResult:
     grads:  {name: array (param shape, device, dtype)} = ∂E/∂θ, or None if not computed
     terms:  {loss name: unit-weight value E_t} for every measured loss (``pl``, ``sfl`` and the objective's)
     parts:  {label: value} of the parts the losses log (``sfl_0.8`` …)
+    flags:  {name: bool} the device checks a ``then`` callback of ``loss_and_grads`` returned
+            (e.g. ``params_finite``), brought to the host with the scalars; empty without one
     """
 
     E: float
@@ -79,6 +81,7 @@ class LossResult:
     grads: dict = None
     terms: dict = None
     parts: dict = None
+    flags: dict = field(default_factory=dict)
 
 
 def as_groups(batch):
@@ -129,19 +132,31 @@ def accumulate_measured(measured, totals, part_totals, xp, dtype):
             _accumulate(part_totals, label, part, xp, dtype)
 
 
-def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None):
+def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, then=None):
     """The :class:`LossResult` of a batch from its device totals, with all the scalars brought to the host
-    in one transfer. ``E = objective.combine(terms)``, plus ``extra_energy(terms)`` if given (the VAE's β·KL)."""
+    in one transfer. ``E = objective.combine(terms)``, plus ``extra_energy(terms)`` if given (the VAE's β·KL).
+
+    then: optional ``then(grads) -> {name: device 0-d bool}``, called before the transfer (a training
+    step applies its update there and returns its health checks); the flags travel in the same
+    transfer as the losses and come back as ``LossResult.flags``. So a training step costs one
+    device→host synchronisation, not one per scalar and per check.
+    """
     names, labels = list(totals), list(part_totals)
-    host = to_host(xp.stack([totals[n] for n in names] + [part_totals[k] for k in labels])).astype(np.float64)
+    flags = then(grads) if then is not None else {}
+    flag_names = list(flags)
+    dtype = totals[names[0]].dtype
+    values = ([totals[n] for n in names] + [part_totals[k] for k in labels]
+              + [flags[f].astype(dtype) for f in flag_names])
+    host = to_host(xp.stack(values)).astype(np.float64)
     terms = {n: float(v) for n, v in zip(names, host[:len(names)])}
-    parts = {k: float(v) for k, v in zip(labels, host[len(names):])}
+    parts = {k: float(v) for k, v in zip(labels, host[len(names):len(names) + len(labels)])}
+    flag_values = {f: bool(v != 0) for f, v in zip(flag_names, host[len(names) + len(labels):])}
     subbands = np.array([parts[c] for c in objective.losses["sfl"].columns], dtype=np.float64)
     energy = objective.combine(terms)
     if extra_energy is not None:
         energy += extra_energy(terms)
     return LossResult(E=energy, E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands, grads=grads, terms=terms,
-                      parts=parts)
+                      parts=parts, flags=flag_values)
 
 
 class Autoencoder:
@@ -234,10 +249,12 @@ class Autoencoder:
         if get_array_module(group) is not self.xp:
             raise ValueError("images and parameters are on different devices")
 
-    def loss_and_grads(self, batch, compute_grads=True):
+    def loss_and_grads(self, batch, compute_grads=True, then=None):
         """The objective over a whole batch (Eq. 4, 6, 7 for ``pl+sfl``), and ∂E/∂θ if ``compute_grads``.
 
         batch: see :func:`as_groups`; N_m is the total number of images.
+        then: optional callback ``then(grads) -> {name: device bool}`` run before the scalars are
+        transferred (see :func:`loss_result`; a training step updates the parameters there).
         returns :class:`LossResult`; ``grads`` holds the full-batch gradient,
         i.e. the mean over images of each image's gradient (Eq. 8, 9 and backprop).
 
@@ -262,7 +279,7 @@ class Autoencoder:
                 self.backward(objective.backward())
                 for name, g in self._layer_grads().items():
                     grads[name] += g
-        return loss_result(objective, totals, part_totals, grads, xp)
+        return loss_result(objective, totals, part_totals, grads, xp, then=then)
 
     def reconstruct(self, images):
         """f^L for each image. images: list of (3, H_i, W_i) → list of (3, H_i, W_i), same order.

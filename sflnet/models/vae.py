@@ -214,13 +214,14 @@ class VAE:
         if get_array_module(batch) is not self.xp:
             raise ValueError("images and parameters are on different devices")
 
-    def loss_and_grads(self, batch, compute_grads=True):
+    def loss_and_grads(self, batch, compute_grads=True, then=None):
         """``E = β·KL + Σ w_t E_t`` over a batch, and ∂E/∂θ if ``compute_grads``.
 
         batch: (n, 1, 28, 28) array or a list of (1, 28, 28) images. ε for the whole batch is
         drawn first (from :attr:`noise`, if set), so chunking never changes the draws.
         returns :class:`sflnet.models.cae.LossResult` (E includes β·KL) with ``terms`` holding every measured
         reconstruction loss and ``kl`` at unit weight.
+        then: as in :meth:`sflnet.models.cae.Autoencoder.loss_and_grads` (one transfer per call).
         """
         xp = self.xp
         x = as_batch(batch, xp)
@@ -246,7 +247,7 @@ class VAE:
             for name, g in self._layer_grads().items():
                 grads[name] += g
         return loss_result(self.objective, totals, part_totals, grads, xp,
-                           extra_energy=lambda terms: self.beta * terms["kl"])
+                           extra_energy=lambda terms: self.beta * terms["kl"], then=then)
 
     def reconstruct(self, images):
         """Reconstructions with z = μ. images: list of (1, 28, 28) → list of (1, 28, 28), same order."""
