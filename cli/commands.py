@@ -283,7 +283,8 @@ def train(model, data, include, exclude, size, skip_bad, train_images, binarize,
     RUN_DIR/snapshots/           reconstructions of the first 8 images at snapshot epochs
     RUN_DIR/curves.png           learning curves (paper Fig. 5 style)
 
-    Ctrl-C stops after the current epoch, saves and prints how to resume (exit 130).
+    Ctrl-C stops after the current epoch, saves and prints how to resume (exit 130); so does
+    SIGTERM, a scheduler's preemption (exit 143). A signal ignored at start (nohup) stays ignored.
     """
     ctx = click.get_current_context()
     sigma_values = parse_float_list(sigmas, "--sigmas")
@@ -326,7 +327,8 @@ def _report_training(result):
         click.echo(f"Interrupted. {os.path.join(folder, 'checkpoint.npz')} holds epoch {result.epoch} and "
                    f"history.csv is flushed.", err=True)
         click.echo(f"Resume with: {command}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        signum = result.extra.get("signal")
+        sys.exit(128 + signum if signum else EXIT_INTERRUPTED)   # 130 for SIGINT, 143 for SIGTERM
     row = result.last_row
     summary = ""
     if row:

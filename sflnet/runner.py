@@ -726,14 +726,21 @@ class Reporter:
 
 class _InterruptFlag:
     requested = False
+    signal_number = None     # the signal that asked to stop (SIGINT or SIGTERM)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # Ctrl-C, and a scheduler's preemption
 
 
 @contextlib.contextmanager
 def graceful_interrupts(reporter):
-    """While active, the first SIGINT only sets ``flag.requested``; a second raises KeyboardInterrupt.
+    """While active, the first SIGINT or SIGTERM only sets ``flag.requested`` (and
+    ``flag.signal_number``); a second one raises KeyboardInterrupt.
 
-    Installed only in the main thread (signal handlers cannot be set elsewhere).
-    The previous handler is restored on exit.
+    A signal that is *ignored* when this starts (``nohup``, or ``cmd &`` in a
+    script, which start a job with SIGINT set to SIG_IGN) stays ignored: no
+    handler is installed for it. Installed only in the main thread (signal
+    handlers cannot be set elsewhere). The previous handlers are restored on exit.
     """
     flag = _InterruptFlag()
     if threading.current_thread() is not threading.main_thread():
@@ -744,14 +751,20 @@ def graceful_interrupts(reporter):
         if flag.requested:
             raise KeyboardInterrupt
         flag.requested = True
-        reporter.note("Interrupt received: stopping after the current epoch "
-                      "(press Ctrl-C again to stop at once).")
+        flag.signal_number = signum
+        again = "press Ctrl-C again" if signum == signal.SIGINT else f"send {signal.Signals(signum).name} again"
+        reporter.note(f"{'Interrupt' if signum == signal.SIGINT else signal.Signals(signum).name} received: "
+                      f"stopping after the current epoch ({again} to stop at once).")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # ---------------------------------------------------------------------------
@@ -888,6 +901,7 @@ class _Training:
         self.columns = options.history_columns
         self.last_row = None
         self.last_curves = time.monotonic()
+        self.stop_signal = None           # SIGINT/SIGTERM number when the loop stopped on a signal
 
     # -- saving ---------------------------------------------------------------
     def _meta(self):
@@ -1000,6 +1014,7 @@ class _Training:
         except KeyboardInterrupt:   # a second Ctrl-C: the epoch in progress is abandoned
             status = "interrupted"
         finally:
+            self.stop_signal = interrupt.signal_number if status == "interrupted" else None
             history.close()
             self.reporter.close()
         self._finish_curves()
@@ -1123,4 +1138,5 @@ def run_training(options=None, out="runs/run", *, resume=False, overwrite=False,
     status = training.loop()
     return RunResult(status, training.saved_epoch, folder.path, training.last_row, options,
                      seconds=time.perf_counter() - started, history_rows=training.epoch,
-                     extra={"device_name": device_name(training.xp), "images": len(training.images)})
+                     extra={"device_name": device_name(training.xp), "images": len(training.images),
+                            "signal": training.stop_signal})

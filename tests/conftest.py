@@ -28,6 +28,20 @@ def cupy_module():
     return _cupy_or_skip()
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's usual SIGINT handler (KeyboardInterrupt) for one test, restored afterwards.
+
+    Tests that send themselves SIGINT use it, so they also pass when the test command itself
+    runs with SIGINT ignored (``nohup``, ``&`` in a script): sflnet leaves an ignored signal alone.
+    """
+    import signal  # noqa: PLC0415
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def rel_error(a, b):
     """cs231n relative error, elementwise: max |a − b| / max(1e-8, |a| + |b|)."""
     a = np.asarray(a, dtype=np.float64)

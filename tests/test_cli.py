@@ -296,7 +296,7 @@ def test_resume_refuses_a_checkpoint_from_another_sigma_set(tmp_path, images):
     assert_clean_error(result, "checkpoint.npz", "sigmas")
 
 
-def test_ctrl_c_saves_flushes_and_exits_130(tmp_path, images, monkeypatch):
+def test_ctrl_c_saves_flushes_and_exits_130(tmp_path, images, monkeypatch, default_sigint):
     """SIGINT during epoch 2 (sent from the progress hook): epoch 2 finishes, is saved, exit 130."""
     import signal
 
@@ -309,7 +309,7 @@ def test_ctrl_c_saves_flushes_and_exits_130(tmp_path, images, monkeypatch):
         if row["epoch"] == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    before = signal.getsignal(signal.SIGINT)   # default, or SIG_IGN in a background job
+    before = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(commands.ProgressReporter, "epoch", epoch_then_interrupt)
     run = tmp_path / "run"
     result = run_cli(train_args(images, run, 5))

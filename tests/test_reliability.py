@@ -519,24 +519,38 @@ def test_killed_before_the_first_checkpoint_says_to_start_again(tmp_path, images
 # SIGINT in a subprocess, exact resume (float64 and float32)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_sigint_saves_flushes_exits_130_and_resume_is_bit_exact(tmp_path, images, dtype):
+def _default_sigint():
+    """preexec_fn: the child starts with Python's usual SIGINT, as from a terminal, even when this
+    test session itself runs with SIGINT ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _ignored_sigint():
+    """preexec_fn: the child starts with SIGINT ignored, as under ``nohup`` or ``cmd &`` in a script."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("dtype, signum, code", [("float64", signal.SIGINT, 130), ("float32", signal.SIGINT, 130),
+                                                 ("float64", signal.SIGTERM, 143)])
+def test_sigint_saves_flushes_exits_130_and_resume_is_bit_exact(tmp_path, images, dtype, signum, code):
+    """Ctrl-C (SIGINT, exit 130) and a scheduler's preemption (SIGTERM, exit 143) both finish the
+    epoch, save it, flush history.csv, print the resume command; the resume is bit-exact."""
     epochs = 60
     run, reference = tmp_path / "run", tmp_path / "reference"
     args = [str(a) for a in train_args(images, run, epochs, "--batch-size", "1", "--snapshot-every", "7",
                                        dtype=dtype)]
     process = subprocess.Popen(sflnet_command() + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=_default_sigint)
     try:
         wait_for(lambda: (run / "history.csv").exists() and len(history_rows(run)) >= 3
                  or process.poll() is not None, 120, "three epochs")
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     assert "Traceback" not in stderr
     loaded = assert_finite_checkpoint(run / "checkpoint.npz")
     k = loaded.epoch
@@ -558,6 +572,34 @@ def test_sigint_saves_flushes_exits_130_and_resume_is_bit_exact(tmp_path, images
     assert final.meta["rng_state"] == load_checkpoint(reference / "checkpoint.npz").meta["rng_state"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
         p.name for p in (reference / "checkpoints").iterdir())
+
+
+def test_sigint_ignored_at_start_stays_ignored_and_sigterm_still_stops(tmp_path, images):
+    """Under nohup (SIGINT ignored at start) sflnet installs no SIGINT handler: a SIGINT changes
+    nothing and the run goes on; SIGTERM, not ignored, still saves and exits 143."""
+    run = tmp_path / "run"
+    args = [str(a) for a in train_args(images, run, 400, "--batch-size", "1", "--snapshot-every", "0")]
+    process = subprocess.Popen(sflnet_command() + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=_ignored_sigint)
+    try:
+        wait_for(lambda: (run / "history.csv").exists() and len(history_rows(run)) >= 2
+                 or process.poll() is not None, 120, "two epochs")
+        process.send_signal(signal.SIGINT)
+        seen = len(history_rows(run))
+        wait_for(lambda: len(history_rows(run)) >= seen + 3 or process.poll() is not None, 120,
+                 "three more epochs after the ignored SIGINT")
+        assert process.poll() is None, "the ignored SIGINT stopped the run"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, stderr
+    assert "Interrupt received" not in stderr and "SIGTERM received" in stderr
+    k = load_checkpoint(run / "checkpoint.npz").epoch
+    assert k >= seen + 3 and len(history_rows(run)) == k
+    assert f"Resume with: sflnet train --resume --out {run}" in stderr
 
 
 # ---------------------------------------------------------------------------

@@ -55,11 +55,11 @@ class SigintAfter(runner.Reporter):
         self.notes.append(message)
 
 
-def test_sigint_finishes_the_epoch_then_resume_is_exact(tmp_path, options):
+def test_sigint_finishes_the_epoch_then_resume_is_exact(tmp_path, options, default_sigint):
     reference = runner.run_training(options, tmp_path / "ref")
     assert reference.status == "completed" and reference.epoch == 5
 
-    before = signal.getsignal(signal.SIGINT)   # default, or SIG_IGN in a background job
+    before = signal.getsignal(signal.SIGINT)
     reporter = SigintAfter(epoch=2)
     result = runner.run_training(options, tmp_path / "run", reporter=reporter)
     assert result.status == "interrupted" and result.epoch == 2
@@ -74,7 +74,7 @@ def test_sigint_finishes_the_epoch_then_resume_is_exact(tmp_path, options):
     assert final_state(tmp_path / "run" / "checkpoint.npz") == final_state(tmp_path / "ref" / "checkpoint.npz")
 
 
-def test_second_sigint_abandons_the_epoch_in_progress(tmp_path, options, monkeypatch):
+def test_second_sigint_abandons_the_epoch_in_progress(tmp_path, options, monkeypatch, default_sigint):
     """Two SIGINTs during epoch 3's step: the step is abandoned, checkpoint.npz stays at epoch 2."""
     real_step = runner.train_step
     calls = []
@@ -170,3 +170,21 @@ def test_options_round_trip_and_validation():
     for bad in [dict(epochs=True), dict(lr=float("inf")), dict(seed=-1), dict(pl_weights=(1.0, 1.0))]:
         with pytest.raises(SflnetError):
             runner.TrainOptions(**bad).validate()
+
+
+def test_an_ignored_sigint_is_left_alone_and_sigterm_is_caught():
+    """nohup/`&` start a job with SIGINT ignored: graceful_interrupts installs no SIGINT handler then,
+    but still catches SIGTERM; both handlers are restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term_before = signal.getsignal(signal.SIGTERM)
+    try:
+        with runner.graceful_interrupts(runner.Reporter()) as flag:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not flag.requested
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert flag.requested and flag.signal_number == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is term_before
+    finally:
+        signal.signal(signal.SIGINT, previous)
