@@ -318,17 +318,24 @@ def train(model, data, include, exclude, size, skip_bad, train_images, binarize,
 
 
 def _report_training(result):
+    from sflnet.distributed import current_world  # noqa: PLC0415
+
+    quiet = not current_world().is_root     # under MPI rank 0 speaks for all
     folder = result.folder
-    if result.status == "up-to-date":
+    if result.status == "up-to-date" and not quiet:
         click.echo(f"Nothing to do: {folder} is already at epoch {result.epoch} (ask for more with --epochs).")
         return
     if result.status == "interrupted":
         command = shlex.join(["sflnet", "train", "--resume", "--out", folder])
+        if quiet:
+            sys.exit(128 + result.extra["signal"] if result.extra.get("signal") else EXIT_INTERRUPTED)
         click.echo(f"Interrupted. {os.path.join(folder, 'checkpoint.npz')} holds epoch {result.epoch} and "
                    f"history.csv is flushed.", err=True)
         click.echo(f"Resume with: {command}", err=True)
         signum = result.extra.get("signal")
         sys.exit(128 + signum if signum else EXIT_INTERRUPTED)   # 130 for SIGINT, 143 for SIGTERM
+    if quiet or result.status == "up-to-date":
+        return
     row = result.last_row
     summary = ""
     if row:

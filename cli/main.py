@@ -42,9 +42,26 @@ def _debug_requested(argv):
     return "--debug" in argv
 
 
+def _world():
+    """The MPI world when sflnet runs under mpiexec, else None (mpi4py is then never imported)."""
+    from sflnet.distributed import current_world, launched_size  # noqa: PLC0415
+
+    return current_world() if launched_size() > 1 else None
+
+
 def main(argv=None):
-    """Run the CLI; turn user errors into one line and a non-zero exit status."""
+    """Run the CLI; turn user errors into one line and a non-zero exit status.
+
+    Under ``mpiexec`` every rank runs this: rank 0 alone prints an error (every rank exits with the
+    same status); an unexpected exception on one rank stops all of them (MPI abort), never a hang.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        world = _world()
+    except SflnetError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    quiet = world is not None and not world.is_root
     try:
         cli.main(args=argv, prog_name="sflnet", standalone_mode=False)
     except click.exceptions.Abort:
@@ -53,16 +70,26 @@ def main(argv=None):
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        if not quiet:
+            exc.show()
         sys.exit(exc.exit_code)
     except SflnetError as exc:
         if _debug_requested(argv):
             raise
-        click.echo(f"Error: {exc}", err=True)
+        if not quiet:
+            click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception:
+        if world is None:
+            raise
+        import traceback  # noqa: PLC0415
+
+        click.echo(f"Error: rank {world.rank} failed unexpectedly; stopping all {world.size} ranks:", err=True)
+        traceback.print_exc()
+        world.abort(1)
     sys.exit(0)
 
 

@@ -110,3 +110,13 @@ def synchronize(xp):
     """Wait for queued device work (no-op on NumPy). Used only for timing."""
     if xp is not np:
         xp.cuda.Device().synchronize()
+
+
+def use_device_for_rank(xp, local_rank):
+    """Make GPU ``local_rank mod device_count`` current for this process (data-parallel ranks on
+    one node share its GPUs); nothing on NumPy. returns the device index, or None on the CPU."""
+    if xp is np:
+        return None
+    index = local_rank % xp.cuda.runtime.getDeviceCount()
+    xp.cuda.Device(index).use()
+    return index

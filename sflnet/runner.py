@@ -77,11 +77,13 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from sflnet import __version__
-from sflnet.backend import device_name, select_device, to_device, to_host
+from sflnet.backend import device_name, select_device, to_device, to_host, use_device_for_rank
 from sflnet.checkpoint import (EPOCH_MEANING, MODEL_OPTIONS, load_checkpoint, make_meta, same_value,
                                save_checkpoint, upgrade_legacy_options, upgrade_model_options, write_text_atomic)
 from sflnet.data import save_png
+from sflnet.distributed import check_shardable, current_world, shard
 from sflnet.errors import SflnetError
+from sflnet.runlock import LOCK_FILE, RunLock
 from sflnet.losses import (DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, extra_column,
                            extra_term_names, make_objective, parse, sigma_label, subband_column)
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
@@ -402,7 +404,8 @@ class RunFolder:
             raise SflnetError(f"--out {self.path} exists and is not a folder")
         if any(os.path.lexists(os.path.join(self.path, name)) for name in RUN_MARKERS):
             return "run"
-        return "empty" if not os.listdir(self.path) else "other"
+        others = [name for name in os.listdir(self.path) if not name.startswith(LOCK_FILE)]   # our own lock
+        return "empty" if not others else "other"
 
     def remove_run_files(self):
         """Delete sflnet's own files (for --overwrite); anything else in the folder is left alone."""
@@ -733,7 +736,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # Ctrl-C, and a scheduler's pre
 
 
 @contextlib.contextmanager
-def graceful_interrupts(reporter):
+def graceful_interrupts(reporter, second=None):
     """While active, the first SIGINT or SIGTERM only sets ``flag.requested`` (and
     ``flag.signal_number``); a second one raises KeyboardInterrupt.
 
@@ -741,6 +744,8 @@ def graceful_interrupts(reporter):
     script, which start a job with SIGINT set to SIG_IGN) stays ignored: no
     handler is installed for it. Installed only in the main thread (signal
     handlers cannot be set elsewhere). The previous handlers are restored on exit.
+    second: called with the signal number instead of raising KeyboardInterrupt on a second signal
+    (under MPI one rank cannot abandon a step alone: it stops every rank at once).
     """
     flag = _InterruptFlag()
     if threading.current_thread() is not threading.main_thread():
@@ -749,6 +754,8 @@ def graceful_interrupts(reporter):
 
     def handler(signum, frame):
         if flag.requested:
+            if second is not None:
+                second(signum)
             raise KeyboardInterrupt
         flag.requested = True
         flag.signal_number = signum
@@ -876,14 +883,18 @@ def _combine(results, sizes, sigmas, extra=()):
 class _Training:
     """The state of one training loop: model, optimiser, RNG, data and run folder."""
 
-    def __init__(self, folder, options, dataset, xp, params, state, rng, epoch, reporter, config, step_count=0):
+    def __init__(self, folder, options, dataset, xp, params, state, rng, epoch, reporter, config, step_count=0,
+                 world=None):
         """state: the optimiser's arrays {prefix: {name: host array}} (empty for a fresh run);
-        step_count: optimiser steps already taken (Adam's t, the schedule's position)."""
+        step_count: optimiser steps already taken (Adam's t, the schedule's position);
+        world: the :class:`sflnet.distributed.World` (default: this process alone). Rank 0 alone writes."""
+        self.world = world if world is not None else current_world()
         self.folder = folder
         self.options = options
         self.spec = options.spec
         self.names = dataset.names
         self.images = [to_device(image, xp) for image in dataset.images]
+        self.pixels = [int(image.shape[-2] * image.shape[-1]) for image in dataset.images]
         self.xp = xp
         self.model = self.spec.build(params, options.loss, options.loss_settings, options)
         if hasattr(self.model, "noise"):   # the VAE samples z = μ + σε with ε from the run's generator
@@ -909,7 +920,8 @@ class _Training:
                          self.optimizer.step_count)
 
     def save(self, path):
-        save_checkpoint(path, self.model.params, self.optimizer.state_arrays(), self._meta())
+        if self.world.is_root:
+            save_checkpoint(path, self.model.params, self.optimizer.state_arrays(), self._meta())
 
     def save_latest(self):
         self.save(self.folder.checkpoint)
@@ -917,6 +929,8 @@ class _Training:
 
     def save_snapshot(self):
         """checkpoints/epoch_NNNN.npz and reconstructions of the first images in snapshots/epoch_NNNN/."""
+        if not self.world.is_root:
+            return
         os.makedirs(self.folder.checkpoints_dir, exist_ok=True)
         self.save(self.folder.epoch_checkpoint(self.epoch))
         count = min(SNAPSHOT_IMAGES, len(self.images))
@@ -928,13 +942,15 @@ class _Training:
                      value_range=self.spec.value_range)
 
     def save_originals(self):
-        if os.path.isdir(self.folder.originals_dir):
+        if not self.world.is_root or os.path.isdir(self.folder.originals_dir):
             return
         for index, (name, image) in enumerate(zip(self.names[:SNAPSHOT_IMAGES], self.images)):
             save_png(to_host(image), os.path.join(self.folder.originals_dir, snapshot_name(index, name)),
                      value_range=self.spec.value_range)
 
     def draw_curves(self):
+        if not self.world.is_root:
+            return
         from sflnet.figures import plot_curves  # noqa: PLC0415  (matplotlib is slow to import)
 
         rows = read_history(self.folder.history, self.columns)
@@ -949,6 +965,15 @@ class _Training:
         self.last_curves = time.monotonic()
 
     # -- one epoch --------------------------------------------------------------
+    def _share(self, indices):
+        """``(batch, sharing)`` for :func:`train_step`: the whole step in one process; under MPI this
+        rank's images of it (:func:`sflnet.distributed.shard`) and the sum over ranks."""
+        if not self.world.distributed:
+            return [self.images[i] for i in indices], {}
+        positions = shard(indices, self.pixels, self.world.size, self.world.rank)
+        return ([self.images[indices[p]] for p in positions],
+                {"batch_count": len(indices), "reduce": self.world.allreduce_sum, "positions": positions})
+
     def run_epoch(self):
         """Epoch ``self.epoch + 1``: all its steps; returns its history row. Raises _Diverged."""
         epoch = self.epoch + 1
@@ -959,7 +984,8 @@ class _Training:
             if self.schedule is not None:
                 self.optimizer.lr = self.schedule(self.optimizer.step_count)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                result = train_step(self.model, self.optimizer, [self.images[i] for i in indices])
+                batch, sharing = self._share(indices)
+                result = train_step(self.model, self.optimizer, batch, **sharing)
             losses = [result.E, *result.terms.values(), *result.parts.values()]
             if not all(math.isfinite(v) for v in losses):
                 raise _Diverged(f"the loss became non-finite at epoch {epoch} (E = {result.E})")
@@ -987,42 +1013,66 @@ class _Training:
         curves.png; checkpoint.npz then holds the last good epoch.
         """
         options = self.options
-        history = HistoryWriter(self.folder.history, self.columns)
+        world = self.world
+        history = HistoryWriter(self.folder.history, self.columns) if world.is_root else None
         status, diverged = "completed", None
         self.reporter.start(self.epoch + 1, options.epochs)
+        second = (lambda signum: world.abort(128 + signum)) if world.distributed else None
         try:
-            with graceful_interrupts(self.reporter) as interrupt:
+            with graceful_interrupts(self.reporter, second) as interrupt:
                 while self.epoch < options.epochs:
                     try:
-                        row = self.run_epoch()
+                        row = self.run_epoch()   # under MPI every rank sees the same summed losses
                     except _Diverged as exc:
                         diverged = str(exc)
                         break
-                    history.append(row)
                     self.last_row = row
-                    if options.is_snapshot_epoch(self.epoch):
-                        self.save_snapshot()
-                    history.sync()
-                    self.save_latest()
+                    self._on_root(lambda: self._record_epoch(history, row))
                     self.reporter.epoch(row)
-                    if options.is_snapshot_epoch(self.epoch) and \
-                            time.monotonic() - self.last_curves >= CURVES_EVERY_S:
-                        self.draw_curves()
-                    if interrupt.requested and self.epoch < options.epochs:
+                    stop = (world.first_nonzero(interrupt.signal_number or 0) if world.distributed
+                            else interrupt.requested)
+                    if stop and self.epoch < options.epochs:
+                        interrupt.signal_number = interrupt.signal_number or stop
                         status = "interrupted"
                         break
         except KeyboardInterrupt:   # a second Ctrl-C: the epoch in progress is abandoned
             status = "interrupted"
         finally:
             self.stop_signal = interrupt.signal_number if status == "interrupted" else None
-            history.close()
+            if history is not None:
+                history.close()
             self.reporter.close()
         self._finish_curves()
         if diverged:
+            smaller = (f"--lr {options.lr / 10:g}" if options.lr is not None
+                       else f"--lr-max {options.lr_max / 10:g}")
             raise SflnetError(f"training diverged: {diverged}; {self.folder.checkpoint} keeps the last finite "
-                              f"state (epoch {self.saved_epoch}); try a smaller learning rate, e.g. "
-                              f"--lr {options.lr / 10:g}")
+                              f"state (epoch {self.saved_epoch}); try a smaller learning rate, e.g. {smaller}")
         return status
+
+    def _record_epoch(self, history, row):
+        """Rank 0's files after an epoch: history row, snapshot, checkpoint.npz, now and then curves.png."""
+        history.append(row)
+        if self.options.is_snapshot_epoch(self.epoch):
+            self.save_snapshot()
+        history.sync()
+        self.save_latest()
+        if self.options.is_snapshot_epoch(self.epoch) and time.monotonic() - self.last_curves >= CURVES_EVERY_S:
+            self.draw_curves()
+
+    def _on_root(self, action):
+        """Run a file-writing ``action`` on rank 0; under MPI every rank then learns whether it failed
+        (and raises the same SflnetError), so no rank waits forever in the next step's collective."""
+        if not self.world.distributed:
+            action()
+            return
+        error = None
+        if self.world.is_root:
+            try:
+                action()
+            except SflnetError as exc:
+                error = str(exc)
+        self.world.agree(error)
 
     def _finish_curves(self):
         """Draw curves.png at the end; a second Ctrl-C while drawing is ignored (the data is safe)."""
@@ -1030,8 +1080,8 @@ class _Training:
             self.draw_curves()
 
 
-def _start_fresh(folder, options, dataset, xp, reporter, command):
-    """Create the run folder: config.json, history.csv header, epoch-0 checkpoint, originals."""
+def _start_fresh(folder, options, dataset, xp, reporter, command, world):
+    """Create the run folder (rank 0): config.json, history.csv header, epoch-0 checkpoint, originals."""
     config = {
         "config_version": CONFIG_VERSION,
         "sflnet_version": __version__,
@@ -1045,29 +1095,33 @@ def _start_fresh(folder, options, dataset, xp, reporter, command):
         "epoch_meaning": EPOCH_MEANING,
         "resumes": [],
     }
-    try:
-        os.makedirs(folder.path, exist_ok=True)
-        if folder.state() == "run":
-            folder.remove_run_files()   # only reached with --overwrite (checked before)
-    except OSError as exc:
-        raise SflnetError(f"cannot prepare run folder {folder.path}: {exc.strerror or exc}") from None
-    _write_config(folder, config)
-    write_text_atomic(folder.history, ",".join(options.history_columns) + "\n", what="history")
+    if world.distributed:
+        config["mpi_ranks"] = world.size
+    if world.is_root:
+        try:
+            os.makedirs(folder.path, exist_ok=True)
+            if folder.state() == "run":
+                folder.remove_run_files()   # only reached with --overwrite (checked before)
+        except OSError as exc:
+            raise SflnetError(f"cannot prepare run folder {folder.path}: {exc.strerror or exc}") from None
+        _write_config(folder, config)
+        write_text_atomic(folder.history, ",".join(options.history_columns) + "\n", what="history")
     params = options.spec.init(options, xp)
     rng = np.random.default_rng((options.seed, SHUFFLE_STREAM))
-    training = _Training(folder, options, dataset, xp, params, {}, rng, 0, reporter, config)
+    training = _Training(folder, options, dataset, xp, params, {}, rng, 0, reporter, config, world=world)
     training.save_originals()
     training.save_latest()
     return training
 
 
-def _start_resume(folder, overrides, reporter, warn):
-    """Load config.json and checkpoint.npz, check the data, truncate history; returns (training, options)."""
+def _read_resume(folder, overrides, warn, world):
+    """What every rank reads to resume: (options, config, checkpoint, dataset, xp); dataset is None
+    when the run is already at ``--epochs``. Writes nothing."""
     config = _read_config(folder)
     saved = TrainOptions.from_config(config["options"], where=folder.config,
                                      legacy="config_version" not in config)
     options = merge_resume_options(saved, overrides, folder.config)
-    xp = select_device(options.device)
+    xp = _select_device(options.device, world)
     expect = {key: options.to_config()[key] for key in KEY_OPTIONS}
     expect["data_sha256"] = config["data"].get("sha256")
     checkpoint = load_checkpoint(folder.checkpoint, expect=expect)
@@ -1075,27 +1129,69 @@ def _start_resume(folder, overrides, reporter, warn):
         raise SflnetError(f"{folder.checkpoint} is already at epoch {checkpoint.epoch}, beyond --epochs "
                           f"{options.epochs}")
     if checkpoint.epoch == options.epochs:
-        return None, options
+        return options, config, checkpoint, None, xp
     dataset = load_training_data(options, warn)
     check_same_data(config["data"], dataset, folder.config)
     check_image_sizes(options.loss, options.loss_settings, dataset)
-    truncate_history(folder.history, options.history_columns, checkpoint.epoch)
-    try:
-        folder.remove_snapshots_after(checkpoint.epoch)
-        folder.remove_temp_files()
-    except OSError as exc:
-        raise SflnetError(f"cannot clean up run folder {folder.path}: {exc.strerror or exc}") from None
+    _check_world(world, options, dataset)
+    return options, config, checkpoint, dataset, xp
+
+
+def _start_resume(folder, read, reporter, world):
+    """Continue from what :func:`_read_resume` read: rank 0 truncates history, cleans up and records the
+    resume in config.json; returns the :class:`_Training`."""
+    options, config, checkpoint, dataset, xp = read
     config["options"] = options.to_config()
     config["config_version"] = CONFIG_VERSION   # a resumed 0.1 run folder is rewritten in today's format
-    config.setdefault("resumes", []).append({"time": _now(), "from_epoch": checkpoint.epoch,
-                                             "to_epoch": options.epochs, "device_name": device_name(xp)})
-    _write_config(folder, config)
+    entry = {"time": _now(), "from_epoch": checkpoint.epoch, "to_epoch": options.epochs,
+             "device_name": device_name(xp)}
+    if world.distributed:
+        entry["mpi_ranks"] = world.size
+    config.setdefault("resumes", []).append(entry)
+    if world.is_root:
+        truncate_history(folder.history, options.history_columns, checkpoint.epoch)
+        try:
+            folder.remove_snapshots_after(checkpoint.epoch)
+            folder.remove_temp_files()
+        except OSError as exc:
+            raise SflnetError(f"cannot clean up run folder {folder.path}: {exc.strerror or exc}") from None
+        _write_config(folder, config)
     params = {n: to_device(checkpoint.params[n], xp) for n in options.spec.param_names}
     training = _Training(folder, options, dataset, xp, params, checkpoint.state, checkpoint.rng(),
-                         checkpoint.epoch, reporter, config, checkpoint.optimizer_step)
+                         checkpoint.epoch, reporter, config, checkpoint.optimizer_step, world=world)
     training.saved_epoch = checkpoint.epoch
     training.save_originals()
-    return training, options
+    return training
+
+
+def _select_device(device, world):
+    """The array module for ``--device``; under MPI each rank takes GPU ``local_rank mod device_count``."""
+    xp = select_device(device)
+    if world.distributed:
+        use_device_for_rank(xp, world.local_rank)
+    return xp
+
+
+def _check_world(world, options, dataset):
+    """Under MPI: every step must give every rank at least one image."""
+    if world.distributed:
+        problem = check_shardable(len(dataset.images), options.batch_size, world.size)
+        if problem:
+            raise SflnetError(problem)
+
+
+def _collectively(world, action):
+    """``action()`` on every rank; under MPI, if it raised SflnetError on any rank, every rank raises
+    it (so all stop with one message, none waits in a collective); returns its value."""
+    if not world.distributed:
+        return action()
+    value, error = None, None
+    try:
+        value = action()
+    except SflnetError as exc:
+        error = str(exc)
+    world.agree(error)
+    return value
 
 
 def _data_warning(reporter):
@@ -1119,24 +1215,69 @@ def run_training(options=None, out="runs/run", *, resume=False, overwrite=False,
     Raises SflnetError for bad options, data, folders or checkpoints (before
     anything is written) and for divergence (after saving what is good).
     """
-    reporter = reporter or Reporter()
+    world = current_world()
+    reporter = reporter if reporter is not None and world.is_root else Reporter()   # rank 0 reports
     folder = RunFolder(out)
     started = time.perf_counter()
+    warn = _data_warning(reporter)
+    created = not os.path.isdir(folder.path)
+    lock = _collectively(world, lambda: _lock_folder(folder, world, resume, command, warn))
+    try:
+        return _run_locked(folder, options, resume, overwrite, overrides, reporter, command, world, warn,
+                           started)
+    finally:
+        if lock is not None:
+            lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder.path)     # only if still empty: a run that failed before writing
+
+
+def _lock_folder(folder, world, resume, command, warn):
+    """Rank 0 locks the run folder (:class:`sflnet.runlock.RunLock`) before reading or writing it:
+    a second ``sflnet train`` on a folder in use fails at once, naming the holder."""
+    if not world.is_root:
+        return None
+    if not resume and os.path.lexists(folder.path) and not os.path.isdir(folder.path):
+        raise SflnetError(f"--out {folder.path} exists and is not a folder")
+    if resume and not os.path.isdir(folder.path):
+        return None            # check_output_folder explains what is wrong
+    lock = RunLock(folder.path, command=command, warn=warn)
+    try:
+        lock.acquire(create_folder=not resume)
+    except SflnetError as exc:
+        raise SflnetError(str(exc)) from None
+    return lock
+
+
+def _run_locked(folder, options, resume, overwrite, overrides, reporter, command, world, warn, started):
+    """The body of :func:`run_training`, with the run folder locked."""
     if resume:
-        check_output_folder(folder, resume=True)
-        training, options = _start_resume(folder, overrides or {}, reporter, _data_warning(reporter))
-        if training is None:
+        def read():
+            check_output_folder(folder, resume=True)
+            return _read_resume(folder, overrides or {}, warn, world)
+
+        read_values = _collectively(world, read)
+        options = read_values[0]
+        if read_values[3] is None:
             return RunResult("up-to-date", options.epochs, folder.path, None, options,
                              history_rows=options.epochs)
+        training = _collectively(world, lambda: _start_resume(folder, read_values, reporter, world))
     else:
-        options.validate()
-        check_output_folder(folder, resume=False, overwrite=overwrite)
-        xp = select_device(options.device)
-        dataset = load_training_data(options, _data_warning(reporter))
-        check_image_sizes(options.loss, options.loss_settings, dataset)
-        training = _start_fresh(folder, options, dataset, xp, reporter, command)
+        def prepare():
+            options.validate()
+            check_output_folder(folder, resume=False, overwrite=overwrite)
+            xp = _select_device(options.device, world)
+            dataset = load_training_data(options, warn)
+            check_image_sizes(options.loss, options.loss_settings, dataset)
+            _check_world(world, options, dataset)
+            return xp, dataset
+
+        xp, dataset = _collectively(world, prepare)
+        training = _collectively(world, lambda: _start_fresh(folder, options, dataset, xp, reporter, command,
+                                                             world))
     status = training.loop()
     return RunResult(status, training.saved_epoch, folder.path, training.last_row, options,
                      seconds=time.perf_counter() - started, history_rows=training.epoch,
-                     extra={"device_name": device_name(training.xp), "images": len(training.images),
-                            "signal": training.stop_signal})
+                     extra={"device_name": device_name(training.xp) + world.describe(),
+                            "images": len(training.images), "signal": training.stop_signal})

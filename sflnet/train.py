@@ -21,9 +21,11 @@ def health_flags(params, grads):
             "grads_nonzero": xp.stack([g.any() for g in grads.values()]).any()}
 
 
-def train_step(model, optimizer, batch):
+def train_step(model, optimizer, batch, **sharing):
     """Forward + backward on ``batch`` (see :func:`sflnet.models.cae.as_groups`), then one optimizer step.
 
+    sharing: for data-parallel training, ``batch_count``, ``reduce`` and ``positions`` of
+    ``model.loss_and_grads`` (this process's share of the step, and the sum over processes).
     returns the :class:`sflnet.models.cae.LossResult` measured before the update, with
     ``flags`` = :func:`health_flags` after it. The update runs before the losses come to the
     host, so the whole step needs a single device→host transfer.
@@ -32,7 +34,7 @@ def train_step(model, optimizer, batch):
         optimizer.step(model.params, grads)
         return health_flags(model.params, grads)
 
-    return model.loss_and_grads(batch, then=update)
+    return model.loss_and_grads(batch, then=update, **sharing)
 
 
 def minibatch_order(n_images, batch_size, rng):

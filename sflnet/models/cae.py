@@ -132,7 +132,7 @@ def accumulate_measured(measured, totals, part_totals, xp, dtype):
             _accumulate(part_totals, label, part, xp, dtype)
 
 
-def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, then=None):
+def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, then=None, reduce=None):
     """The :class:`LossResult` of a batch from its device totals, with all the scalars brought to the host
     in one transfer. ``E = objective.combine(terms)``, plus ``extra_energy(terms)`` if given (the VAE's β·KL).
 
@@ -140,8 +140,20 @@ def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, th
     step applies its update there and returns its health checks); the flags travel in the same
     transfer as the losses and come back as ``LossResult.flags``. So a training step costs one
     device→host synchronisation, not one per scalar and per check.
+
+    reduce: optional ``reduce(arrays) -> arrays``, the sum over the MPI ranks of data-parallel
+    training (:meth:`sflnet.distributed.World.allreduce_sum`): it is applied to every gradient and
+    every loss total in one call, before ``then``, so each rank then holds the full batch's values.
     """
     names, labels = list(totals), list(part_totals)
+    if reduce is not None:
+        grad_names = list(grads) if grads is not None else []
+        summed = reduce([grads[n] for n in grad_names] + [totals[n] for n in names]
+                        + [part_totals[k] for k in labels])
+        if grads is not None:
+            grads = dict(zip(grad_names, summed[:len(grad_names)]))
+        totals = dict(zip(names, summed[len(grad_names):len(grad_names) + len(names)]))
+        part_totals = dict(zip(labels, summed[len(grad_names) + len(names):]))
     flags = then(grads) if then is not None else {}
     flag_names = list(flags)
     dtype = totals[names[0]].dtype
@@ -249,12 +261,17 @@ class Autoencoder:
         if get_array_module(group) is not self.xp:
             raise ValueError("images and parameters are on different devices")
 
-    def loss_and_grads(self, batch, compute_grads=True, then=None):
+    def loss_and_grads(self, batch, compute_grads=True, then=None, batch_count=None, reduce=None,
+                       positions=None):
         """The objective over a whole batch (Eq. 4, 6, 7 for ``pl+sfl``), and ∂E/∂θ if ``compute_grads``.
 
-        batch: see :func:`as_groups`; N_m is the total number of images.
+        batch: see :func:`as_groups`; N_m is the total number of images, or ``batch_count`` when
+        given (data parallel: this process holds only its share of a step of ``batch_count`` images).
         then: optional callback ``then(grads) -> {name: device bool}`` run before the scalars are
         transferred (see :func:`loss_result`; a training step updates the parameters there).
+        reduce: optional sum over processes of the gradients and loss totals (see :func:`loss_result`).
+        positions: the batch's positions in the whole step (used by models with per-image random
+        draws; the CAE has none).
         returns :class:`LossResult`; ``grads`` holds the full-batch gradient,
         i.e. the mean over images of each image's gradient (Eq. 8, 9 and backprop).
 
@@ -263,8 +280,10 @@ class Autoencoder:
         """
         xp = self.xp
         objective = self.objective
+        del positions
         groups = as_groups(batch)
-        batch_count = sum(g.shape[0] for g in groups)
+        if batch_count is None:
+            batch_count = sum(g.shape[0] for g in groups)
         totals, part_totals = {}, {}
         grads = {n: xp.zeros_like(p) for n, p in self.params.items()} if compute_grads else None
         objective.begin_batch()
@@ -279,7 +298,7 @@ class Autoencoder:
                 self.backward(objective.backward())
                 for name, g in self._layer_grads().items():
                     grads[name] += g
-        return loss_result(objective, totals, part_totals, grads, xp, then=then)
+        return loss_result(objective, totals, part_totals, grads, xp, then=then, reduce=reduce)
 
     def reconstruct(self, images):
         """f^L for each image. images: list of (3, H_i, W_i) → list of (3, H_i, W_i), same order.

@@ -214,22 +214,29 @@ class VAE:
         if get_array_module(batch) is not self.xp:
             raise ValueError("images and parameters are on different devices")
 
-    def loss_and_grads(self, batch, compute_grads=True, then=None):
+    def loss_and_grads(self, batch, compute_grads=True, then=None, batch_count=None, reduce=None,
+                       positions=None):
         """``E = β·KL + Σ w_t E_t`` over a batch, and ∂E/∂θ if ``compute_grads``.
 
         batch: (n, 1, 28, 28) array or a list of (1, 28, 28) images. ε for the whole batch is
         drawn first (from :attr:`noise`, if set), so chunking never changes the draws.
         returns :class:`sflnet.models.cae.LossResult` (E includes β·KL) with ``terms`` holding every measured
         reconstruction loss and ``kl`` at unit weight.
-        then: as in :meth:`sflnet.models.cae.Autoencoder.loss_and_grads` (one transfer per call).
+        then, batch_count, reduce: as in :meth:`sflnet.models.cae.Autoencoder.loss_and_grads`.
+        positions: with ``batch_count``, this batch's positions in the step: ε is drawn for all
+        ``batch_count`` images of the step and these rows are used, so every image gets the ε it
+        gets in a single process, however the step is split over processes.
         """
         xp = self.xp
         x = as_batch(batch, xp)
         self._check_batch(x)
         n = x.shape[0]
+        if batch_count is None:
+            batch_count = n
         eps = None
         if self.noise is not None:
-            eps = to_device(self.noise.standard_normal((n, LATENT)).astype(self.dtype), xp)
+            draws = self.noise.standard_normal((batch_count, LATENT)).astype(self.dtype)
+            eps = to_device(draws if positions is None else draws[list(positions)], xp)
         totals, part_totals = {}, {}
         grads = {name: xp.zeros_like(p) for name, p in self.params.items()} if compute_grads else None
         self.objective.begin_batch()
@@ -237,8 +244,8 @@ class VAE:
             chunk = x[start:start + self.max_chunk_images]
             chunk_eps = None if eps is None else eps[start:start + self.max_chunk_images]
             out = self.forward(chunk, chunk_eps)
-            measured = dict(self.objective.forward(out.recon, chunk, n))
-            measured["kl"] = self.kl.forward(out.mu, out.logvar, n)
+            measured = dict(self.objective.forward(out.recon, chunk, batch_count))
+            measured["kl"] = self.kl.forward(out.mu, out.logvar, batch_count)
             accumulate_measured(measured, totals, part_totals, xp, self.dtype)
             if not compute_grads:
                 continue
@@ -247,7 +254,7 @@ class VAE:
             for name, g in self._layer_grads().items():
                 grads[name] += g
         return loss_result(self.objective, totals, part_totals, grads, xp,
-                           extra_energy=lambda terms: self.beta * terms["kl"], then=then)
+                           extra_energy=lambda terms: self.beta * terms["kl"], then=then, reduce=reduce)
 
     def reconstruct(self, images):
         """Reconstructions with z = μ. images: list of (1, 28, 28) → list of (1, 28, 28), same order."""
