@@ -230,7 +230,8 @@ def upsample2x_forward(x, out_h, out_w):
 
 
 def upsample2x_backward(dout, in_h, in_w):
-    """The transpose of :func:`upsample2x_forward`: each output pixel sends dout back with the weights it read with.
+    """The transpose of :func:`upsample2x_forward` (layer 4's backward): each output pixel sends its
+    gradient back to the four inputs it read, with the weights it read them with.
 
     dout: (N, C, out_h, out_w) → ∂E/∂in: (N, C, in_h, in_w).
     """
@@ -259,8 +260,8 @@ def log_kernel(sigma):
     Size k = ⌈8σ⌉, plus 1 if even (7, 13, 27 for σ = 0.8, 1.6, 3.2); not renormalised.
     returns (k, k) float64, rows y, columns x.
     """
-    k = math.ceil(round(8 * sigma, 9))
-    k += 1 - k % 2
+    k = math.ceil(round(8 * sigma, 9))   # round first: 8·0.8 is 6.4000000000000004 in floating point, still 7
+    k += 1 - k % 2                       # even → odd
     s = (k - 1) // 2
     kernel = np.zeros((k, k))
     for row, y in enumerate(range(-s, s + 1)):
@@ -392,7 +393,8 @@ def sfl_forward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(100
 
 
 def sfl_backward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
-    """Eq. 8, ``∂E_SFL/∂o^{L+1}[i, c] = w_SFL[c] / (N_m W H) · (f^{L+1}_i − f^1_i(·|σ_c))``, carried to f^L by layer 6's backward.
+    """Eq. 8, ``∂E_SFL/∂o^{L+1}[i, c] = w_SFL[c] / (N_m W H) · (f^{L+1}_i − f^1_i(·|σ_c))``,
+    carried down to f^L by layer 6's backward (:func:`log_bank_backward`).
 
     recon, target: (N, 3, H, W) → ∂E_SFL/∂f^L: (N, 3, H, W).
     """
@@ -469,7 +471,8 @@ def fft_loss_forward(recon, target, batch_count):
 
 
 def fft_loss_backward(recon, target, batch_count):
-    """With the focal weight w held constant: ``∂/∂f^L[y, x] = 2 Re Σ_{u,v} conj(F[u, v, y, x]) w D[u, v] / (N_m C H W)``.
+    """The gradient with the focal weight w held constant (detached, as in the fast loss):
+    ``∂/∂f^L[y, x] = 2 Re Σ_{u,v} conj(F[u, v, y, x]) · w[u, v] · D[u, v] / (N_m C H W)``.
 
     recon, target: (N, C, H, W) → (N, C, H, W).
     """
