@@ -321,7 +321,7 @@ def _one_line(exc):
 def _read_member(archive, key, path):
     """One array of an open NpzFile; pickles are refused (allow_pickle=False)."""
     try:
-        return archive[key]
+        value = archive[key]
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
             raise SflnetError(f"refusing checkpoint {path}: array {key!r} holds pickled Python objects, "
@@ -329,10 +329,30 @@ def _read_member(archive, key, path):
         raise SflnetError(f"corrupt checkpoint {path}: cannot read array {key!r} ({_one_line(exc)})") from None
     except Exception as exc:  # zlib/zip/CRC errors, truncated members
         raise SflnetError(f"corrupt checkpoint {path}: cannot read array {key!r} ({_one_line(exc)})") from None
+    if not isinstance(value, np.ndarray):   # NpzFile hands back the raw bytes of a member that is not .npy
+        raise SflnetError(f"corrupt checkpoint {path}: member {key!r} is not a NumPy array")
+    return value
+
+
+class _Archive:
+    """The members of an open ``.npz``, each read (and decompressed) only when asked for, so a
+    foreign or oversized member the checkpoint does not need is never inflated."""
+
+    def __init__(self, archive, path):
+        self.archive, self.path, self.loaded = archive, path, {}
+        self.files = set(archive.files)
+
+    def __contains__(self, key):
+        return key in self.files
+
+    def __getitem__(self, key):
+        if key not in self.loaded:
+            self.loaded[key] = _read_member(self.archive, key, self.path)
+        return self.loaded[key]
 
 
 def _read_archive(path):
-    """{key: ndarray} of every member of the ``.npz`` at ``path``, loaded with allow_pickle=False."""
+    """The open ``.npz`` at ``path`` (allow_pickle=False), as an :class:`_Archive` context."""
     if not os.path.exists(path):
         raise SflnetError(f"checkpoint file does not exist: {path}")
     if os.path.isdir(path):
@@ -347,8 +367,7 @@ def _read_archive(path):
         raise SflnetError(f"corrupt checkpoint {path}: {_one_line(exc)}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise SflnetError(f"not a checkpoint: {path} is not an .npz archive")
-    with archive:
-        return {key: _read_member(archive, key, path) for key in archive.files}
+    return archive
 
 
 def _decode_meta(arrays, path):
@@ -360,6 +379,8 @@ def _decode_meta(arrays, path):
                           f"got dtype {raw.dtype} shape {raw.shape}")
     try:
         meta = json.loads(str(raw.item()))
+    except RecursionError:
+        raise SflnetError(f"corrupt checkpoint {path}: 'meta' is nested too deeply to be sflnet's JSON") from None
     except ValueError as exc:
         raise SflnetError(f"corrupt checkpoint {path}: 'meta' is not valid JSON ({_one_line(exc)})") from None
     if not isinstance(meta, dict):
@@ -386,7 +407,10 @@ def _check_meta(meta, path):
     name = arch.get("name") if isinstance(arch, dict) else arch
     if not isinstance(name, str) or name not in BY_ARCHITECTURE:
         known = ", ".join(repr(a) for a in BY_ARCHITECTURE)
-        raise SflnetError(f"checkpoint {path} is for architecture {name!r}; sflnet only knows {known}")
+        raise SflnetError(f"checkpoint {path} is for architecture {_brief(name)}; sflnet only knows {known}")
+    if not isinstance(arch, dict):
+        raise SflnetError(f"corrupt checkpoint {path}: 'architecture' must be an object with name and "
+                          f"param_shapes")
     spec = BY_ARCHITECTURE[name]
     if arch.get("param_shapes") != architecture_meta(spec)["param_shapes"]:
         raise SflnetError(f"checkpoint {path} describes different layer shapes than the {name} network")
@@ -428,6 +452,22 @@ def _check_meta(meta, path):
         generator_from_state(meta["rng_state"])
     except Exception as exc:
         raise SflnetError(f"corrupt checkpoint {path}: bad rng_state ({_one_line(exc)})") from None
+    _check_optimizer_meta(meta, spec, version, path)
+
+
+def _check_optimizer_meta(meta, spec, version, path):
+    """``meta["optimizer"]`` (format 3): {"name": the architecture's optimiser, "step_count": int ≥ 0}."""
+    if "optimizer" not in meta and version < 3:
+        return
+    optimizer = meta.get("optimizer")
+    if not isinstance(optimizer, dict):
+        raise SflnetError(f"corrupt checkpoint {path}: 'optimizer' must be an object with name and step_count")
+    if optimizer.get("name") != spec.optimizer:
+        raise SflnetError(f"corrupt checkpoint {path}: optimizer {_brief(optimizer.get('name'))} is not the "
+                          f"{spec.name} model's {spec.optimizer!r}")
+    step = optimizer.get("step_count")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise SflnetError(f"corrupt checkpoint {path}: bad optimizer step_count {_brief(step)}")
 
 
 def _check_arrays(arrays, spec, dtype_name, path):
@@ -467,6 +507,12 @@ def same_value(a, b):
     return a == b
 
 
+def _brief(value, limit=80):
+    """``repr(value)`` on one line, cut to ``limit`` characters (for values read from a damaged file)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _show(value):
     if isinstance(value, (list, tuple)):
         return ",".join(f"{v:g}" if _is_number(v) else str(v) for v in value)
@@ -485,14 +531,15 @@ def load_checkpoint(path, expect=None):
     (one line naming ``path``) for anything unusable.
     """
     path = os.fspath(path)
-    arrays = _read_archive(path)
-    meta = _decode_meta(arrays, path)
-    _check_meta(meta, path)
-    spec = BY_ARCHITECTURE[meta["architecture"]["name"]]
-    _check_arrays(arrays, spec, meta["config"]["dtype"], path)
-    if expect:
-        _check_expected(meta["config"], expect, path)
-    params = {n: arrays[n] for n in spec.param_names}
-    state = {prefix: {n: arrays[f"{prefix}_{n}"] for n in spec.param_names}
-             for prefix in OPTIMIZER_STATE[spec.optimizer]}
+    with _read_archive(path) as archive:
+        arrays = _Archive(archive, path)
+        meta = _decode_meta(arrays, path)
+        _check_meta(meta, path)
+        spec = BY_ARCHITECTURE[meta["architecture"]["name"]]
+        _check_arrays(arrays, spec, meta["config"]["dtype"], path)
+        if expect:
+            _check_expected(meta["config"], expect, path)
+        params = {n: arrays[n] for n in spec.param_names}
+        state = {prefix: {n: arrays[f"{prefix}_{n}"] for n in spec.param_names}
+                 for prefix in OPTIMIZER_STATE[spec.optimizer]}
     return Checkpoint(params=params, state=state, meta=meta, path=path)
