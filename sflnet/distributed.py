@@ -215,6 +215,16 @@ class MPIWorld(World):
         return int(sum(a.size * a.dtype.itemsize for a in arrays))
 
 
+def local_size(environ=None):
+    """How many ranks of this run share this node (1 when unknown)."""
+    environ = os.environ if environ is None else environ
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE"):
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
 def _local_rank(rank):
     for name in LOCAL_RANK_VARIABLES:
         value = os.environ.get(name, "")

@@ -81,8 +81,9 @@ from sflnet.backend import device_name, select_device, to_device, to_host, use_d
 from sflnet.checkpoint import (EPOCH_MEANING, MODEL_OPTIONS, load_checkpoint, make_meta, same_value,
                                save_checkpoint, upgrade_legacy_options, upgrade_model_options, write_text_atomic)
 from sflnet.data import save_png
-from sflnet.distributed import check_shardable, current_world, shard
+from sflnet.distributed import check_shardable, current_world, local_size, shard
 from sflnet.errors import SflnetError
+from sflnet.kernels import get_num_threads, set_num_threads
 from sflnet.runlock import LOCK_FILE, RunLock
 from sflnet.losses import (DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, extra_column,
                            extra_term_names, make_objective, parse, sigma_label, subband_column)
@@ -1169,6 +1170,8 @@ def _select_device(device, world):
     xp = select_device(device)
     if world.distributed:
         use_device_for_rank(xp, world.local_rank)
+        # The ranks of one node share its cores: each runs the NumPy kernels on its share of them.
+        set_num_threads(max(1, get_num_threads() // local_size()))
     return xp
 
 
