@@ -1006,7 +1006,7 @@ def _upstream(rng, case, xp):
     """A random upstream gradient shaped like the case's output (a random scalar for losses)."""
     out = case.evaluate()
     dtype = case.variables[next(iter(case.variables))].dtype
-    return to_device(rng.standard_normal(np.shape(out)).astype(dtype), xp)
+    return to_device(rng.standard_normal(getattr(out, "shape", ())).astype(dtype), xp)
 
 
 def run_float64_checks(rows, registry, names, xp, device, seed, full=False):

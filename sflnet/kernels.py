@@ -496,8 +496,8 @@ def irdft2(y, width):
     """
     xp = get_array_module(y)
     z = xp.fft.ifft(y, axis=-2, norm="ortho").astype(complex_dtype(y.dtype), copy=False)
-    edges = [0] + ([width // 2] if width % 2 == 0 else [])
-    z[..., edges] = z[..., edges].real
+    for edge in (0, width // 2) if width % 2 == 0 else (0,):   # integer indices: no index array to upload
+        z[..., edge] = z[..., edge].real
     return xp.fft.irfft(z, n=width, axis=-1, norm="ortho").astype(real_dtype(y.dtype), copy=False)
 
 

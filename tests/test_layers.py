@@ -315,11 +315,12 @@ def test_conv_input_adjoint(xp, stride):
 def all_layers():
     rng = np.random.default_rng(40)
     return rng, [
-        lambda dt: Conv2D(rng.standard_normal((3, 3, 3, 3)).astype(dt), np.zeros(3, dt), 2),
-        lambda dt: ReLU(),
-        lambda dt: Tanh(),
-        lambda dt: Upsample2x((9, 7)),
-        lambda dt: LoGBank(SIGMAS),
+        lambda dt, xp: Conv2D(to_device(rng.standard_normal((3, 3, 3, 3)).astype(dt), xp),
+                              to_device(np.zeros(3, dt), xp), 2),
+        lambda dt, xp: ReLU(),
+        lambda dt, xp: Tanh(),
+        lambda dt, xp: Upsample2x((9, 7)),
+        lambda dt, xp: LoGBank(SIGMAS),
     ]
 
 
@@ -327,7 +328,7 @@ def all_layers():
 def test_layers_preserve_dtype_and_leave_inputs_alone(xp, dtype):
     rng, factories = all_layers()
     for make in factories:
-        layer = make(dtype)
+        layer = make(dtype, xp)      # the weights live where the inputs do (host weights + device input fail)
         x_host = rng.standard_normal((2, 3, 5, 4) if isinstance(layer, Upsample2x) else (2, 3, 9, 7)).astype(dtype)
         x = to_device(x_host, xp)
         out = layer.forward(x)
