@@ -2,6 +2,7 @@
 
 import click
 
+from sflnet import SflnetError
 from sflnet import gradcheck as suite
 
 
@@ -20,13 +21,23 @@ from sflnet import gradcheck as suite
 @click.option("--full", is_flag=True,
               help="Whole-network dense checks on every parameter of the CAE (11,027) and, for the VAE rows, every "
                    "bias plus 64 elements of each weight tensor, instead of a sample (several minutes).")
+@click.option("--explain", metavar="NAME", default=None,
+              help="Print the derivation (the docstring of the layer's backward) above its check rows; "
+                   "implies --layer NAME.")
 @click.pass_context
-def gradcheck(ctx, device, seed, layer, verbose, as_json, full):
+def gradcheck(ctx, device, seed, layer, verbose, as_json, full, explain):
     """Check every hand-written backward pass against finite differences and SciPy references.
 
     One row per check; exit status 1 if any row FAILs. The footer explains the
     error bands and the thresholds.
     """
+    if explain is not None:
+        text = suite.explain(explain)
+        if layer is not None and suite.resolve_layers(layer) != suite.resolve_layers(explain):
+            raise SflnetError(f"--layer {layer} and --explain {explain} name different layers; give one")
+        layer = explain
+        if not as_json:
+            click.echo(text + "\n")
     report = suite.run_suite(device=device, seed=seed, layer=layer, full=full)
     if as_json:
         click.echo(suite.to_json(report, verbose=verbose))

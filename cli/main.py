@@ -35,6 +35,10 @@ from sflnet_cli.gradcheck_cmd import gradcheck  # noqa: E402
 cli.add_command(gradcheck)
 from sflnet_cli.bench_cmd import bench  # noqa: E402
 cli.add_command(bench)
+from sflnet_cli.encode_cmd import encode  # noqa: E402
+cli.add_command(encode)
+from sflnet_cli.report_cmd import report  # noqa: E402
+cli.add_command(report)
 # ---------------------------------------------------------------------------
 
 

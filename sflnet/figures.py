@@ -19,9 +19,11 @@ function                           paper
 :func:`plot_curves`                Fig. 5 style, one run
 :func:`plot_fig5`                  Fig. 5 (a)-(d), a PL run and an SFL run
 :func:`plot_reconstruction_grid`   Fig. 6 and Fig. 7
+:func:`plot_overview`              a run's snapshots (Fig. 6 style), from disk
 =================================  ===========================================
 """
 
+import os
 import pathlib
 
 import numpy as np
@@ -378,3 +380,76 @@ def plot_reconstruction_grid(originals, rows, out_path, closeup=None, dpi=100):
                 ax_zoom.set_title("close-up", fontsize=7)
     fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
     return _save(fig, out_path, dpi)
+
+
+# ---------------------------------------------------------------------------
+# A run's overview: its snapshot reconstructions, read back from disk
+# ---------------------------------------------------------------------------
+
+OVERVIEW_FILE = "overview.png"
+
+
+def _read_png(path):
+    """An 8-bit PNG as a uint8 array (H, W, 3) for imshow (grey pictures are repeated to RGB)."""
+    from PIL import Image  # noqa: PLC0415
+
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def _snapshot_folders(snapshots):
+    """[(epoch, folder)] of ``snapshots/epoch_NNNN`` folders, by epoch."""
+    found = []
+    for name in sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else []:
+        folder = os.path.join(snapshots, name)
+        if name.startswith("epoch_") and name[6:].isdigit() and os.path.isdir(folder):
+            found.append((int(name[6:]), folder))
+    return sorted(found)
+
+
+def _pngs(folder):
+    return sorted(name for name in os.listdir(folder) if name.lower().endswith(".png"))
+
+
+def plot_overview(run_dir, out_path=None, dpi=100):
+    """One figure of a run's snapshots: ``RUN_DIR/overview.png`` by default.
+
+    Reads ``snapshots/original/*.png`` (top row) and ``snapshots/epoch_NNNN/*.png``
+    (one row per snapshot epoch, labelled, the files matched to the originals by name)
+    from disk. The rightmost column shows the central quarter of the row's first image
+    enlarged (nearest neighbour). A snapshot folder missing some files gets blank cells.
+    Raises ValueError when there is no ``snapshots/original`` folder with PNGs.
+    """
+    snapshots = os.path.join(os.fspath(run_dir), "snapshots")
+    originals_dir = os.path.join(snapshots, "original")
+    names = _pngs(originals_dir) if os.path.isdir(originals_dir) else []
+    if not names:
+        raise ValueError(f"{originals_dir} holds no PNG snapshots")
+    table = [("original", originals_dir)] + [(f"epoch {epoch}", folder)
+                                             for epoch, folder in _snapshot_folders(snapshots)]
+    first = _read_png(os.path.join(originals_dir, names[0]))
+    aspect = first.shape[0] / first.shape[1]
+    n_rows, n_cols = len(table), len(names) + 1
+    cell = 1.4
+    fig = _new_figure(cell * n_cols + 0.4, cell * aspect * n_rows + 0.3)
+    for r, (label, folder) in enumerate(table):
+        for c in range(n_cols):
+            ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+            name = names[0] if c == len(names) else names[c]
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                continue
+            picture = _read_png(path)
+            if c == len(names):   # close-up: the central quarter (half height, half width) of the first image
+                height, width = picture.shape[:2]
+                y0, x0 = height // 4, width // 4
+                picture = picture[y0:y0 + max(1, height // 2), x0:x0 + max(1, width // 2)]
+                if r == 0:
+                    ax.set_title("close-up", fontsize=7)
+            ax.imshow(picture, interpolation="nearest")
+    fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
+    return _save(fig, os.path.join(os.fspath(run_dir), OVERVIEW_FILE) if out_path is None else out_path, dpi)

@@ -1233,3 +1233,55 @@ def to_json(report, verbose=False):
         "eps_sweep": list(EPS_SWEEP),
         "metric": "max|a-b| / max(1e-8, max|a| + max|b|)",
     }, indent=2)
+
+
+# ---------------------------------------------------------------------------
+# --explain: the derivation (backward docstring) behind a checked layer
+# ---------------------------------------------------------------------------
+
+def backward_targets():
+    """name → (label, the backward whose docstring holds the derivation, its class or None) for every
+    checked layer name (``im2col`` names the function :func:`sflnet.kernels.col2im`)."""
+    from sflnet.models import vae as vae_model  # noqa: PLC0415
+
+    def method(cls):
+        return (f"{cls.__module__}.{cls.__qualname__}.backward", cls.backward, cls)
+
+    targets = {
+        "im2col": ("sflnet.kernels.col2im (the adjoint of im2col)", kernels.col2im, None),
+        "conv2d_s1": method(layers.Conv2D), "conv2d_s2": method(layers.Conv2D),
+        "relu": method(layers.ReLU), "tanh": method(layers.Tanh), "upsample2x": method(layers.Upsample2x),
+        "logbank": method(layers.LoGBank), "pixel_loss": method(losses.PixelLoss),
+        "sfl_loss": method(losses.SpatialFrequencyLoss), "l1_loss": method(losses.L1Loss),
+        "ssim_loss": method(losses.SSIMLoss), "fft_loss": method(losses.FocalFrequencyLoss),
+        "stft_loss": method(losses.STFTLoss),
+        "conv2d_valid_s1": method(layers.Conv2D), "conv2d_valid_s2": method(layers.Conv2D),
+        "conv_transpose_s1": method(layers.ConvTranspose2D), "conv_transpose_s2": method(layers.ConvTranspose2D),
+        "linear": method(layers.Linear), "sigmoid": method(layers.Sigmoid),
+        "reparameterize": method(layers.Reparameterize), "kl_loss": method(losses.KLDivergence),
+    }
+    for name in ("network_pl", "network_sfl", *NETWORK_OBJECTIVES):
+        targets[name] = method(model.Autoencoder)
+    for name in ("network_vae", "network_vae_sfl"):
+        targets[name] = method(vae_model.VAE)
+    return targets
+
+
+def explain(layer):
+    """The derivation of one checked layer's backward: a title line and its docstring, as text.
+
+    When the backward's docstring points to its class ("see the class docstring"), the class
+    docstring follows. An unknown layer is an SflnetError listing the known ones.
+    """
+    import inspect  # noqa: PLC0415
+
+    names = layer_names()
+    name = layer.strip().lower().replace("-", "_")
+    if name not in names:
+        raise SflnetError(f"--explain {layer!r} is not a checked layer; choose one of {', '.join(names)}")
+    label, function, cls = backward_targets()[name]
+    text = inspect.getdoc(function) or "(no docstring)"
+    parts = [f"{name}: {label}", "", text]
+    if cls is not None and "class docstring" in text and inspect.getdoc(cls):
+        parts += ["", f"{cls.__qualname__}:", "", inspect.getdoc(cls)]
+    return "\n".join(parts)

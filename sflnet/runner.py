@@ -96,6 +96,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoint.npz"
 CURVES_FILE = "curves.png"
+OVERVIEW_FILE = "overview.png"   # originals and every snapshot epoch in one picture (redrawn at snapshots)
 CHECKPOINTS_DIR = "checkpoints"
 SNAPSHOTS_DIR = "snapshots"
 RUN_MARKERS = (CONFIG_FILE, CHECKPOINT_FILE, HISTORY_FILE)
@@ -410,7 +411,8 @@ class RunFolder:
 
     def remove_run_files(self):
         """Delete sflnet's own files (for --overwrite); anything else in the folder is left alone."""
-        for path in (self.config, self.history, self.checkpoint, self.curves):
+        for path in (self.config, self.history, self.checkpoint, self.curves,
+                     os.path.join(self.path, OVERVIEW_FILE)):
             if os.path.lexists(path):
                 os.remove(path)
         for folder in (self.checkpoints_dir, self.snapshots_dir):
@@ -941,6 +943,11 @@ class _Training:
         for index, (name, recon) in enumerate(zip(self.names, recons)):
             save_png(to_host(recon), os.path.join(target, snapshot_name(index, name)),
                      value_range=self.spec.value_range)
+        try:   # overview.png is optional: a plotting problem is a warning, never a stopped run
+            from sflnet.figures import plot_overview  # noqa: PLC0415  (matplotlib is slow to import)
+            plot_overview(self.folder.path)
+        except (OSError, ValueError) as exc:
+            self.reporter.note(f"warning: cannot write overview.png in {self.folder.path}: {exc}")
 
     def save_originals(self):
         if not self.world.is_root or os.path.isdir(self.folder.originals_dir):
