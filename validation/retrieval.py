@@ -77,6 +77,9 @@ def train(data, size, epochs, exclude):
                                              exclude=tuple(exclude), device="cpu").validate()
             result = run_training(options, out)
         print(f"{label}: {result.status} at epoch {result.epoch}", flush=True)
+        if result.status == "interrupted":   # Ctrl-C / SIGTERM: stop here; the next call resumes
+            signum = result.extra.get("signal")
+            sys.exit(128 + signum if signum else 130)
     return folders
 
 
