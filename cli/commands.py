@@ -326,12 +326,11 @@ def _report_training(result):
         click.echo(f"Nothing to do: {folder} is already at epoch {result.epoch} (ask for more with --epochs).")
         return
     if result.status == "interrupted":
-        command = shlex.join(["sflnet", "train", "--resume", "--out", folder])
-        if quiet:
-            sys.exit(128 + result.extra["signal"] if result.extra.get("signal") else EXIT_INTERRUPTED)
-        click.echo(f"Interrupted. {os.path.join(folder, 'checkpoint.npz')} holds epoch {result.epoch} and "
-                   f"history.csv is flushed.", err=True)
-        click.echo(f"Resume with: {command}", err=True)
+        if not quiet:
+            command = shlex.join(["sflnet", "train", "--resume", "--out", folder])
+            click.echo(f"Interrupted. {os.path.join(folder, 'checkpoint.npz')} holds epoch {result.epoch} and "
+                       f"history.csv is flushed.", err=True)
+            click.echo(f"Resume with: {command}", err=True)
         signum = result.extra.get("signal")
         sys.exit(128 + signum if signum else EXIT_INTERRUPTED)   # 130 for SIGINT, 143 for SIGTERM
     if quiet or result.status == "up-to-date":

@@ -69,13 +69,6 @@ def current_world():
     return _world
 
 
-def set_world(world):
-    """Replace the current world (tests); returns the previous one."""
-    global _world
-    previous, _world = _world, world
-    return previous
-
-
 class World:
     """The processes of one training run. ``rank`` 0 … ``size`` − 1; rank 0 writes the run folder."""
 
@@ -106,17 +99,11 @@ class SingleProcess(World):
         if error is not None:
             raise SflnetError(error)
 
-    def any(self, value):
-        return bool(value)
-
     def first_nonzero(self, value):
         return value
 
     def abort(self, code):
         sys.exit(code)
-
-    def bytes_per_step(self, arrays):
-        return 0
 
 
 class MPIWorld(World):
@@ -129,7 +116,6 @@ class MPIWorld(World):
         self.size = comm.Get_size()
         self.local_rank = _local_rank(self.rank)
         self._nccl = None           # (nccl module, communicator) once a GPU reduction asked for it
-        self.bytes_sent = 0         # payload of the collective sums, per rank (for the scaling figures)
 
     @classmethod
     def connect(cls, launched):
@@ -150,7 +136,6 @@ class MPIWorld(World):
         """
         xp = get_array_module(*arrays)
         buffer = xp.concatenate([a.reshape(-1) for a in arrays])
-        self.bytes_sent += buffer.nbytes
         if xp is np:
             self.comm.Allreduce(self.mpi.IN_PLACE, buffer, op=self.mpi.SUM)
         else:
@@ -198,10 +183,6 @@ class MPIWorld(World):
             if message is not None:
                 raise SflnetError(message if rank == 0 else f"rank {rank}: {message}")
 
-    def any(self, value):
-        """True on every rank when ``value`` is true on any rank."""
-        return bool(self.comm.allreduce(1 if value else 0, op=self.mpi.MAX))
-
     def first_nonzero(self, value):
         """The first non-zero ``value`` in rank order (0 if none), the same on every rank."""
         return next((v for v in self.comm.allgather(value) if v), 0)
@@ -210,9 +191,6 @@ class MPIWorld(World):
         """Stop every rank now (a failure on one rank that the others cannot learn of)."""
         sys.stderr.flush()
         self.comm.Abort(code)
-
-    def bytes_per_step(self, arrays):
-        return int(sum(a.size * a.dtype.itemsize for a in arrays))
 
 
 def local_size(environ=None):

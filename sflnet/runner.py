@@ -1037,10 +1037,10 @@ class _Training:
                     self.last_row = row
                     self._on_root(lambda: self._record_epoch(history, row))
                     self.reporter.epoch(row)
-                    stop = (world.first_nonzero(interrupt.signal_number or 0) if world.distributed
-                            else interrupt.requested)
+                    stop = interrupt.signal_number or 0     # under MPI: the first rank's signal, on every rank
+                    stop = world.first_nonzero(stop) if world.distributed else stop
                     if stop and self.epoch < options.epochs:
-                        interrupt.signal_number = interrupt.signal_number or stop
+                        interrupt.signal_number = stop
                         status = "interrupted"
                         break
         except KeyboardInterrupt:   # a second Ctrl-C: the epoch in progress is abandoned
@@ -1069,18 +1069,9 @@ class _Training:
             self.draw_curves()
 
     def _on_root(self, action):
-        """Run a file-writing ``action`` on rank 0; under MPI every rank then learns whether it failed
-        (and raises the same SflnetError), so no rank waits forever in the next step's collective."""
-        if not self.world.distributed:
-            action()
-            return
-        error = None
-        if self.world.is_root:
-            try:
-                action()
-            except SflnetError as exc:
-                error = str(exc)
-        self.world.agree(error)
+        """Run a file-writing ``action`` on rank 0 alone; under MPI every rank then learns whether it
+        failed (:func:`_collectively`), so no rank waits forever in the next step's collective."""
+        _collectively(self.world, lambda: action() if self.world.is_root else None)
 
     def _finish_curves(self):
         """Draw curves.png at the end; a second Ctrl-C while drawing is ignored (the data is safe)."""
@@ -1252,12 +1243,7 @@ def _lock_folder(folder, world, resume, command, warn):
         raise SflnetError(f"--out {folder.path} exists and is not a folder")
     if resume and not os.path.isdir(folder.path):
         return None            # check_output_folder explains what is wrong
-    lock = RunLock(folder.path, command=command, warn=warn)
-    try:
-        lock.acquire(create_folder=not resume)
-    except SflnetError as exc:
-        raise SflnetError(str(exc)) from None
-    return lock
+    return RunLock(folder.path, command=command, warn=warn).acquire(create_folder=not resume)
 
 
 def _run_locked(folder, options, resume, overwrite, overrides, reporter, command, world, warn, started):

@@ -15,43 +15,21 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-STRICT_DIR = Path(__file__).parent / "strict_cupy"
+from tests.conftest import STRICT_DIR, _is_cupy_module
+
 IMPLICIT = re.escape("Implicit conversion to a NumPy array is not allowed. "
                      "Please use `.get()` to construct a NumPy array explicitly.")
 UNSUPPORTED = re.escape("Unsupported type <class 'numpy.ndarray'>")
 
 
-def _is_double_module(name):
-    return name in ("cupy", "cupyx") or name.startswith(("cupy.", "cupyx."))
-
-
-@pytest.fixture(scope="module")
-def double_modules():
-    """The double's modules, imported once for this file (then taken out of ``sys.modules`` again)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(sys.modules):
-            if _is_double_module(name):
-                mp.delitem(sys.modules, name)       # a real CuPy, if any, comes back afterwards
-        mp.syspath_prepend(str(STRICT_DIR))
-        importlib.import_module("cupy")
-        importlib.import_module("cupyx.scipy.ndimage")
-        modules = {name: module for name, module in sys.modules.items() if _is_double_module(name)}
-        for name in modules:
-            del sys.modules[name]
-    assert Path(modules["cupy"].__file__).resolve().is_relative_to(STRICT_DIR.resolve())
-    return modules
-
-
 @pytest.fixture
-def cp(monkeypatch, double_modules):
-    """The double as ``cupy`` for one test: in ``sys.modules`` only while the test runs."""
-    for name in list(sys.modules):
-        if _is_double_module(name):
-            monkeypatch.delitem(sys.modules, name)
-    for name, module in double_modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.syspath_prepend(str(STRICT_DIR))
-    return double_modules["cupy"]
+def cp(strict_cupy):
+    """The double as ``cupy`` for one test (tests/conftest.py: in ``sys.modules`` only while it runs)."""
+    return strict_cupy
+
+
+def test_the_double_is_loaded_from_tests_strict_cupy(cp):
+    assert Path(cp.__file__).resolve().is_relative_to(STRICT_DIR.resolve()) and cp.STRICT_DOUBLE
 
 
 @pytest.fixture
@@ -435,7 +413,7 @@ def test_memory_pool_tracks_live_device_arrays(cp):
 def test_zz_the_double_is_unloaded_after_its_tests():
     # Runs after the tests above (file order): none of them may leave the double importable as `cupy`.
     leftover = [name for name, module in sys.modules.items()
-                if _is_double_module(name) and STRICT_DIR.resolve() in Path(getattr(module, "__file__", "") or
+                if _is_cupy_module(name) and STRICT_DIR.resolve() in Path(getattr(module, "__file__", "") or
                                                                             ".").resolve().parents]
     assert leftover == []
     assert str(STRICT_DIR) not in sys.path
