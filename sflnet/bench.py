@@ -14,7 +14,9 @@ What is measured
   ``forward``/``backward`` call is timed on its own (with a synchronisation
   before and after each call on the GPU, which slows the GPU down, so the
   breakdown is a profile, not a second measurement of the epoch). Keys:
-  ``conv2 conv3 upsample conv4 conv5 activations``, ``LoG loss`` (the SFL's
+  ``conv2 conv3 upsample conv4 conv5 activations`` (the model computes layer 4 as one
+  :class:`sflnet.layers.UpsampleConv2D`, so ``conv4`` includes the bilinear ×2 and ``upsample``
+  is 0 unless the model was built with ``fuse_upsample=False``), ``LoG loss`` (the SFL's
   forward and backward, i.e. layer 6 both ways), ``pixel loss``, ``update``,
   and ``other`` (grouping, chunking and gradient accumulation: the epoch
   minus the timed parts).

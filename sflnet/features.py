@@ -1,16 +1,16 @@
 """Encoder features of the Table 1 autoencoder: the activation f^l of one layer per image.
 
-The layers of :class:`sflnet.models.cae.Autoencoder` (``model.layers``) are walked in order
-and stopped after the one that produces f^l:
+:meth:`sflnet.models.cae.Autoencoder.activation` walks the model's layers in order and stops
+after the one that produces f^l:
 
-=====  ===========================================  ==========================  =====================
-l      what                                         stops after ``layers[i]``   shape of f^l
-=====  ===========================================  ==========================  =====================
-2      conv2 (3→32, stride 1) + ReLU                i = 1                       (32, H, W)
-3      conv3 (32→16, stride 2) + ReLU, bottleneck   i = 3                       (16, ⌈H/2⌉, ⌈W/2⌉)
-4      bilinear ×2 + crop, conv4 (16→32) + ReLU     i = 6                       (32, H, W)
-5      conv5 (32→3) + tanh, the reconstruction      i = 8                       (3, H, W)
-=====  ===========================================  ==========================  =====================
+=====  ===========================================  =====================
+l      what                                         shape of f^l
+=====  ===========================================  =====================
+2      conv2 (3→32, stride 1) + ReLU                (32, H, W)
+3      conv3 (32→16, stride 2) + ReLU, bottleneck   (16, ⌈H/2⌉, ⌈W/2⌉)
+4      bilinear ×2 + crop, conv4 (16→32) + ReLU     (32, H, W)
+5      conv5 (32→3) + tanh, the reconstruction      (3, H, W)
+=====  ===========================================  =====================
 
 Pooling turns a map (C, H', W') into a vector (C,): ``mean`` or ``max`` over the
 spatial axes; ``none`` keeps the map.
@@ -21,9 +21,7 @@ import numpy as np
 from sflnet.backend import to_host
 from sflnet.errors import SflnetError
 
-#: f^l → how many of ``Autoencoder.layers`` produce it (the walk stops after that many layers).
-LAYER_ENDS = {2: 2, 3: 4, 4: 7, 5: 9}
-LAYERS = tuple(LAYER_ENDS)
+LAYERS = (2, 3, 4, 5)   #: the f^l that can be exported
 DEFAULT_LAYER = 3
 POOLS = ("none", "mean", "max")
 DEFAULT_POOL = "none"
@@ -31,7 +29,7 @@ DEFAULT_POOL = "none"
 
 def check_layer_and_pool(layer, pool):
     """SflnetError (one line) for a layer outside 2..5 or an unknown pooling."""
-    if layer not in LAYER_ENDS:
+    if layer not in LAYERS:
         raise SflnetError(f"--layer must be one of {', '.join(str(n) for n in LAYERS)} "
                           f"(f^2 … f^5 of the autoencoder), got {layer}")
     if pool not in POOLS:
@@ -44,11 +42,7 @@ def layer_activation(model, group, layer):
     returns the device array (n, C, H', W') (see the table in the module docstring).
     """
     check_layer_and_pool(layer, DEFAULT_POOL)
-    model.up4.output_size = group.shape[-2:]     # the ×2 upsampling is cropped back to H × W
-    x = group
-    for step in model.layers[:LAYER_ENDS[layer]]:
-        x = step.forward(x)
-    return x
+    return model.activation(group, layer)
 
 
 def pool_features(feature, pool):

@@ -426,6 +426,18 @@ def make_upsample_case(rng, xp, dtype, size):
                        f"x{_shape_text(shape)}->{out_hw[0]}x{out_hw[1]}")
 
 
+def make_upsample_conv_case(rng, xp, dtype, size):
+    """UpsampleConv2D (layer 4 fused): tiny (2,3,5,4) → 9×8 with w (2,3,3,3), realistic (2,16,19,27) → 37×53."""
+    (shape, out_hw, w_shape) = ((2, 3, 5, 4), (9, 8), (2, 3, 3, 3)) if size == "tiny" else \
+        ((2, 16, 19, 27), (37, 53), (32, 16, 3, 3))
+    x = _normal(rng, shape, xp, dtype)
+    w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1] * 9))
+    b = _normal(rng, w_shape[:1], xp, dtype)
+    layer = layers.UpsampleConv2D(w, b, output_size=out_hw)
+    variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
+    return _layer_case(layer, variables, f"x{_shape_text(shape)}->{out_hw[0]}x{out_hw[1]} w{_shape_text(w_shape)}")
+
+
 def make_logbank_case(rng, xp, dtype, size):
     shape = (2, 3, 7, 8) if size == "tiny" else (2, 3, 64, 48)
     layer = layers.LoGBank(model.DEFAULT_SIGMAS)
@@ -796,6 +808,16 @@ def forward_upsample(rng, xp):
     return Measurement("(2,3,5,7)->9x13; (2,3,4,3)->8x6", worst.error, None, "", samples)
 
 
+def forward_upsample_conv(rng, xp):
+    """The fused layer against the pixel-loop bilinear ×2 then scipy's correlate (both axes cropped)."""
+    x = rng.standard_normal((2, 3, 5, 7))
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    out = layers.UpsampleConv2D(to_device(w, xp), to_device(b, xp), output_size=(9, 13)).forward(to_device(x, xp))
+    return _forward_measurement("x(2,3,5,7)->9x13 w(4,3,3,3)", out,
+                                reference_conv2d(reference_upsample2x(x, 9, 13), w, b, 1))
+
+
 def forward_logbank(rng, xp):
     """Separable fast path vs the literal correlate2d sum; a 9×8 image is smaller than the 27×27 kernel."""
     worst, samples = 0.0, []
@@ -955,6 +977,8 @@ def default_registry():
         "tanh": LayerEntry(make_tanh_case, [("forward vs np.tanh", forward_tanh)]),
         "upsample2x": LayerEntry(make_upsample_case, [("forward vs pixel loop", forward_upsample)],
                                  [("adjoint", adjoint_upsample)]),
+        "upsample_conv": LayerEntry(make_upsample_conv_case,
+                                    [("forward vs pixel loop + scipy.correlate", forward_upsample_conv)]),
         "logbank": LayerEntry(make_logbank_case, [("log_kernel vs Eq. 5", forward_log_kernel),
                                                   ("forward vs correlate2d", forward_logbank)],
                               [("adjoint", adjoint_logbank)]),
@@ -1251,6 +1275,7 @@ def backward_targets():
         "im2col": ("sflnet.kernels.col2im (the adjoint of im2col)", kernels.col2im, None),
         "conv2d_s1": method(layers.Conv2D), "conv2d_s2": method(layers.Conv2D),
         "relu": method(layers.ReLU), "tanh": method(layers.Tanh), "upsample2x": method(layers.Upsample2x),
+        "upsample_conv": method(layers.UpsampleConv2D),
         "logbank": method(layers.LoGBank), "pixel_loss": method(losses.PixelLoss),
         "sfl_loss": method(losses.SpatialFrequencyLoss), "l1_loss": method(losses.L1Loss),
         "ssim_loss": method(losses.SSIMLoss), "fft_loss": method(losses.FocalFrequencyLoss),

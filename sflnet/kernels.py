@@ -331,6 +331,71 @@ def upsample2x_axis_adjoint(g, axis, in_len):
 
 
 # ---------------------------------------------------------------------------
+# The 2×2 phases of a ×2 grid (the sub-pixel layout of layer 4)
+# ---------------------------------------------------------------------------
+
+def _phase_extent(length, phase):
+    """How many of the positions ``2i + phase`` lie in ``[0, length)``."""
+    return (length - phase + 1) // 2
+
+
+def interleave_phases(phases, out_hw, bias=None):
+    """Depth to space: the 2×2 phases of a ×2 grid written into one image, cropped to ``out_hw``.
+
+    phases:  (2, 2, C, N, h, w); ``phases[a, b]`` holds the pixels (2i + a, 2j + b)
+    out_hw:  (H, W) with 2h − 1 ≤ H ≤ 2h and 2w − 1 ≤ W ≤ 2w
+    bias:    optional (C,) added to every pixel in the same pass
+    returns  (C, N, H, W), a new C-contiguous array:
+             ``out[c, n, 2i + a, 2j + b] = phases[a, b, c, n, i, j] (+ bias[c])``;
+             the phase entries a crop leaves out (row 2h − 1 when H = 2h − 1) are dropped.
+    """
+    xp = get_array_module(phases)
+    _, _, c, n, h, w = phases.shape
+    height, width = out_hw
+    out = xp.empty((c, n, height, width), dtype=phases.dtype)
+
+    def channels(c0, c1):
+        for a in range(2):
+            for b in range(2):
+                source = phases[a, b, c0:c1, :, :_phase_extent(height, a), :_phase_extent(width, b)]
+                target = out[c0:c1, :, a::2, b::2]
+                if bias is None:
+                    target[...] = source
+                else:
+                    xp.add(source, bias[c0:c1, None, None, None], out=target)
+
+    parallel_ranges(xp, c, 2 * out.size, channels)
+    return out
+
+
+def split_phases(x_cn, low_hw):
+    """Space to depth, the adjoint of :func:`interleave_phases` (without its bias).
+
+    x_cn:    (C, N, H, W) (any memory order), 2h − 1 ≤ H ≤ 2h, 2w − 1 ≤ W ≤ 2w
+    low_hw:  (h, w)
+    returns  (2, 2, C, N, h, w), a new C-contiguous array: ``out[a, b, c, n, i, j] = x_cn[c, n, 2i + a, 2j + b]``,
+             and 0 where 2i + a ≥ H or 2j + b ≥ W (the transpose of the crop).
+    """
+    xp = get_array_module(x_cn)
+    c, n, height, width = x_cn.shape
+    h, w = low_hw
+    out = xp.empty((2, 2, c, n, h, w), dtype=x_cn.dtype)
+
+    def channels(c0, c1):
+        for a in range(2):
+            rows = _phase_extent(height, a)
+            for b in range(2):
+                cols = _phase_extent(width, b)
+                target = out[a, b, c0:c1]
+                target[:, :, :rows, :cols] = x_cn[c0:c1, :, a::2, b::2]
+                target[:, :, rows:] = 0
+                target[:, :, :rows, cols:] = 0
+
+    parallel_ranges(xp, c, 2 * out.size, channels)
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Small constants (filter taps, loss weights) kept on the device
 # ---------------------------------------------------------------------------
 

@@ -301,6 +301,187 @@ class Upsample2x:
 
 
 # ---------------------------------------------------------------------------
+# Layer 4 in one piece: bilinear ×2 then the 3×3 conv, as a sub-pixel convolution
+# ---------------------------------------------------------------------------
+
+def upsample_conv_taps():
+    """R[a, e, d]: how much of the low-resolution pixel x[i + e − 1] the upsampled u[2i + a + d − 1] holds.
+
+    returns (2, 3, 3) float64 NumPy: a ∈ {0, 1} the output phase, e ∈ {0, 1, 2} the low-resolution
+    offset −1, 0, +1, d ∈ {0, 1, 2} the tap of the 3×3 convolution.
+
+    From :class:`Upsample2x`'s interior formulas ``u[2j] = ¾ x[j] + ¼ x[j−1]`` and
+    ``u[2j+1] = ¾ x[j] + ¼ x[j+1]``: write ``k = a + d − 1 = 2j + r`` (r ∈ {0, 1});
+    then u[2i + k] holds ¾ of x[i + j] and ¼ of x[i + j − 1] (r = 0) or x[i + j + 1] (r = 1).
+    Every k ∈ {−1, 0, 1, 2} reaches only offsets −1 … +1, so each output phase is a 3×3
+    convolution of the low-resolution image.
+    """
+    taps = np.zeros((2, 3, 3))
+    for a in range(2):
+        for d in range(3):
+            j, r = divmod(a + d - 1, 2)
+            taps[a, j + 1, d] += 0.75
+            taps[a, j + (1 if r else -1) + 1, d] += 0.25
+    return taps
+
+
+class UpsampleConv2D(_ScratchBuffers):
+    """Layer 4 as one layer: :class:`Upsample2x` (cropped to ``output_size``) then a 3×3 "same"
+    :class:`Conv2D` with stride 1, computed as a sub-pixel convolution at the low resolution.
+
+    ``o = Conv2D(w, b)(Upsample2x(x))`` (Eq. 2 on the bilinear ×2 of x). Both maps are linear, and
+    away from the border, output pixel (2i + a, 2j + b) only reads low-resolution pixels
+    (i + e − 1, j + f − 1), e, f ∈ {0, 1, 2} (see :func:`upsample_conv_taps`). So the four output
+    phases (a, b) are four 3×3 convolutions of x with the combined weights
+
+    ``w'[a, b, c, c', e, f] = Σ_{d, g} R[a, e, d] · R[b, f, g] · w[c, c', d, g]``,
+
+    i.e. one convolution with 4·C_out output channels at the LOW resolution, followed by
+    :func:`kernels.interleave_phases`. It does the same multiplications as conv4 on the upsampled
+    image, but unfolds (im2col) and folds (col2im) a quarter of the pixels, and the upsampled image
+    is never built.
+
+    The border: the combined weights assume the interior formulas. Output rows 0, 1, H−2, H−1 (and
+    columns likewise) also see the clamped edges of the bilinear map and the zero padding of the
+    convolution, so those rows and columns are recomputed the plain way, with :class:`Upsample2x`
+    and :class:`Conv2D` on a strip of at most 3 low-resolution rows (or columns), and overwrite the
+    fast result. Images with a side below 3 run the plain way entirely.
+
+    Shapes: x (N, C_in, h, w) → o (N, C_out, H, W), 2h − 1 ≤ H ≤ 2h, 2w − 1 ≤ W ≤ 2w (a channel-major
+    view, as Conv2D's). Weight layout (C_out, C_in, 3, 3), as :class:`Conv2D`; the arrays are held,
+    not copied. Set ``output_size`` before ``forward`` (the model does); ``None`` means (2h, 2w).
+    Equal to the two layers in sequence up to rounding (tests: float64 ≤ 1e-12 relative).
+    """
+
+    MIN_SIDE = 3   # low-resolution side below which the whole image runs the plain way
+
+    def __init__(self, w, b, output_size=None):
+        """w: (C_out, C_in, 3, 3); b: (C_out,). The arrays are held, not copied."""
+        c_out, c_in, kh, kw = w.shape
+        if (kh, kw) != (3, 3):
+            raise ValueError(f"UpsampleConv2D needs a 3x3 kernel, got {kh}x{kw}")
+        if b.shape != (c_out,):
+            raise ValueError(f"UpsampleConv2D bias must have shape ({c_out},), got {b.shape}")
+        self.params = {"w": w, "b": b}
+        self.grads = {"w": None, "b": None}
+        self.output_size = output_size
+        self.input_shape = None     # (N, C_in, h, w) of the last forward input
+        self.input_cols = None      # (C_in·9, N·h·w) im2col of the last input (fast path)
+        self.border_strips = None   # [(Upsample2x, Conv2D, input window, output window)] of the last forward
+        self.plain = None           # (Upsample2x, Conv2D) when the last input ran the plain way
+        self._buffers = {}
+
+    def _combined_weights(self):
+        """w' as a (4·C_out, C_in·9) matrix, rows (a, b, c), columns (c', e, f) (im2col's row order)."""
+        xp = get_array_module(self.params["w"])
+        w = self.params["w"]
+        taps = kernels.device_constant(upsample_conv_taps(), w)
+        c_out, c_in = w.shape[:2]
+        return xp.einsum("aed,bfg,ocdg->aboc" + "ef", taps, taps, w).reshape(4 * c_out, c_in * 9)
+
+    def _plain_pair(self, output_size):
+        return Upsample2x(output_size), Conv2D(self.params["w"], self.params["b"], stride=1)
+
+    def _strip_windows(self, low_hw, out_hw):
+        """The border strips: [(input rows, input cols, output rows, output cols, rows and cols of the
+        plain result to keep)], all as slices. Rows 0-1 and H−2…H−1 over the full width, then columns
+        0-1 and W−2…W−1 over the rows in between, so every border pixel belongs to one strip."""
+        (h, w), (height, width) = low_hw, out_hw
+        strips = []
+        for axis, (low, out) in enumerate(((h, height), (w, width))):
+            for side in (0, 1):
+                lo = 0 if side == 0 else max(0, low - 3)
+                hi = min(low, 3) if side == 0 else low
+                plain_len = (2 * hi if hi < low else out) - 2 * lo     # the upsampled strip, cropped at the true end
+                keep = slice(0, 2) if side == 0 else slice(out - 2 - 2 * lo, out - 2 * lo)
+                target = slice(0, 2) if side == 0 else slice(out - 2, out)
+                if axis == 0:
+                    strips.append((slice(lo, hi), slice(0, w), target, slice(0, width), (plain_len, width),
+                                   keep, slice(0, width)))
+                else:
+                    strips.append((slice(0, h), slice(lo, hi), slice(2, height - 2), target, (height, plain_len),
+                                   slice(2, height - 2), keep))
+        return strips
+
+    def forward(self, x):
+        """x: (N, C_in, h, w) → o: (N, C_out, H, W). Caches the im2col of x and the border strips' layers."""
+        n, c_in, h, w = x.shape
+        out_hw = self.output_size if self.output_size is not None else (2 * h, 2 * w)
+        if not (2 * h - 1 <= out_hw[0] <= 2 * h and 2 * w - 1 <= out_hw[1] <= 2 * w):
+            raise ValueError(f"UpsampleConv2D cannot map {h}x{w} to {out_hw[0]}x{out_hw[1]}")
+        self.input_shape = x.shape
+        if min(h, w) < self.MIN_SIDE:
+            self.plain = self._plain_pair(out_hw)
+            self.input_cols = self.border_strips = None
+            return self.plain[1].forward(self.plain[0].forward(x))
+        self.plain = None
+        weights = self._combined_weights()
+        cols = kernels.im2col(x, 3, 3, 1, 1, out=self._scratch("cols", (c_in * 9, n * h * w), x))
+        c_out = self.params["w"].shape[0]
+        phases = get_array_module(x).matmul(weights, cols,                       # (4·C_out, N·h·w)
+                                            out=self._scratch("phases", (4 * c_out, n * h * w), x))
+        out = kernels.interleave_phases(phases.reshape(2, 2, c_out, n, h, w), out_hw, bias=self.params["b"])
+        self.input_cols = cols
+        self.border_strips = []
+        for rows_in, cols_in, rows_out, cols_out, plain_hw, keep_rows, keep_cols in \
+                self._strip_windows((h, w), out_hw):
+            up, conv = self._plain_pair(plain_hw)
+            strip = conv.forward(up.forward(x[:, :, rows_in, cols_in]))
+            out[:, :, rows_out, cols_out] = strip[:, :, keep_rows, keep_cols].transpose(1, 0, 2, 3)
+            self.border_strips.append((up, conv, (rows_in, cols_in), (rows_out, cols_out, keep_rows, keep_cols)))
+        return out.transpose(1, 0, 2, 3)
+
+    def backward(self, dout):
+        """dout = ∂E/∂o: (N, C_out, H, W) → ∂E/∂x: (N, C_in, h, w). Fills ``grads["w"]`` and ``grads["b"]``.
+
+        Derivation. The forward splits the output pixels into two disjoint sets: the interior,
+        ``o = interleave(W' · cols) + b`` with ``cols = im2col(x)``, and the border strips,
+        each ``o_s = crop(Conv2D(w, b)(Upsample2x(x_s)))`` on a window x_s of x. So with G = ∂E/∂o:
+
+        * interior: ``G' = split_phases(G)`` with the border pixels set to 0 (they were overwritten),
+          as a (4·C_out, N·h·w) matrix; then exactly :class:`Conv2D`'s derivation:
+          ``∂E/∂W' = G' · colsᵀ`` and ``∂E/∂x = col2im(W'ᵀ · G')``. Since w' is linear in w,
+          ``∂E/∂w[c, c', d, g] = Σ_{a, b, e, f} R[a, e, d] R[b, f, g] ∂E/∂W'[a, b, c, c', e, f]``
+          (the transpose of the combination);
+        * each strip: its G, put back in the plain result's shape with zeros elsewhere (the crop's
+          transpose), through :meth:`Conv2D.backward` and :meth:`Upsample2x.backward`; the window's
+          gradient is added into ∂E/∂x, and the strip's ∂E/∂w to the total;
+        * ``∂E/∂b = Σ G`` over all pixels (every pixel, interior or border, adds b once).
+        """
+        xp = get_array_module(dout)
+        w = self.params["w"]
+        if self.plain is not None:
+            up, conv = self.plain
+            dx = up.backward(conv.backward(dout))
+            self.grads["w"], self.grads["b"] = conv.grads["w"], conv.grads["b"]
+            return dx
+        n, c_in, h, w_low = self.input_shape
+        c_out = w.shape[0]
+        g_cn = dout.transpose(1, 0, 2, 3)
+        g = kernels.split_phases(g_cn, (h, w_low))                            # (2, 2, C_out, N, h, w)
+        height, width = dout.shape[2:]
+        for rows in (0, 1, height - 2, height - 1):                          # the border belongs to the strips
+            g[rows % 2, :, :, :, rows // 2] = 0
+        for cols in (0, 1, width - 2, width - 1):
+            g[:, cols % 2, :, :, :, cols // 2] = 0
+        g = g.reshape(4 * c_out, n * h * w_low)
+        taps = kernels.device_constant(upsample_conv_taps(), w)
+        dw_combined = (self.input_cols @ g.T).T.reshape(2, 2, c_out, c_in, 3, 3)
+        dw = xp.einsum("aed,bfg,abocef->ocdg", taps, taps, dw_combined)
+        dcols = xp.matmul(self._combined_weights().T, g, out=self._scratch("dcols", self.input_cols.shape, g))
+        dx = kernels.col2im(dcols, self.input_shape, 3, 3, 1, 1)
+        for up, conv, (rows_in, cols_in), (rows_out, cols_out, keep_rows, keep_cols) in self.border_strips:
+            n_, _, strip_h, strip_w = conv.input_shape
+            g_strip = xp.zeros((n, c_out, strip_h, strip_w), dtype=dout.dtype)
+            g_strip[:, :, keep_rows, keep_cols] = dout[:, :, rows_out, cols_out]
+            dx[:, :, rows_in, cols_in] += up.backward(conv.backward(g_strip))
+            dw += conv.grads["w"]
+        self.grads["w"] = dw
+        self.grads["b"] = dout.sum(axis=(0, 2, 3))
+        return dx
+
+
+# ---------------------------------------------------------------------------
 # Layer 6: the fixed Laplacian-of-Gaussian bank (Eq. 5)
 # ---------------------------------------------------------------------------
 

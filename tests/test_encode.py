@@ -8,6 +8,7 @@ import pytest
 from sflnet.checkpoint import load_checkpoint
 from sflnet.data import load_image
 from sflnet.features import encode_images
+from sflnet.layers import Conv2D, ReLU, Tanh, Upsample2x
 from sflnet.runner import model_from_checkpoint
 from tests.test_cli import assert_clean_error, run_cli, train_args, write_images
 
@@ -25,13 +26,14 @@ def trained(tmp_path_factory):
 
 
 def forward_activations(model, image):
-    """f^2 … f^5 of one (3, H, W) image, calling the Autoencoder's layers one after another."""
+    """f^2 … f^5 of one (3, H, W) image, through layers built here from the model's parameters
+    (Table 1 in the plain layout: Upsample2x, then Conv2D), not through the model's own walk."""
+    p = model.params
     x = image[None]
-    f2 = model.layers[1].forward(model.conv2.forward(x))
-    f3 = model.layers[3].forward(model.conv3.forward(f2))
-    model.up4.output_size = image.shape[-2:]
-    f4 = model.layers[6].forward(model.conv4.forward(model.up4.forward(f3)))
-    f5 = model.layers[8].forward(model.conv5.forward(f4))
+    f2 = ReLU().forward(Conv2D(p["w2"], p["b2"], stride=1).forward(x))
+    f3 = ReLU().forward(Conv2D(p["w3"], p["b3"], stride=2).forward(f2))
+    f4 = ReLU().forward(Conv2D(p["w4"], p["b4"], stride=1).forward(Upsample2x(image.shape[-2:]).forward(f3)))
+    f5 = Tanh().forward(Conv2D(p["w5"], p["b5"], stride=1).forward(f4))
     return {2: f2[0].copy(), 3: f3[0].copy(), 4: f4[0].copy(), 5: f5[0].copy()}
 
 

@@ -42,8 +42,8 @@ def test_whole_suite_passes_on_current_code(full_run_json):
     assert bad == []
     # every layer and loss, and the network with both losses, is covered by each kind of check
     kinds = {(r["layer"], r["check"]) for r in data["rows"]}
-    for name in ("conv2d_s1", "conv2d_s2", "relu", "tanh", "upsample2x", "logbank", "pixel_loss", "sfl_loss",
-                 "network_pl", "network_sfl"):
+    for name in ("conv2d_s1", "conv2d_s2", "relu", "tanh", "upsample2x", "upsample_conv", "logbank", "pixel_loss",
+                 "sfl_loss", "network_pl", "network_sfl"):
         checks = {check for layer, check in kinds if layer == name}
         assert any(c.startswith("forward") for c in checks), name
         assert any(c.startswith("dense") for c in checks), name

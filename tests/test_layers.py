@@ -12,8 +12,8 @@ import scipy.signal
 
 from sflnet import kernels
 from sflnet.backend import to_device, to_host
-from sflnet.layers import (Conv2D, LoGBank, ReLU, Tanh, Upsample2x,
-                           log_bank_weights, log_kernel, log_kernel_factors, log_kernel_size)
+from sflnet.layers import (Conv2D, LoGBank, ReLU, Tanh, Upsample2x, UpsampleConv2D,
+                           log_bank_weights, log_kernel, log_kernel_factors, log_kernel_size, upsample_conv_taps)
 
 SIGMAS = (0.8, 1.6, 3.2)
 
@@ -309,6 +309,81 @@ def test_conv_input_adjoint(xp, stride):
 
 
 # ---------------------------------------------------------------------------
+# Layer 4 as one sub-pixel convolution (UpsampleConv2D) against Upsample2x → Conv2D
+# ---------------------------------------------------------------------------
+
+def test_upsample_conv_taps_compose_the_two_maps():
+    """R[a, e, d] read off the actual maps: upsample unit vectors with Upsample2x, then take the
+    entry u[2i + a + d − 1] at an interior i (an independent derivation of the table)."""
+    n, i = 9, 4
+    for e in range(3):
+        x = np.zeros((1, 1, n, 1))
+        x[0, 0, i + e - 1, 0] = 1.0
+        u = Upsample2x((2 * n, 2)).forward(x)[0, 0, :, 0]
+        for a in range(2):
+            for d in range(3):
+                assert upsample_conv_taps()[a, e, d] == u[2 * i + a + d - 1]
+
+
+UPCONV_SIZES = [((5, 4), (9, 8)), ((5, 4), (10, 7)), ((3, 3), (5, 6)), ((4, 6), (8, 12)), ((19, 27), (37, 53)),
+                ((2, 7), (4, 13)), ((1, 1), (1, 2)), ((7, 2), (14, 3))]
+
+
+def _upconv_pair(rng, xp, dtype, c_out=6, c_in=4):
+    w = to_device((rng.standard_normal((c_out, c_in, 3, 3)) / 6).astype(dtype), xp)
+    b = to_device(rng.standard_normal(c_out).astype(dtype), xp)
+    return w, b
+
+
+@pytest.mark.parametrize("in_hw, out_hw", UPCONV_SIZES)
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_upsample_conv_equals_upsample_then_conv(xp, in_hw, out_hw, dtype, bound):
+    """Forward, ∂x, ∂w, ∂b of the fused layer against the two reference layers, border strips and
+    the small-image fallback included (float64: rounding only; float32: within its rounding)."""
+    rng = np.random.default_rng(50)
+    w, b = _upconv_pair(rng, xp, dtype)
+    x = to_device(rng.standard_normal((2, 4) + in_hw).astype(dtype), xp)
+    fused = UpsampleConv2D(w, b, out_hw)
+    up, conv = Upsample2x(out_hw), Conv2D(w, b)
+    out, ref = fused.forward(x), conv.forward(up.forward(x))
+    assert out.shape == ref.shape == (2, 6) + out_hw and out.dtype == dtype
+    g = to_device(rng.standard_normal(out.shape).astype(dtype), xp)
+    dx, dx_ref = fused.backward(g), up.backward(conv.backward(g))
+    assert forward_rel(out, to_host(ref)) <= bound
+    assert forward_rel(dx, to_host(dx_ref)) <= bound
+    assert forward_rel(fused.grads["w"], to_host(conv.grads["w"])) <= bound
+    assert forward_rel(fused.grads["b"], to_host(conv.grads["b"])) <= bound
+
+
+@pytest.mark.parametrize("in_hw, out_hw", [((4, 3), (7, 6)), ((3, 5), (6, 9))])
+def test_upsample_conv_backward_dense_fd(xp, fd, in_hw, out_hw):
+    """Finite differences of the fused layer on its own (not through the reference layers)."""
+    rng = np.random.default_rng(51)
+    weight, bias = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    x = rng.standard_normal((1, 2) + in_hw)
+    layer = UpsampleConv2D(to_device(weight, xp), to_device(bias, xp), out_hw)
+    out = layer.forward(to_device(x, xp))
+    upstream = rng.standard_normal(out.shape)
+    dx = to_host(layer.backward(to_device(upstream, xp)))
+    dw, db = to_host(layer.grads["w"]), to_host(layer.grads["b"])
+
+    def loss(xv, wv, bv):
+        fresh = UpsampleConv2D(to_device(wv, xp), to_device(bv, xp), out_hw)
+        return float(to_host(fresh.forward(to_device(xv, xp)) * to_device(upstream, xp)).sum())
+
+    for analytic, func, point in ((dx, lambda v: loss(v, weight, bias), x), (dw, lambda v: loss(x, v, bias), weight),
+                                  (db, lambda v: loss(x, weight, v), bias)):
+        err = fd.best_over_eps(lambda eps: fd.rel_error(analytic, fd.numeric_gradient(func, point, eps)))
+        assert err <= 1e-7
+
+
+def test_upsample_conv_rejects_impossible_crop():
+    layer = UpsampleConv2D(np.zeros((2, 2, 3, 3)), np.zeros(2), (20, 8))
+    with pytest.raises(ValueError, match="cannot map 5x4 to 20x8"):
+        layer.forward(np.zeros((1, 2, 5, 4)))
+
+
+# ---------------------------------------------------------------------------
 # Dtypes and inputs
 # ---------------------------------------------------------------------------
 
@@ -320,6 +395,8 @@ def all_layers():
         lambda dt, xp: ReLU(),
         lambda dt, xp: Tanh(),
         lambda dt, xp: Upsample2x((9, 7)),
+        lambda dt, xp: UpsampleConv2D(to_device(rng.standard_normal((3, 3, 3, 3)).astype(dt), xp),
+                                      to_device(np.zeros(3, dt), xp), (9, 7)),
         lambda dt, xp: LoGBank(SIGMAS),
     ]
 
@@ -329,7 +406,8 @@ def test_layers_preserve_dtype_and_leave_inputs_alone(xp, dtype):
     rng, factories = all_layers()
     for make in factories:
         layer = make(dtype, xp)      # the weights live where the inputs do (host weights + device input fail)
-        x_host = rng.standard_normal((2, 3, 5, 4) if isinstance(layer, Upsample2x) else (2, 3, 9, 7)).astype(dtype)
+        x_host = rng.standard_normal((2, 3, 5, 4) if isinstance(layer, (Upsample2x, UpsampleConv2D))
+                                     else (2, 3, 9, 7)).astype(dtype)
         x = to_device(x_host, xp)
         out = layer.forward(x)
         dy_host = rng.standard_normal(out.shape).astype(dtype)

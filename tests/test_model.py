@@ -173,3 +173,18 @@ def test_cupy_float32_matches_numpy_float32(cupy_module):
     assert np.allclose(gpu.sfl, cpu.sfl, atol=5e-4, rtol=5e-3)
     for k in PARAM_NAMES:
         assert np.allclose(to_host(gpu.grads[k]), cpu.grads[k], atol=5e-4, rtol=5e-3), k
+
+
+@pytest.mark.parametrize("loss", ["pl", "pl+sfl"])
+def test_fused_layer4_equals_upsample_then_conv(xp, loss):
+    """The default model (layer 4 as one UpsampleConv2D) and the reference layout (Upsample2x then
+    Conv2D) give the same losses and gradients: float64 to rounding, float32 within its rounding."""
+    for dtype, bound in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        images = [to_device(im, xp) for im in make_images(SIZES + [(5, 4), (30, 17)], seed=7, dtype=dtype)]
+        theta = {k: v.astype(dtype) for k, v in smooth_params(7).items()}
+        fused = Autoencoder(on(xp, theta), loss=loss).loss_and_grads(images)
+        plain = Autoencoder(on(xp, theta), loss=loss, fuse_upsample=False).loss_and_grads(images)
+        assert abs(fused.E - plain.E) <= bound * abs(plain.E)
+        for name in PARAM_NAMES:
+            a, b = to_host(fused.grads[name]), to_host(plain.grads[name])
+            assert np.max(np.abs(a - b)) <= bound * np.max(np.abs(b)), (dtype, name)

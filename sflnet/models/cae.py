@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sflnet.backend import get_array_module, to_device, to_host
-from sflnet.layers import Conv2D, ReLU, Tanh, Upsample2x
+from sflnet.layers import Conv2D, ReLU, Tanh, Upsample2x, UpsampleConv2D
 from sflnet.losses import DEFAULT_EXPRESSION, LossSettings, make_objective
 
 PARAM_NAMES = ("w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5")
@@ -180,12 +180,15 @@ class Autoencoder:
     """
 
     def __init__(self, params, loss=DEFAULT_EXPRESSION, sigmas=DEFAULT_SIGMAS, sfl_weights=DEFAULT_SFL_WEIGHTS,
-                 pl_weights=DEFAULT_PL_WEIGHTS, max_chunk_pixels=DEFAULT_MAX_CHUNK_PIXELS, loss_settings=None):
+                 pl_weights=DEFAULT_PL_WEIGHTS, max_chunk_pixels=DEFAULT_MAX_CHUNK_PIXELS, loss_settings=None,
+                 fuse_upsample=True):
         """params: {w2 … b5} arrays (all one dtype, one device; held, not copied).
         loss: a ``--loss`` expression (:mod:`sflnet.losses.objective`), e.g. "pl+sfl" (E = E_PL + E_SFL,
         the paper's Eq. 7) or "pl" (E = E_PL; the SFLs are measured, not backpropagated).
         loss_settings: :class:`sflnet.losses.LossSettings`; default: one built from sigmas,
-        sfl_weights and pl_weights."""
+        sfl_weights and pl_weights.
+        fuse_upsample: layer 4 as one :class:`UpsampleConv2D` (the default, faster) or as
+        :class:`Upsample2x` then :class:`Conv2D` (the readable reference; equal up to rounding)."""
         missing = [n for n in PARAM_NAMES if n not in params]
         if missing:
             raise ValueError(f"missing parameters: {', '.join(missing)}")
@@ -208,12 +211,21 @@ class Autoencoder:
 
         self.conv2 = Conv2D(params["w2"], params["b2"], stride=1)
         self.conv3 = Conv2D(params["w3"], params["b3"], stride=2)
-        self.up4 = Upsample2x()
-        self.conv4 = Conv2D(params["w4"], params["b4"], stride=1)
         # 32 → 3 channels: unfolding the 3-channel side (27 rows) instead of the input (288 rows) is far cheaper.
         self.conv5 = Conv2D(params["w5"], params["b5"], stride=1, unfold="output")
-        self.layers = [self.conv2, ReLU(), self.conv3, ReLU(), self.up4, self.conv4, ReLU(),
-                       self.conv5, Tanh()]
+        self.fuse_upsample = bool(fuse_upsample)
+        if self.fuse_upsample:
+            # layer 4 as one sub-pixel convolution at the low resolution (equal to the two layers below)
+            self.up4 = None
+            self.conv4 = UpsampleConv2D(params["w4"], params["b4"])
+            layer4 = [self.conv4]
+        else:
+            self.up4 = Upsample2x()
+            self.conv4 = Conv2D(params["w4"], params["b4"], stride=1)
+            layer4 = [self.up4, self.conv4]
+        self.layers = [self.conv2, ReLU(), self.conv3, ReLU(), *layer4, ReLU(), self.conv5, Tanh()]
+        #: f^l → how many of ``layers`` produce it (a walk stops after that many layers)
+        self.layer_ends = {2: 2, 3: 4, 4: 4 + len(layer4) + 1, 5: len(self.layers)}
         self._convs = {"2": self.conv2, "3": self.conv3, "4": self.conv4, "5": self.conv5}
 
     @property
@@ -240,9 +252,13 @@ class Autoencoder:
 
     def forward(self, x):
         """x: (n, 3, H, W) → f^L: (n, 3, H, W). The upsampling is cropped back to H × W."""
-        self.up4.output_size = x.shape[-2:]
-        for layer in self.layers:
-            x = layer.forward(x)
+        return self.activation(x, 5)
+
+    def activation(self, x, layer):
+        """f^layer (l = 2 … 5) of x: (n, 3, H, W); the walk stops after the layer that produces it."""
+        (self.conv4 if self.fuse_upsample else self.up4).output_size = x.shape[-2:]
+        for step in self.layers[:self.layer_ends[layer]]:
+            x = step.forward(x)
         return x
 
     def backward(self, grad_recon):
