@@ -267,6 +267,25 @@ def test_reproduce_end_to_end_on_demo_images(tmp_path):
     assert "18.9" in (out / "table.md").read_text()
 
 
+def test_reproduce_resumes_its_run_folders_exactly(tmp_path):
+    """A run stopped after 2 epochs and continued to 4 by a second call equals one call to 4 (every logged
+    loss, bit for bit): the runs live in resumable run folders and the second call retrains nothing."""
+    common = ("--data", str(demo_dir()), "--size", "16", "--snap-epochs", "1", "--device", "cpu", "--dtype", "float64")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_reproduce(*common, "--epochs", "4", "--out", str(straight)).returncode == 0
+    assert run_reproduce(*common, "--epochs", "2", "--out", str(resumed)).returncode == 0
+    first_checkpoint = (resumed / "runs" / "pl" / "checkpoints" / "epoch_0002.npz").read_bytes()
+    done = run_reproduce(*common, "--epochs", "4", "--out", str(resumed))
+    assert done.returncode == 0, done.stderr
+    assert (resumed / "runs" / "pl" / "checkpoints" / "epoch_0002.npz").read_bytes() == first_checkpoint
+    for loss in ("pl", "sfl"):
+        rows = [list(csv.DictReader(open(folder / f"history_{loss}.csv", newline=""))) for folder in (straight, resumed)]
+        assert [r["epoch"] for r in rows[1]] == ["1", "2", "3", "4"]
+        for a, b in zip(*rows):
+            assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+        assert json.loads((resumed / "runs" / loss / "config.json").read_text())["options"]["epochs"] == 4
+
+
 def test_reproduce_missing_data_is_one_line_error(tmp_path):
     done = run_reproduce("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert done.returncode == 1

@@ -10,14 +10,17 @@ What it does, using only the public ``sflnet`` API:
 1. Loads the Willow images (default ``../shared/data/willow`` next to the
    repository, without the ``winebottle*`` folders: 70 images), longer side
    ``--size`` pixels, aspect ratio kept.
-2. Draws one set of initial weights (``init_params(seed)``: N(0, 0.02²)
-   weights, zero biases) and trains two copies of the Table 1 autoencoder
-   from it, full batch, momentum SGD (lr 0.02, momentum 0.5):
-   ``--loss pl`` (E = E_PL) and ``--loss pl+sfl`` (E = E_PL + E_SFL, w_SFL = 100, 10, 10).
-   Every epoch logs the losses of its forward pass (before the update),
-   including the unit-weight subband SFLs, to ``history_pl.csv`` /
-   ``history_sfl.csv``. After the update of each snapshot epoch e the 4
-   chosen images are reconstructed (the model after e epochs).
+2. Trains two copies of the Table 1 autoencoder from the same initial weights
+   (``init_params(seed)``: N(0, 0.02²) weights, zero biases), full batch, momentum SGD
+   (lr 0.02, momentum 0.5): ``--loss pl`` (E = E_PL) and ``--loss pl+sfl``
+   (E = E_PL + E_SFL, w_SFL = 100, 10, 10), each in a run folder of its own,
+   ``OUT/runs/pl`` and ``OUT/runs/sfl``, exactly as ``sflnet train`` would (config.json,
+   history.csv with the losses of each epoch's forward pass, checkpoint.npz). Every run stops
+   at the snapshot epochs and at the paper's early epochs 10, 50, 150, 200, and keeps a
+   checkpoint of each in ``checkpoints/``. **It resumes exactly**: interrupt it (Ctrl-C) and
+   run the same command again (from the same folder), and both runs continue from their last
+   checkpoint; finished runs are not retrained. Commit the folders' small files to carry
+   a long run across sessions (never the images).
 3. Writes ``fig3_log_responses.png``, ``fig4_subbands.png``, ``fig5_curves.png``,
    ``fig6_reconstructions.png`` (original / SFL / PL at the last epoch, with
    close-ups), ``fig7_epochs.png`` and ``fig7_epochs_cd.png`` (SFL and PL at
@@ -27,8 +30,8 @@ The 4 shown images are picked by a fixed rule: images in name order, taken
 round-robin over the categories (the top folder name up to its first "(",
 e.g. ``car``, ``duck``, ``motorbike``), so every category appears.
 
-Only the output files named above are (over)written in ``--out``; nothing
-else there is touched, and the dataset is only read.
+Only the output files named above (and the two run folders) are written in ``--out``;
+nothing else there is touched, and the dataset is only read.
 """
 
 import argparse
@@ -43,13 +46,12 @@ import time
 import numpy as np
 
 from sflnet import SflnetError, figures
-from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
+from sflnet.checkpoint import load_checkpoint
+from sflnet.backend import device_name, select_device, to_device, to_host
 from sflnet.data import load_dataset
 from sflnet.metrics import mean_psnr_ssim
-from sflnet.models.cae import DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, Autoencoder, init_params
-from sflnet.optim import MomentumSGD
-from sflnet.runner import history_columns
-from sflnet.train import train_step
+from sflnet.models.cae import DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
+from sflnet.runner import TrainOptions, history_columns, model_from_checkpoint, run_training
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared/data/willow"
@@ -166,43 +168,62 @@ def choose_shown(names, count=N_SHOWN):
 RUN_OBJECTIVES = {"pl": "pl", "sfl": "pl+sfl"}
 
 
-def train_run(loss, params0, images, shown, sigmas, epochs, snaps, xp, history_path):
-    """Train one model from a copy of ``params0``; returns (rows, {epoch: [recon of shown]}, final model, seconds).
+# Extra stops of every run besides the snapshot epochs: Fig. 7's early epochs of the paper (10, 50, 150,
+# 200; 100 is a snapshot already), where its reconstructions change fastest. Each stop leaves a checkpoint.
+EARLY_STOPS = (10, 50, 150, 200)
 
-    Each row holds the losses of that epoch's forward pass (before its
-    update); ``seconds`` is the time of that epoch's step.
+
+def run_folder(out, loss):
+    """The run folder of one of the two runs: ``OUT/runs/pl`` or ``OUT/runs/sfl``."""
+    return out / "runs" / loss
+
+
+def checkpoint_epoch(folder):
+    """The epoch of ``folder``'s checkpoint.npz, or 0 when the run has not started."""
+    path = folder / "checkpoint.npz"
+    return load_checkpoint(str(path)).epoch if path.is_file() else 0
+
+
+def train_run(loss, folder, args, data, stops):
+    """Train (or resume) one run in its folder, stopping at every epoch of ``stops`` (sorted, the last = --epochs).
+
+    Each stop ends a :func:`sflnet.runner.run_training` call whose final epoch leaves a checkpoint in
+    ``checkpoints/`` (``snapshot_every = 0``: only the final epoch of a call). So the model after every
+    stop epoch is kept for the figures, and an interrupted run resumes exactly from its last
+    checkpoint.npz (``run_training(resume=True)``, as ``sflnet train --resume``). Both runs start from
+    ``init_params(seed)``: the same initial weights. Exits (128 + signal) when interrupted.
     """
-    params = {name: p.copy() for name, p in params0.items()}
-    model = Autoencoder(params, loss=RUN_OBJECTIVES[loss], sigmas=sigmas, sfl_weights=SFL_WEIGHTS)
-    optimizer = MomentumSGD(lr=LEARNING_RATE, momentum=MOMENTUM)
-    columns = history_columns(sigmas)
-    rows, snapshots = [], {}
-    report_every = max(1, epochs // 20)
-    start = time.perf_counter()
-    with open(history_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            result = train_step(model, optimizer, images)
-            synchronize(xp)
-            seconds = time.perf_counter() - t0
-            row = {"epoch": epoch, "E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL, "seconds": seconds}
-            for sigma, value in zip(sigmas, result.sfl):
-                row[f"sfl_{sigma:g}"] = float(value)
-            if not all(math.isfinite(row[c]) for c in columns):
-                raise SflnetError(f"the {loss} run diverged at epoch {epoch} (non-finite loss)")
-            rows.append(row)
-            writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-            handle.flush()
-            if epoch in snaps:
-                snapshots[epoch] = [to_host(r) for r in model.reconstruct([images[i] for i in shown])]
-            if epoch % report_every == 0 or epoch == epochs:
-                elapsed = time.perf_counter() - start
-                sfl = ", ".join(f"{row[f'sfl_{s:g}']:.3e}" for s in sigmas)
-                print(f"[{loss}] epoch {epoch}/{epochs}  E_PL {row['E_PL']:.4e}  SFL ({sfl})  "
-                      f"{elapsed:.0f}s, ~{elapsed / epoch * (epochs - epoch):.0f}s left", flush=True)
-    return rows, snapshots, model, time.perf_counter() - start
+    for stop in stops:
+        if checkpoint_epoch(folder) >= stop:
+            continue
+        if (folder / "checkpoint.npz").is_file():
+            result = run_training(out=str(folder), resume=True, overrides={"epochs": stop, "snapshot_every": 0})
+        else:
+            options = TrainOptions.for_model(
+                "cae", data=(str(data),), include=tuple(args.include), exclude=tuple(args.exclude), size=args.size,
+                epochs=stop, loss=RUN_OBJECTIVES[loss], lr=LEARNING_RATE, momentum=MOMENTUM, init_std=INIT_STD,
+                seed=args.seed, device=args.device, dtype=args.dtype, snapshot_every=0).validate()
+            result = run_training(options, str(folder))
+        print(f"[{loss}] {result.status} at epoch {result.epoch}", flush=True)
+        if result.status == "interrupted":
+            signum = result.extra.get("signal")
+            sys.exit(128 + signum if signum else 130)
+
+
+def read_history(folder):
+    """history.csv of a run folder as a list of {column: float} (epoch as int)."""
+    with open(folder / "history.csv", newline="") as handle:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def model_at(folder, epoch, xp):
+    """The run's model after ``epoch`` epochs (its checkpoint of that stop), on ``xp``."""
+    path = folder / "checkpoints" / f"epoch_{epoch:04d}.npz"
+    if not path.is_file():
+        path = folder / "checkpoint.npz"
+        if checkpoint_epoch(folder) != epoch:
+            raise SflnetError(f"{folder} has no checkpoint of epoch {epoch}")
+    return model_from_checkpoint(load_checkpoint(str(path)), xp)
 
 
 def write_table(out, settings, final, paper_note):
@@ -261,6 +282,7 @@ def main(argv=None):
     if args.size < 8:
         raise SflnetError(f"--size must be at least 8 pixels, got {args.size}")
     snaps = snapshot_epochs(args.epochs, args.snap_epochs)
+    data_arg = os.path.relpath(data)   # recorded in the run folders' config.json: no machine-specific prefix
     xp = select_device(args.device)
     dtype = np.dtype(args.dtype)
     out = pathlib.Path(args.out)
@@ -278,11 +300,19 @@ def main(argv=None):
     figures.plot_log_responses(SIGMAS, out / "fig3_log_responses.png")
     figures.plot_subbands(shown_originals[0], SIGMAS, out / "fig4_subbands.png")
 
-    params0 = init_params(args.seed, std=INIT_STD, dtype=dtype, xp=xp)
+    stops = sorted({e for e in EARLY_STOPS if e < args.epochs} | set(snaps))
     runs = {}
     for loss in ("pl", "sfl"):
-        runs[loss] = train_run(loss, params0, images, shown, SIGMAS, args.epochs, snaps, xp,
-                               out / f"history_{loss}.csv")
+        folder = run_folder(out, loss)
+        train_run(loss, folder, args, data_arg, stops)
+        rows = read_history(folder)
+        snapshots = {e: [to_host(r) for r in model_at(folder, e, xp).reconstruct([images[i] for i in shown])]
+                     for e in stops}
+        runs[loss] = (rows, snapshots, model_at(folder, args.epochs, xp), sum(r["seconds"] for r in rows))
+        with open(out / f"history_{loss}.csv", "w", newline="") as handle:   # the figures' copy of the history
+            writer = csv.DictWriter(handle, fieldnames=history_columns(SIGMAS))
+            writer.writeheader()
+            writer.writerows({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
 
     pl_rows, sfl_rows = runs["pl"][0], runs["sfl"][0]
     figures.plot_fig5(pl_rows, sfl_rows, SIGMAS, SFL_WEIGHTS, out / "fig5_curves.png")
@@ -295,7 +325,7 @@ def main(argv=None):
         if not shown_originals[pick]:
             continue
         rows = []
-        for epoch in snaps:
+        for epoch in stops:
             rows.append((f"SFL epoch {epoch}", runs["sfl"][1][epoch][pick]))
             rows.append((f"PL epoch {epoch}", runs["pl"][1][epoch][pick]))
         figures.plot_reconstruction_grid(shown_originals[pick], rows, out / f"fig7_epochs{suffix}.png")
@@ -326,7 +356,7 @@ def main(argv=None):
         "init": f"weights N(0, {INIT_STD}^2) (std {INIT_STD}), biases 0, seed {args.seed}, the same for both runs",
         "sigmas": list(SIGMAS), "sfl weights (SFL run)": list(SFL_WEIGHTS), "pl weights": [1.0, 1.0, 1.0],
         "dtype": str(dtype), "device": device_name(xp),
-        "cpu cores": os.cpu_count(), "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "unset"), "snapshot epochs": snaps,
+        "cpu cores": os.cpu_count(), "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "unset"), "snapshot epochs": stops,
         "shown images": [dataset.names[i] for i in shown],
         "wall time (s)": round(wall, 1),
     }
