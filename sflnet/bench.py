@@ -270,6 +270,37 @@ def machine_info():
 
 
 # ---------------------------------------------------------------------------
+# The work of an epoch, counted
+# ---------------------------------------------------------------------------
+
+def conv_flops(sizes):
+    """Floating-point operations of the four convolutions in one training epoch over images of ``sizes``.
+
+    sizes: iterable of (H, W), one per image. returns an int: 2 × the multiply-adds of
+    the convolutions' forward and backward passes (what the GEMMs do; the activations,
+    the upsampling, the losses and the update are not counted), for a full-resolution
+    image of P = H·W pixels and the bottleneck's p = ⌈H/2⌉·⌈W/2⌉:
+
+    * forward, Eq. 2, multiply-adds per output pixel C_out·C_in·9: conv2 32·3·9·P,
+      conv3 16·32·9·p, conv4 32·16·9·P (on the upsampled image; the fused layer does
+      4·32·16·9·p, the same up to the border), conv5 3·32·9·P;
+    * backward: ∂E/∂w costs each layer's forward count again (one multiply-add per weight
+      per output pixel), and ∂E/∂x too, except for conv2, whose input is the image.
+
+    This is the "GFLOP per epoch" that the GFLOP/s of the report divide; an epoch of
+    Willow70 at 300 px (4,555,200 pixels) is 196.8 GFLOP.
+    """
+    total = 0
+    for height, width in sizes:
+        full, half = height * width, -(-height // 2) * -(-width // 2)
+        forward = {"conv2": 32 * 3 * 9 * full, "conv3": 16 * 32 * 9 * half, "conv4": 32 * 16 * 9 * full,
+                   "conv5": 3 * 32 * 9 * full}
+        multiply_adds = 2 * sum(forward.values()) + sum(v for k, v in forward.items() if k != "conv2")
+        total += 2 * multiply_adds
+    return total
+
+
+# ---------------------------------------------------------------------------
 # The whole benchmark
 # ---------------------------------------------------------------------------
 
@@ -300,6 +331,7 @@ def run_benchmark(images, xp, dtype=np.float32, repeat=5, warmup=1, loss="pl+sfl
         "images": n_images,
         "sizes": {f"{g.shape[2]}x{g.shape[3]}": int(g.shape[0]) for g in groups},
         "pixels": int(sum(g.shape[0] * g.shape[2] * g.shape[3] for g in groups)),
+        "conv_gflop": conv_flops((g.shape[2], g.shape[3]) for g in groups for _ in range(g.shape[0])) / 1e9,
         "repeat": repeat,
         "warmup": warmup,
         "max_chunk_pixels": int(max_chunk_pixels),
@@ -334,6 +366,7 @@ def run_benchmark(images, xp, dtype=np.float32, repeat=5, warmup=1, loss="pl+sfl
             torch_child.close()
     result["times"] = times
     result["median"] = {name: statistics.median(ts) for name, ts in times.items()}
+    result["gflops"] = {name: result["conv_gflop"] / t for name, t in result["median"].items()}
     if torch_child is not None:
         result["torch"] = torch_child.info
         result["ratios"] = torch_ratios(result["median"])
@@ -431,10 +464,12 @@ def format_report(result):
     if "torch" in result:
         t = result["torch"]
         lines.append(f"torch {t['version']}, {t['threads']} threads")
-    lines.append(f"median of {result['repeat']} epochs after {result['warmup']} warm-up (seconds):")
+    lines.append(f"median of {result['repeat']} epochs after {result['warmup']} warm-up (seconds), and the "
+                 f"convolutions' {result['conv_gflop']:.1f} GFLOP per epoch divided by it:")
     for name, t in result["median"].items():
         spread = result["times"][name]
-        lines.append(f"  {name:28s} {t:8.4f}   (min {min(spread):.4f}, max {max(spread):.4f})")
+        lines.append(f"  {name:28s} {t:8.4f}   (min {min(spread):.4f}, max {max(spread):.4f})   "
+                     f"{result['gflops'][name]:6.1f} GFLOP/s")
     if "ratios" in result:
         lines.append("sflnet / torch:")
         for name, r in result["ratios"].items():

@@ -26,6 +26,20 @@ def tiny_images(dtype=np.float64, seed=0):
     return [rng.uniform(-0.9, 0.9, size=s).astype(dtype) for s in shapes]
 
 
+def test_conv_flops_counted_by_hand():
+    """A 4×6 image (bottleneck 2×3), multiply-adds written out layer by layer:
+    forward conv2 32·3·9·24 = 20736, conv3 16·32·9·6 = 27648, conv4 32·16·9·24 = 110592,
+    conv5 3·32·9·24 = 20736 (sum 179712); backward ∂w: 179712 again; ∂x: all but conv2,
+    179712 − 20736 = 158976. Total 518400 multiply-adds = 1036800 flops. A 5×5 image has a
+    3×3 bottleneck (ceil), and images add up."""
+    assert bench.conv_flops([(4, 6)]) == 1036800
+    five = 2 * (2 * (32 * 3 * 9 * 25 + 16 * 32 * 9 * 9 + 32 * 16 * 9 * 25 + 3 * 32 * 9 * 25)
+                + (16 * 32 * 9 * 9 + 32 * 16 * 9 * 25 + 3 * 32 * 9 * 25))
+    assert bench.conv_flops([(5, 5), (4, 6)]) == five + 1036800
+    # the issue's figure for Willow70 at 300 px: 43200 flops per pixel when H and W are even
+    assert bench.conv_flops([(300, 226)]) == 43200 * 300 * 226
+
+
 def test_group_by_shape_keeps_every_image_once():
     images = tiny_images()
     groups = bench.group_by_shape(images, np, np.float32)
@@ -37,6 +51,8 @@ def test_group_by_shape_keeps_every_image_once():
 def test_run_benchmark_structure():
     result = bench.run_benchmark(tiny_images(np.float32), np, dtype=np.float32, repeat=2, warmup=0)
     assert set(result["median"]) == {"sflnet epoch", "sflnet cae"}
+    assert result["conv_gflop"] == bench.conv_flops(im.shape[1:] for im in tiny_images()) / 1e9
+    assert result["gflops"]["sflnet epoch"] == result["conv_gflop"] / result["median"]["sflnet epoch"]
     assert all(len(ts) == 2 and all(t > 0 for t in ts) for ts in result["times"].values())
     assert set(bench.BREAKDOWN_KEYS) | {"epoch"} == set(result["breakdown"])
     timed_parts = sum(result["breakdown"][k] for k in bench.BREAKDOWN_KEYS if k != "other")
