@@ -35,6 +35,7 @@ from sflnet.runner import TrainOptions, model_from_checkpoint, run_training  # n
 
 OUT = os.path.join(HERE, "results", "retrieval")
 RUNS = {"PL": "pl", "PL+SFL": "pl+sfl"}
+SNAPSHOT_EVERY = 100   # fixed, so that a run first made short (a preview) keeps the same schedule when resumed
 
 
 def class_of(name):
@@ -71,10 +72,11 @@ def train(data, size, epochs, exclude):
         out = os.path.join(OUT, "runs", loss.replace("+", "_"))
         folders[label] = out
         if os.path.isfile(os.path.join(out, "checkpoint.npz")):
-            result = run_training(out=out, resume=True, overrides={"epochs": epochs})
+            result = run_training(out=out, resume=True, overrides={"epochs": epochs, "snapshot_every": SNAPSHOT_EVERY})
         else:
             options = TrainOptions.for_model("cae", data=(data,), size=size, epochs=epochs, loss=loss,
-                                             exclude=tuple(exclude), device="cpu").validate()
+                                             exclude=tuple(exclude), device="cpu",
+                                             snapshot_every=SNAPSHOT_EVERY).validate()
             result = run_training(options, out)
         print(f"{label}: {result.status} at epoch {result.epoch}", flush=True)
         if result.status == "interrupted":   # Ctrl-C / SIGTERM: stop here; the next call resumes
