@@ -229,9 +229,11 @@ def main(argv=None):
     show(f"The chain, as the issue names it: {ISSUE_CHAIN}")
     show("and with the names used here:      E → log6 → tanh5 → conv5 → relu4 → conv4 → up4 → relu3 → conv3 "
          "→ relu2 → conv2")
-    show("  conv2 … conv5 and up4 are attributes of sflnet.models.cae.Autoencoder. Each ReLU is a layer of its own,")
-    show("  which the short chain leaves out; tanh5 and relu2-4 name the unnamed Tanh and ReLU entries of")
-    show("  Autoencoder.layers; log6 is the LoGBank that the SFL loss holds (SpatialFrequencyLoss.bank).")
+    show("  conv2 … conv5 and up4 are attributes of sflnet.models.cae.Autoencoder(fuse_upsample=False). Each ReLU")
+    show("  is a layer of its own, which the short chain leaves out; tanh5 and relu2-4 name the unnamed Tanh and")
+    show("  ReLU entries of Autoencoder.layers; log6 is the LoGBank that the SFL loss holds (SpatialFrequencyLoss.bank).")
+    show("  By default the model computes up4 and conv4 (F5, F6; B8, B9) as ONE layer, UpsampleConv2D, a sub-pixel")
+    show("  convolution at the low resolution; the comparison below is against that default model.")
     show("")
 
     # The hand-chained gradients are the model's own.
