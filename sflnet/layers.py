@@ -325,6 +325,9 @@ def upsample_conv_taps():
     return taps
 
 
+UPSAMPLE_CONV_TAPS = upsample_conv_taps()   # R, computed once (read-only)
+
+
 class UpsampleConv2D(_ScratchBuffers):
     """Layer 4 as one layer: :class:`Upsample2x` (cropped to ``output_size``) then a 3×3 "same"
     :class:`Conv2D` with stride 1, computed as a sub-pixel convolution at the low resolution.
@@ -367,6 +370,7 @@ class UpsampleConv2D(_ScratchBuffers):
         self.output_size = output_size
         self.input_shape = None     # (N, C_in, h, w) of the last forward input
         self.input_cols = None      # (C_in·9, N·h·w) im2col of the last input (fast path)
+        self.combined_weights = None  # (4·C_out, C_in·9) w' of the last forward (fast path)
         self.border_strips = None   # [(Upsample2x, Conv2D, input window, output window)] of the last forward
         self.plain = None           # (Upsample2x, Conv2D) when the last input ran the plain way
         self._buffers = {}
@@ -375,7 +379,7 @@ class UpsampleConv2D(_ScratchBuffers):
         """w' as a (4·C_out, C_in·9) matrix, rows (a, b, c), columns (c', e, f) (im2col's row order)."""
         xp = get_array_module(self.params["w"])
         w = self.params["w"]
-        taps = kernels.device_constant(upsample_conv_taps(), w)
+        taps = kernels.device_constant(UPSAMPLE_CONV_TAPS, w)
         c_out, c_in = w.shape[:2]
         return xp.einsum("aed,bfg,ocdg->aboc" + "ef", taps, taps, w).reshape(4 * c_out, c_in * 9)
 
@@ -412,7 +416,7 @@ class UpsampleConv2D(_ScratchBuffers):
         self.input_shape = x.shape
         if min(h, w) < self.MIN_SIDE:
             self.plain = self._plain_pair(out_hw)
-            self.input_cols = self.border_strips = None
+            self.input_cols = self.combined_weights = self.border_strips = None
             return self.plain[1].forward(self.plain[0].forward(x))
         self.plain = None
         weights = self._combined_weights()
@@ -422,6 +426,7 @@ class UpsampleConv2D(_ScratchBuffers):
                                             out=self._scratch("phases", (4 * c_out, n * h * w), x))
         out = kernels.interleave_phases(phases.reshape(2, 2, c_out, n, h, w), out_hw, bias=self.params["b"])
         self.input_cols = cols
+        self.combined_weights = weights
         self.border_strips = []
         for rows_in, cols_in, rows_out, cols_out, plain_hw, keep_rows, keep_cols in \
                 self._strip_windows((h, w), out_hw):
@@ -465,13 +470,13 @@ class UpsampleConv2D(_ScratchBuffers):
         for cols in (0, 1, width - 2, width - 1):
             g[:, cols % 2, :, :, :, cols // 2] = 0
         g = g.reshape(4 * c_out, n * h * w_low)
-        taps = kernels.device_constant(upsample_conv_taps(), w)
+        taps = kernels.device_constant(UPSAMPLE_CONV_TAPS, w)
         dw_combined = (self.input_cols @ g.T).T.reshape(2, 2, c_out, c_in, 3, 3)
         dw = xp.einsum("aed,bfg,abocef->ocdg", taps, taps, dw_combined)
-        dcols = xp.matmul(self._combined_weights().T, g, out=self._scratch("dcols", self.input_cols.shape, g))
+        dcols = xp.matmul(self.combined_weights.T, g, out=self._scratch("dcols", self.input_cols.shape, g))
         dx = kernels.col2im(dcols, self.input_shape, 3, 3, 1, 1)
         for up, conv, (rows_in, cols_in), (rows_out, cols_out, keep_rows, keep_cols) in self.border_strips:
-            n_, _, strip_h, strip_w = conv.input_shape
+            _, _, strip_h, strip_w = conv.input_shape
             g_strip = xp.zeros((n, c_out, strip_h, strip_w), dtype=dout.dtype)
             g_strip[:, :, keep_rows, keep_cols] = dout[:, :, rows_out, cols_out]
             dx[:, :, rows_in, cols_in] += up.backward(conv.backward(g_strip))

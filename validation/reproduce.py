@@ -37,7 +37,6 @@ nothing else there is touched, and the dataset is only read.
 import argparse
 import csv
 import json
-import math
 import os
 import pathlib
 import sys
