@@ -286,6 +286,38 @@ def test_reproduce_resumes_its_run_folders_exactly(tmp_path):
         assert json.loads((resumed / "runs" / loss / "config.json").read_text())["options"]["epochs"] == 4
 
 
+def test_reproduce_only_trains_one_run_and_the_final_call_matches_a_straight_one(tmp_path):
+    """--only pl / --only sfl train one run folder each and write no figures; a later call without --only
+    trains nothing more and gives the same histories as one straight call (bit for bit, float64)."""
+    common = ("--data", str(demo_dir()), "--size", "16", "--epochs", "3", "--snap-epochs", "2", "--device", "cpu",
+              "--dtype", "float64")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_reproduce(*common, "--out", str(straight)).returncode == 0
+    done = run_reproduce(*common, "--only", "pl", "--out", str(split))
+    assert done.returncode == 0, done.stderr
+    assert "epoch 3 of 3" in done.stdout
+    assert sorted(p.name for p in split.iterdir()) == ["runs"]          # no figures, no table
+    assert sorted(p.name for p in (split / "runs").iterdir()) == ["pl"]  # the other run untouched
+    assert run_reproduce(*common, "--only", "sfl", "--out", str(split)).returncode == 0
+    checkpoints = {loss: (split / "runs" / loss / "checkpoint.npz").read_bytes() for loss in ("pl", "sfl")}
+    done = run_reproduce(*common, "--out", str(split))
+    assert done.returncode == 0, done.stderr
+    assert "completed" not in done.stdout                                # nothing retrained
+    assert (split / "table.json").is_file()
+    for loss in ("pl", "sfl"):
+        assert (split / "runs" / loss / "checkpoint.npz").read_bytes() == checkpoints[loss]
+        rows = [list(csv.DictReader(open(folder / f"history_{loss}.csv", newline=""))) for folder in (straight, split)]
+        assert len(rows[0]) == len(rows[1]) == 3
+        for a, b in zip(*rows):
+            assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+
+
+def test_reproduce_only_rejects_an_unknown_run(tmp_path):
+    done = run_reproduce("--data", str(demo_dir()), "--only", "vae", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "--only" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_reproduce_missing_data_is_one_line_error(tmp_path):
     done = run_reproduce("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert done.returncode == 1

@@ -20,7 +20,10 @@ What it does, using only the public ``sflnet`` API:
    checkpoint of each in ``checkpoints/``. **It resumes exactly**: interrupt it (Ctrl-C) and
    run the same command again (from the same folder), and both runs continue from their last
    checkpoint; finished runs are not retrained. Commit the folders' small files to carry
-   a long run across sessions (never the images).
+   a long run across sessions (never the images). On a CPU the two runs can train side by side,
+   one process each (``--only pl`` and ``--only sfl``, e.g. with ``OPENBLAS_NUM_THREADS=1``):
+   much of an epoch is single-threaded NumPy work, so two processes keep two cores busier than
+   one. ``--only`` trains and stops; a final call without it writes the figures.
 3. Writes ``fig3_log_responses.png``, ``fig4_subbands.png``, ``fig5_curves.png``,
    ``fig6_reconstructions.png`` (original / SFL / PL at the last epoch, with
    close-ups), ``fig7_epochs.png`` and ``fig7_epochs_cd.png`` (SFL and PL at
@@ -77,6 +80,7 @@ QUICK_EPOCHS = 1000
 # Snapshot epochs as fractions of the run (the paper's 100, 500, 1000, 1500, 2000 of 2000).
 SNAP_FRACTIONS = (0.05, 0.25, 0.5, 0.75, 1.0)
 N_SHOWN = 4
+RUNS = ("pl", "sfl")   # the two run folders, OUT/runs/pl and OUT/runs/sfl
 
 
 def parse_args(argv=None):
@@ -108,6 +112,10 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None,
                         help="output folder (default validation/results/full, or validation/results/quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shared initial weights (default 0)")
+    parser.add_argument("--only", choices=RUNS, default=None,
+                        help="train (or resume) only this run and stop, writing no figures: start "
+                             "'--only pl' and '--only sfl' as two processes to use two cores, then run "
+                             "without --only to make the figures")
     parser.add_argument("--snap-epochs", default=None,
                         help="comma-separated epochs whose reconstructions are kept for Fig. 7 "
                              "(default: 5%%, 25%%, 50%%, 75%%, 100%% of --epochs, i.e. 100,500,1000,1500,2000 for 2000)")
@@ -287,6 +295,12 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
+    stops = sorted({e for e in EARLY_STOPS if e < args.epochs} | set(snaps))
+    if args.only is not None:
+        train_run(args.only, run_folder(out, args.only), args, data_arg, stops)
+        print(f"Run {args.only} is at epoch {checkpoint_epoch(run_folder(out, args.only))} of {args.epochs}; "
+              f"run again without --only to write the figures and the table.", flush=True)
+        return
 
     dataset = load_dataset(data, size=args.size, include=args.include, exclude=args.exclude, dtype=dtype)
     host_images = dataset.images
@@ -299,9 +313,8 @@ def main(argv=None):
     figures.plot_log_responses(SIGMAS, out / "fig3_log_responses.png")
     figures.plot_subbands(shown_originals[0], SIGMAS, out / "fig4_subbands.png")
 
-    stops = sorted({e for e in EARLY_STOPS if e < args.epochs} | set(snaps))
     runs = {}
-    for loss in ("pl", "sfl"):
+    for loss in RUNS:
         folder = run_folder(out, loss)
         train_run(loss, folder, args, data_arg, stops)
         rows = read_history(folder)
@@ -330,7 +343,7 @@ def main(argv=None):
         figures.plot_reconstruction_grid(shown_originals[pick], rows, out / f"fig7_epochs{suffix}.png")
 
     final = {}
-    for loss in ("pl", "sfl"):
+    for loss in RUNS:
         rows, _, model, seconds = runs[loss]
         recons = [to_host(r) for r in model.reconstruct(images)]
         psnr, ssim = mean_psnr_ssim(host_images, recons)
