@@ -37,7 +37,8 @@ def bench(data, include, exclude, size, skip_bad, device, dtype, loss, repeat, w
 
     Reports the median epoch, the autoencoder alone ('cae': pixel loss, no LoG
     bank), a per-layer breakdown and peak memory. BLAS threads follow the usual
-    environment variables (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS).
+    environment variables (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS); sflnet's own
+    copy kernels use OMP_NUM_THREADS threads when it is set, else every CPU.
     """
     if compare_torch and not harness.torch_available():
         raise SflnetError("--compare-torch needs PyTorch, which is not installed in this environment "

@@ -35,7 +35,8 @@ sflnet steps, in both memory layouts (channels-last and NCHW). It reports
 sflnet / torch for each layout and against the faster one.
 
 Threads: sflnet uses BLAS threads (OpenBLAS's own setting) plus its kernel
-threads (:func:`sflnet.kernels.set_num_threads`, default: all usable CPUs).
+threads (:func:`sflnet.kernels.set_num_threads`, default: ``OMP_NUM_THREADS`` when set, else all
+usable CPUs).
 
 All timings are wall-clock seconds (floats). The result is a plain dict that
 :func:`format_report` prints and ``json.dump`` writes.

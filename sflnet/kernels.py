@@ -29,7 +29,17 @@ from sflnet.backend import get_array_module
 
 PARALLEL_MIN_ELEMENTS = 1 << 18   # below ~1 MB of float32 work a thread hand-off costs more than it saves
 
-_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+def default_num_threads():
+    """Threads of the NumPy kernels at start: ``OMP_NUM_THREADS`` when it is set to a positive integer
+    (the usual per-process thread setting, which OpenBLAS also follows), else every usable CPU."""
+    setting = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if setting.isdigit() and int(setting) >= 1:
+        return int(setting)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_threads = default_num_threads()
 _pool = None
 
 

@@ -8,6 +8,9 @@ gradients in float64, which validates it as a baseline.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -296,6 +299,18 @@ def threaded_kernels(monkeypatch):
     kernels.set_num_threads(3)
     yield kernels
     kernels.set_num_threads(before)
+
+
+@pytest.mark.parametrize("setting, expected", [("1", 1), ("3", 3), (" 2 ", 2), ("0", None), ("two", None), ("", None)])
+def test_kernel_threads_follow_omp_num_threads(setting, expected):
+    """A fresh process takes its kernel threads from OMP_NUM_THREADS when that is a positive integer, else
+    from the usable CPUs (so two processes started with OMP_NUM_THREADS=1 do not each spread over every core)."""
+    code = "from sflnet import kernels; print(kernels.get_num_threads())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OMP_NUM_THREADS": setting})
+    assert done.returncode == 0, done.stderr
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert int(done.stdout) == (cpus if expected is None else expected)
 
 
 def test_threaded_kernels_give_identical_results(threaded_kernels):
