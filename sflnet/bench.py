@@ -289,7 +289,7 @@ def conv_flops(sizes):
       per output pixel), and ∂E/∂x too, except for conv2, whose input is the image.
 
     This is the "GFLOP per epoch" that the GFLOP/s of the report divide; an epoch of
-    Willow70 at 300 px (4,555,200 pixels) is 196.8 GFLOP.
+    Willow70 at 300 px (4,555,200 pixels) is 196.9 GFLOP.
     """
     total = 0
     for height, width in sizes:

@@ -34,6 +34,7 @@ from matplotlib.patches import Rectangle
 from sflnet.backend import to_host
 from sflnet.data import image_to_uint8
 from sflnet.layers import LoGBank, log_kernel
+from sflnet.runner import RunFolder
 
 #: Number of grey levels of the Fig. 4 quantisation ("uniform 10 levels in [0:255]").
 SUBBAND_LEVELS = 10
@@ -386,25 +387,12 @@ def plot_reconstruction_grid(originals, rows, out_path, closeup=None, dpi=100):
 # A run's overview: its snapshot reconstructions, read back from disk
 # ---------------------------------------------------------------------------
 
-OVERVIEW_FILE = "overview.png"
-
-
 def _read_png(path):
     """An 8-bit PNG as a uint8 array (H, W, 3) for imshow (grey pictures are repeated to RGB)."""
     from PIL import Image  # noqa: PLC0415
 
     with Image.open(path) as picture:
         return np.asarray(picture.convert("RGB"))
-
-
-def _snapshot_folders(snapshots):
-    """[(epoch, folder)] of ``snapshots/epoch_NNNN`` folders, by epoch."""
-    found = []
-    for name in sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else []:
-        folder = os.path.join(snapshots, name)
-        if name.startswith("epoch_") and name[6:].isdigit() and os.path.isdir(folder):
-            found.append((int(name[6:]), folder))
-    return sorted(found)
 
 
 def _pngs(folder):
@@ -420,19 +408,18 @@ def plot_overview(run_dir, out_path=None, dpi=100):
     enlarged (nearest neighbour). A snapshot folder missing some files gets blank cells.
     Raises ValueError when there is no ``snapshots/original`` folder with PNGs.
     """
-    snapshots = os.path.join(os.fspath(run_dir), "snapshots")
-    originals_dir = os.path.join(snapshots, "original")
+    folder = RunFolder(run_dir)
+    originals_dir = folder.originals_dir
     names = _pngs(originals_dir) if os.path.isdir(originals_dir) else []
     if not names:
         raise ValueError(f"{originals_dir} holds no PNG snapshots")
-    table = [("original", originals_dir)] + [(f"epoch {epoch}", folder)
-                                             for epoch, folder in _snapshot_folders(snapshots)]
+    table = [("original", originals_dir)] + [(f"epoch {epoch}", path) for epoch, path in folder.snapshot_epochs()]
     first = _read_png(os.path.join(originals_dir, names[0]))
     aspect = first.shape[0] / first.shape[1]
     n_rows, n_cols = len(table), len(names) + 1
     cell = 1.4
     fig = _new_figure(cell * n_cols + 0.4, cell * aspect * n_rows + 0.3)
-    for r, (label, folder) in enumerate(table):
+    for r, (label, row_dir) in enumerate(table):
         for c in range(n_cols):
             ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)
             ax.set_xticks([])
@@ -440,7 +427,7 @@ def plot_overview(run_dir, out_path=None, dpi=100):
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
             name = names[0] if c == len(names) else names[c]
-            path = os.path.join(folder, name)
+            path = os.path.join(row_dir, name)
             if not os.path.isfile(path):
                 continue
             picture = _read_png(path)
@@ -452,4 +439,4 @@ def plot_overview(run_dir, out_path=None, dpi=100):
                     ax.set_title("close-up", fontsize=7)
             ax.imshow(picture, interpolation="nearest")
     fig.tight_layout(pad=0.3, h_pad=0.3, w_pad=0.2)
-    return _save(fig, os.path.join(os.fspath(run_dir), OVERVIEW_FILE) if out_path is None else out_path, dpi)
+    return _save(fig, folder.overview if out_path is None else out_path, dpi)

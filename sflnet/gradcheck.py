@@ -385,6 +385,13 @@ def _layer_case(layer, variables, shape, masks=None):
     return Case(variables, evaluate, gradients, shape, masks)
 
 
+def _conv_inputs(rng, xp, dtype, x_shape, w_shape):
+    """x: N(0, 1) of x_shape; w: N(0, 1/(C_in·9)) of w_shape (C_out, C_in, 3, 3); b: N(0, 1) of (C_out,)."""
+    x = _normal(rng, x_shape, xp, dtype)
+    w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1] * 9))
+    return x, w, _normal(rng, w_shape[:1], xp, dtype)
+
+
 def make_conv_case(stride):
     """Factory for Conv2D(stride): tiny x (2,3,5,6) / (2,3,7,6), realistic layer-4 / layer-3 shapes."""
     def make(rng, xp, dtype, size):
@@ -393,12 +400,9 @@ def make_conv_case(stride):
         else:
             x_shape, w_shape = ((2, 16, 64, 48), (32, 16, 3, 3)) if stride == 1 else \
                 ((2, 32, 37, 53), (16, 32, 3, 3))
-        x = _normal(rng, x_shape, xp, dtype)
-        w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1] * 9))
-        b = _normal(rng, w_shape[:1], xp, dtype)
+        x, w, b = _conv_inputs(rng, xp, dtype, x_shape, w_shape)
         layer = layers.Conv2D(w, b, stride=stride)
-        variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
-        return _layer_case(layer, variables, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)}")
+        return _layer_case(layer, {"x": x, **layer.params}, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)}")
     return make
 
 
@@ -430,12 +434,10 @@ def make_upsample_conv_case(rng, xp, dtype, size):
     """UpsampleConv2D (layer 4 fused): tiny (2,3,5,4) → 9×8 with w (2,3,3,3), realistic (2,16,19,27) → 37×53."""
     (shape, out_hw, w_shape) = ((2, 3, 5, 4), (9, 8), (2, 3, 3, 3)) if size == "tiny" else \
         ((2, 16, 19, 27), (37, 53), (32, 16, 3, 3))
-    x = _normal(rng, shape, xp, dtype)
-    w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1] * 9))
-    b = _normal(rng, w_shape[:1], xp, dtype)
+    x, w, b = _conv_inputs(rng, xp, dtype, shape, w_shape)
     layer = layers.UpsampleConv2D(w, b, output_size=out_hw)
-    variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
-    return _layer_case(layer, variables, f"x{_shape_text(shape)}->{out_hw[0]}x{out_hw[1]} w{_shape_text(w_shape)}")
+    return _layer_case(layer, {"x": x, **layer.params},
+                       f"x{_shape_text(shape)}->{out_hw[0]}x{out_hw[1]} w{_shape_text(w_shape)}")
 
 
 def make_logbank_case(rng, xp, dtype, size):

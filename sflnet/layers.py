@@ -444,7 +444,8 @@ class UpsampleConv2D(_ScratchBuffers):
         each ``o_s = crop(Conv2D(w, b)(Upsample2x(x_s)))`` on a window x_s of x. So with G = ∂E/∂o:
 
         * interior: ``G' = split_phases(G)`` with the border pixels set to 0 (they were overwritten),
-          as a (4·C_out, N·h·w) matrix; then exactly :class:`Conv2D`'s derivation:
+          as a (4·C_out, N·h·w) matrix; then exactly :class:`Conv2D`'s derivation (Eq. 2 is linear in W'
+          and in cols):
           ``∂E/∂W' = G' · colsᵀ`` and ``∂E/∂x = col2im(W'ᵀ · G')``. Since w' is linear in w,
           ``∂E/∂w[c, c', d, g] = Σ_{a, b, e, f} R[a, e, d] R[b, f, g] ∂E/∂W'[a, b, c, c', e, f]``
           (the transpose of the combination);

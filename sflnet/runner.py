@@ -385,6 +385,7 @@ class RunFolder:
         self.history = os.path.join(self.path, HISTORY_FILE)
         self.checkpoint = os.path.join(self.path, CHECKPOINT_FILE)
         self.curves = os.path.join(self.path, CURVES_FILE)
+        self.overview = os.path.join(self.path, OVERVIEW_FILE)
         self.checkpoints_dir = os.path.join(self.path, CHECKPOINTS_DIR)
         self.snapshots_dir = os.path.join(self.path, SNAPSHOTS_DIR)
 
@@ -397,6 +398,15 @@ class RunFolder:
     @property
     def originals_dir(self):
         return os.path.join(self.snapshots_dir, "original")
+
+    def snapshot_epochs(self):
+        """[(epoch, folder)] of the ``snapshots/epoch_NNNN`` folders on disk, by epoch."""
+        found = []
+        for name in os.listdir(self.snapshots_dir) if os.path.isdir(self.snapshots_dir) else []:
+            folder = os.path.join(self.snapshots_dir, name)
+            if name.startswith("epoch_") and name[6:].isdigit() and os.path.isdir(folder):
+                found.append((int(name[6:]), folder))
+        return sorted(found)
 
     def state(self):
         """"missing", "empty", "run" (holds config.json, checkpoint.npz or history.csv) or "other"."""
@@ -411,8 +421,7 @@ class RunFolder:
 
     def remove_run_files(self):
         """Delete sflnet's own files (for --overwrite); anything else in the folder is left alone."""
-        for path in (self.config, self.history, self.checkpoint, self.curves,
-                     os.path.join(self.path, OVERVIEW_FILE)):
+        for path in (self.config, self.history, self.checkpoint, self.curves, self.overview):
             if os.path.lexists(path):
                 os.remove(path)
         for folder in (self.checkpoints_dir, self.snapshots_dir):
