@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -264,7 +265,17 @@ def test_reproduce_end_to_end_on_demo_images(tmp_path):
     assert table["final"]["pl"]["sfl"] == pytest.approx([float(pl_rows[-1][f"sfl_{s:g}"]) for s in SIGMAS])
     expected_lower = table["final"]["sfl"]["sfl"][0] < table["final"]["pl"]["sfl"][0]
     assert table["final"]["sfl_run_highest_subband_lower"] == expected_lower
-    assert "18.9" in (out / "table.md").read_text()
+    # Fewer epochs than the late window: the medians are over all 3 logged epochs of each history file.
+    assert table["final"]["late_epochs"] == 3
+    for key, rows in (("pl", pl_rows), ("sfl", sfl_rows)):
+        final = table["final"][key]
+        assert final["sfl_late_median"] == pytest.approx(
+            [statistics.median(float(r[f"sfl_{s:g}"]) for r in rows) for s in SIGMAS], rel=1e-6)
+        assert final["median_epoch_seconds"] == pytest.approx(
+            statistics.median(float(r["seconds"]) for r in rows), rel=1e-5)
+    text = (out / "table.md").read_text()
+    assert "18.9" in text
+    assert "| PL+SFL, this run, median of the last 3 epochs |" in text
 
 
 def test_reproduce_resumes_its_run_folders_exactly(tmp_path):
