@@ -357,17 +357,16 @@ def main(argv=None):
             rows.append((f"PL epoch {epoch}", runs["pl"][1][epoch][pick]))
         figures.plot_reconstruction_grid(shown_originals[pick], rows, out / f"fig7_epochs{suffix}.png")
 
-    final = {}
+    final = {"late_epochs": min(LATE_EPOCHS, args.epochs)}   # both histories hold args.epochs rows
     for loss in RUNS:
         rows, _, model, seconds = runs[loss]
         recons = [to_host(r) for r in model.reconstruct(images)]
         psnr, ssim = mean_psnr_ssim(host_images, recons)
-        late = rows[-LATE_EPOCHS:]
+        late = rows[-final["late_epochs"]:]
         final[loss] = {"sfl": [rows[-1][f"sfl_{s:g}"] for s in SIGMAS], "E_PL": rows[-1]["E_PL"],
                        "E_SFL": rows[-1]["E_SFL"], "psnr": psnr, "ssim": ssim, "seconds": seconds,
                        "median_epoch_seconds": float(np.median([r["seconds"] for r in rows])),
                        "sfl_late_median": [float(np.median([r[f"sfl_{s:g}"] for r in late])) for s in SIGMAS]}
-    final["late_epochs"] = min(LATE_EPOCHS, len(runs["pl"][0]), len(runs["sfl"][0]))
     lower = final["sfl"]["sfl"][0] < final["pl"]["sfl"][0]
     final["sfl_run_highest_subband_lower"] = bool(lower)
     final["verdict"] = (f"Highest subband (σ = {SIGMAS[0]:g}): SFL of the SFL run "
