@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 # NumPy's OpenBLAS keeps its idle worker threads spinning for about 0.1 s
 # after every matrix product (2**28 cycles). sflnet's NumPy kernels run their
-# own threads between the products (sflnet.kernels.parallel_ranges), and a
+# own threads between the products (sflnet.ops.threads.parallel_ranges), and a
 # spinning BLAS worker takes their core: on 2 cores an epoch was ~20 % slower.
 # So idle BLAS workers go to sleep at once (2**4 cycles). This is only a
 # default (an explicit OPENBLAS_THREAD_TIMEOUT wins), and it only takes effect

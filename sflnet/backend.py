@@ -3,7 +3,9 @@
 Every other module receives arrays and asks :func:`get_array_module` which
 library they belong to, so the same layer code runs on both. CuPy is optional:
 ``import sflnet`` never imports it, and :func:`select_device` only tries it
-when asked for ``"auto"`` or ``"gpu"``.
+when asked for ``"auto"`` or ``"gpu"``. Arrays move with :func:`to_device` /
+:func:`to_host`; small constants (filter taps, loss weights) are uploaded once
+and cached by :func:`device_constant`.
 
 Device names
 ------------
@@ -120,3 +122,30 @@ def use_device_for_rank(xp, local_rank):
     index = local_rank % xp.cuda.runtime.getDeviceCount()
     xp.cuda.Device(index).use()
     return index
+
+
+# Small constants (filter taps, loss weights) kept on the device, uploaded once
+
+_device_constants = {}
+
+
+def device_constant(values, like):
+    """``values`` (a small host sequence or array) as an array of ``like``'s dtype on ``like``'s device.
+
+    values:  (k,) or any small shape, host (NumPy / Python numbers)
+    like:    any array; gives the array module, device and dtype
+    returns  values as that dtype: a NumPy array for NumPy ``like``; for CuPy, a device array
+             uploaded once per (device, dtype, values) and then served from a cache, so a
+             training step does not re-send the same taps and weights on every call.
+
+    The returned array is shared: callers must treat it as read-only.
+    """
+    xp = get_array_module(like)
+    host = np.asarray(values, dtype=like.dtype)
+    if xp is np:
+        return host
+    key = (xp, xp.cuda.Device().id, host.dtype.str, host.shape, host.tobytes())
+    cached = _device_constants.get(key)
+    if cached is None:
+        cached = _device_constants[key] = xp.asarray(host)
+    return cached

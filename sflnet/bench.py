@@ -15,7 +15,7 @@ What is measured
   before and after each call on the GPU, which slows the GPU down, so the
   breakdown is a profile, not a second measurement of the epoch). Keys:
   ``conv2 conv3 upsample conv4 conv5 activations`` (the model computes layer 4 as one
-  :class:`sflnet.layers.UpsampleConv2D`, so ``conv4`` includes the bilinear ×2 and ``upsample``
+  :class:`sflnet.nn.conv.UpsampleConv2D`, so ``conv4`` includes the bilinear ×2 and ``upsample``
   is 0 unless the model was built with ``fuse_upsample=False``), ``LoG loss`` (the SFL's
   forward and backward, i.e. layer 6 both ways), ``pixel loss``, ``update``,
   and ``other`` (grouping, chunking and gradient accumulation: the epoch
@@ -35,7 +35,7 @@ sflnet steps, in both memory layouts (channels-last and NCHW). It reports
 sflnet / torch for each layout and against the faster one.
 
 Threads: sflnet uses BLAS threads (OpenBLAS's own setting) plus its kernel
-threads (:func:`sflnet.kernels.set_num_threads`, default: ``OMP_NUM_THREADS`` when set, else all
+threads (:func:`sflnet.ops.threads.set_num_threads`, default: ``OMP_NUM_THREADS`` when set, else all
 usable CPUs).
 
 All timings are wall-clock seconds (floats). The result is a plain dict that

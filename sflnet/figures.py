@@ -33,7 +33,8 @@ from matplotlib.patches import Rectangle
 
 from sflnet.backend import to_host
 from sflnet.data import image_to_uint8
-from sflnet.layers import LoGBank, log_kernel
+from sflnet.nn import LoGBank
+from sflnet.ops.filters import log_kernel
 from sflnet.runner import RunFolder
 
 #: Number of grey levels of the Fig. 4 quantisation ("uniform 10 levels in [0:255]").
@@ -94,7 +95,7 @@ def _host_image(image):
 def log_frequency_response(sigma, n=256):
     """Power spectrum ``|DFT(K_σ)|²`` of the Eq. 5 kernel, zero-padded to n × n and fftshift-ed.
 
-    The kernel is :func:`sflnet.layers.log_kernel` (k × k, k = 7, 13, 27 for
+    The kernel is :func:`sflnet.ops.filters.log_kernel` (k × k, k = 7, 13, 27 for
     σ = 0.8, 1.6, 3.2), placed in the top-left corner of an n × n array of
     zeros. Where it sits only changes the phase of the DFT, never the power.
     After ``fftshift`` the zero frequency is at index (n // 2, n // 2); row i
@@ -167,7 +168,7 @@ def plot_log_responses(sigmas, out_path, n=256, dpi=100):
 def subband_outputs(image, sigmas):
     """Layer 6 applied to one image: (3, H, W) → (S, H, W) float64, S = len(sigmas).
 
-    Uses :class:`sflnet.layers.LoGBank` on a float64 copy, so band c is the
+    Uses :class:`sflnet.nn.fixed.LoGBank` on a float64 copy, so band c is the
     LoG of scale σ_c applied to the sum of the three colours.
     """
     x = _host_image(image)[None]             # (1, 3, H, W)

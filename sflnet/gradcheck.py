@@ -1,6 +1,6 @@
 """The gradient-check validation suite behind ``sflnet gradcheck`` (DESIGN.md §3).
 
-Every hand-written backward pass of :mod:`sflnet.layers` and of the whole
+Every hand-written backward pass of :mod:`sflnet.nn` and of the whole
 :class:`sflnet.models.cae.Autoencoder` is checked five ways, in float64:
 
 * **forward vs reference** — the layer's output against an independent SciPy /
@@ -29,7 +29,7 @@ When a GPU is usable the float64 checks run again on CuPy, and float32 CuPy
 results are compared with float32 NumPy results.
 
 The checks take their subjects from :data:`REGISTRY` (name → :class:`LayerEntry`),
-whose factories build the layers from :mod:`sflnet.layers` / :mod:`sflnet.models.cae`
+whose factories build the layers from :mod:`sflnet.nn` / :mod:`sflnet.models.cae`
 at call time. A test can therefore plant a wrong backward (monkeypatch a
 class, or pass its own registry to :func:`run_suite`) and see the suite fail on
 the right row.
@@ -53,7 +53,9 @@ from fractions import Fraction
 import numpy as np
 import scipy.signal
 
-from sflnet import kernels, layers, losses
+from sflnet import losses, nn
+from sflnet.ops.filters import log_kernel
+from sflnet.ops.im2col import col2im, im2col
 from sflnet.models import cae as model
 from sflnet.backend import _try_cupy, get_array_module, gpu_available, select_device, to_device, to_host
 from sflnet.errors import SflnetError
@@ -277,12 +279,12 @@ def reference_log_kernel(sigma):
 def reference_log_bank(f, sigmas):
     """Layer 6 literally: ``out[n,c] = Σ_{c'} correlate2d(f[n,c'], K_{σ_c}, 'same', zero fill)``.
 
-    f: (N, C, H, W) → (N, S, H, W); the kernels are :func:`sflnet.layers.log_kernel`.
+    f: (N, C, H, W) → (N, S, H, W); the kernels are :func:`sflnet.ops.filters.log_kernel`.
     """
     out = np.zeros((f.shape[0], len(sigmas)) + f.shape[2:], dtype=np.float64)
     for n in range(f.shape[0]):
         for c, sigma in enumerate(sigmas):
-            kernel = layers.log_kernel(sigma)
+            kernel = log_kernel(sigma)
             for ci in range(f.shape[1]):
                 out[n, c] += scipy.signal.correlate2d(f[n, ci], kernel, mode="same", boundary="fill")
     return out
@@ -401,7 +403,7 @@ def make_conv_case(stride):
             x_shape, w_shape = ((2, 16, 64, 48), (32, 16, 3, 3)) if stride == 1 else \
                 ((2, 32, 37, 53), (16, 32, 3, 3))
         x, w, b = _conv_inputs(rng, xp, dtype, x_shape, w_shape)
-        layer = layers.Conv2D(w, b, stride=stride)
+        layer = nn.Conv2D(w, b, stride=stride)
         return _layer_case(layer, {"x": x, **layer.params}, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)}")
     return make
 
@@ -409,7 +411,7 @@ def make_conv_case(stride):
 def make_relu_case(rng, xp, dtype, size):
     """ReLU with inputs ``0.1 ≤ |x| ≤ 1`` of both signs, so no ε moves an input across the kink."""
     shape = (2, 3, 5, 6) if size == "tiny" else (2, 32, 64, 48)
-    layer = layers.ReLU()
+    layer = nn.ReLU()
     variables = {"x": _away_from_zero(rng, shape, xp, dtype)}
 
     def masks():
@@ -419,13 +421,13 @@ def make_relu_case(rng, xp, dtype, size):
 
 def make_tanh_case(rng, xp, dtype, size):
     shape = (2, 3, 5, 6) if size == "tiny" else (2, 3, 64, 48)
-    return _layer_case(layers.Tanh(), {"x": _normal(rng, shape, xp, dtype)}, f"x{_shape_text(shape)}")
+    return _layer_case(nn.Tanh(), {"x": _normal(rng, shape, xp, dtype)}, f"x{_shape_text(shape)}")
 
 
 def make_upsample_case(rng, xp, dtype, size):
     """Upsample2x with a crop on one axis: tiny (2,3,5,4) → 9×8, realistic (2,16,19,27) → 37×53."""
     shape, out_hw = ((2, 3, 5, 4), (9, 8)) if size == "tiny" else ((2, 16, 19, 27), (37, 53))
-    layer = layers.Upsample2x(output_size=out_hw)
+    layer = nn.Upsample2x(output_size=out_hw)
     return _layer_case(layer, {"x": _normal(rng, shape, xp, dtype)},
                        f"x{_shape_text(shape)}->{out_hw[0]}x{out_hw[1]}")
 
@@ -435,14 +437,14 @@ def make_upsample_conv_case(rng, xp, dtype, size):
     (shape, out_hw, w_shape) = ((2, 3, 5, 4), (9, 8), (2, 3, 3, 3)) if size == "tiny" else \
         ((2, 16, 19, 27), (37, 53), (32, 16, 3, 3))
     x, w, b = _conv_inputs(rng, xp, dtype, shape, w_shape)
-    layer = layers.UpsampleConv2D(w, b, output_size=out_hw)
+    layer = nn.UpsampleConv2D(w, b, output_size=out_hw)
     return _layer_case(layer, {"x": x, **layer.params},
                        f"x{_shape_text(shape)}->{out_hw[0]}x{out_hw[1]} w{_shape_text(w_shape)}")
 
 
 def make_logbank_case(rng, xp, dtype, size):
     shape = (2, 3, 7, 8) if size == "tiny" else (2, 3, 64, 48)
-    layer = layers.LoGBank(model.DEFAULT_SIGMAS)
+    layer = nn.LoGBank(model.DEFAULT_SIGMAS)
     return _layer_case(layer, {"x": _normal(rng, shape, xp, dtype)}, f"x{_shape_text(shape)}")
 
 
@@ -534,7 +536,7 @@ def make_network_case(loss):
             found = []
             for group in model.as_groups(batch):
                 net.forward(group)
-                found += [layer.positive_mask.copy() for layer in net.layers if isinstance(layer, layers.ReLU)]
+                found += [layer.positive_mask.copy() for layer in net.layers if isinstance(layer, nn.ReLU)]
             return found
 
         sample = {}
@@ -782,7 +784,7 @@ def forward_conv(stride):
         x = rng.standard_normal((2, 3, 9, 8))
         w = rng.standard_normal((4, 3, 3, 3))
         b = rng.standard_normal(4)
-        layer = layers.Conv2D(to_device(w, xp), to_device(b, xp), stride=stride)
+        layer = nn.Conv2D(to_device(w, xp), to_device(b, xp), stride=stride)
         out = layer.forward(to_device(x, xp))
         return _forward_measurement("x(2,3,9,8) w(4,3,3,3)", out, reference_conv2d(x, w, b, stride))
     return check
@@ -790,12 +792,12 @@ def forward_conv(stride):
 
 def forward_relu(rng, xp):
     x = rng.standard_normal((2, 3, 9, 8))
-    return _forward_measurement("x(2,3,9,8)", layers.ReLU().forward(to_device(x, xp)), np.maximum(x, 0.0))
+    return _forward_measurement("x(2,3,9,8)", nn.ReLU().forward(to_device(x, xp)), np.maximum(x, 0.0))
 
 
 def forward_tanh(rng, xp):
     x = 2 * rng.standard_normal((2, 3, 9, 8))
-    return _forward_measurement("x(2,3,9,8)", layers.Tanh().forward(to_device(x, xp)), np.tanh(x))
+    return _forward_measurement("x(2,3,9,8)", nn.Tanh().forward(to_device(x, xp)), np.tanh(x))
 
 
 def forward_upsample(rng, xp):
@@ -803,7 +805,7 @@ def forward_upsample(rng, xp):
     worst, samples = None, []
     for shape, out_hw in (((2, 3, 5, 7), (9, 13)), ((2, 3, 4, 3), (8, 6))):
         x = rng.standard_normal(shape)
-        out = layers.Upsample2x(output_size=out_hw).forward(to_device(x, xp))
+        out = nn.Upsample2x(output_size=out_hw).forward(to_device(x, xp))
         m = _forward_measurement("", out, reference_upsample2x(x, *out_hw))
         worst = m if worst is None or m.error > worst.error else worst
         samples += [f"{_shape_text(shape)} -> {out_hw}"] + m.samples
@@ -815,7 +817,7 @@ def forward_upsample_conv(rng, xp):
     x = rng.standard_normal((2, 3, 5, 7))
     w = rng.standard_normal((4, 3, 3, 3))
     b = rng.standard_normal(4)
-    out = layers.UpsampleConv2D(to_device(w, xp), to_device(b, xp), output_size=(9, 13)).forward(to_device(x, xp))
+    out = nn.UpsampleConv2D(to_device(w, xp), to_device(b, xp), output_size=(9, 13)).forward(to_device(x, xp))
     return _forward_measurement("x(2,3,5,7)->9x13 w(4,3,3,3)", out,
                                 reference_conv2d(reference_upsample2x(x, 9, 13), w, b, 1))
 
@@ -825,7 +827,7 @@ def forward_logbank(rng, xp):
     worst, samples = 0.0, []
     for shape in ((2, 3, 9, 8), (1, 3, 37, 53)):
         f = rng.standard_normal(shape)
-        out = layers.LoGBank(model.DEFAULT_SIGMAS).forward(to_device(f, xp))
+        out = nn.LoGBank(model.DEFAULT_SIGMAS).forward(to_device(f, xp))
         m = _forward_measurement("", out, reference_log_bank(f, model.DEFAULT_SIGMAS))
         worst = max(worst, m.error)
         samples += [_shape_text(shape)] + m.samples
@@ -837,7 +839,7 @@ def forward_log_kernel(rng, xp):
     del rng, xp   # deterministic and host-only
     worst, sizes, samples = 0.0, [], []
     for sigma in model.DEFAULT_SIGMAS:
-        computed, expected = layers.log_kernel(sigma), reference_log_kernel(sigma)
+        computed, expected = log_kernel(sigma), reference_log_kernel(sigma)
         sizes.append(computed.shape[0])
         if computed.shape != expected.shape:
             worst = math.inf
@@ -886,9 +888,9 @@ def forward_network(loss):
 def adjoint_im2col(stride):
     def check(rng, xp):
         x = _normal(rng, (2, 4, 13, 10), xp, np.float64)
-        cols = kernels.im2col(x, 3, 3, stride, 1)
+        cols = im2col(x, 3, 3, stride, 1)
         y = _random_cotangent(rng, cols, xp)
-        back = kernels.col2im(y, x.shape, 3, 3, stride, 1)
+        back = col2im(y, x.shape, 3, 3, stride, 1)
         return _adjoint_measurement(f"x(2,4,13,10) k3 s{stride}", cols, x, y, back)
     return check
 
@@ -897,7 +899,7 @@ def adjoint_conv(stride):
     def check(rng, xp):
         x = _normal(rng, (2, 4, 13, 10), xp, np.float64)
         w = _normal(rng, (5, 4, 3, 3), xp, np.float64)
-        layer = layers.Conv2D(w, xp.zeros(5, dtype=np.float64), stride=stride)
+        layer = nn.Conv2D(w, xp.zeros(5, dtype=np.float64), stride=stride)
         out = layer.forward(x)
         y = _random_cotangent(rng, out, xp)
         return _adjoint_measurement("x(2,4,13,10) w(5,4,3,3) b=0", out, x, y, layer.backward(y))
@@ -907,7 +909,7 @@ def adjoint_conv(stride):
 def adjoint_upsample(rng, xp):
     worst = None
     for shape, out_hw in (((2, 3, 19, 27), (37, 53)), ((2, 3, 32, 24), (64, 48))):
-        layer = layers.Upsample2x(output_size=out_hw)
+        layer = nn.Upsample2x(output_size=out_hw)
         x = _normal(rng, shape, xp, np.float64)
         out = layer.forward(x)
         y = _random_cotangent(rng, out, xp)
@@ -918,7 +920,7 @@ def adjoint_upsample(rng, xp):
 
 
 def adjoint_logbank(rng, xp):
-    layer = layers.LoGBank(model.DEFAULT_SIGMAS)
+    layer = nn.LoGBank(model.DEFAULT_SIGMAS)
     x = _normal(rng, (2, 3, 37, 53), xp, np.float64)
     out = layer.forward(x)
     y = _random_cotangent(rng, out, xp)
@@ -1267,25 +1269,25 @@ def to_json(report, verbose=False):
 
 def backward_targets():
     """name → (label, the backward whose docstring holds the derivation, its class or None) for every
-    checked layer name (``im2col`` names the function :func:`sflnet.kernels.col2im`)."""
+    checked layer name (``im2col`` names the function :func:`sflnet.ops.im2col.col2im`)."""
     from sflnet.models import vae as vae_model  # noqa: PLC0415
 
     def method(cls):
         return (f"{cls.__module__}.{cls.__qualname__}.backward", cls.backward, cls)
 
     targets = {
-        "im2col": ("sflnet.kernels.col2im (the adjoint of im2col)", kernels.col2im, None),
-        "conv2d_s1": method(layers.Conv2D), "conv2d_s2": method(layers.Conv2D),
-        "relu": method(layers.ReLU), "tanh": method(layers.Tanh), "upsample2x": method(layers.Upsample2x),
-        "upsample_conv": method(layers.UpsampleConv2D),
-        "logbank": method(layers.LoGBank), "pixel_loss": method(losses.PixelLoss),
+        "im2col": ("sflnet.ops.im2col.col2im (the adjoint of im2col)", col2im, None),
+        "conv2d_s1": method(nn.Conv2D), "conv2d_s2": method(nn.Conv2D),
+        "relu": method(nn.ReLU), "tanh": method(nn.Tanh), "upsample2x": method(nn.Upsample2x),
+        "upsample_conv": method(nn.UpsampleConv2D),
+        "logbank": method(nn.LoGBank), "pixel_loss": method(losses.PixelLoss),
         "sfl_loss": method(losses.SpatialFrequencyLoss), "l1_loss": method(losses.L1Loss),
         "ssim_loss": method(losses.SSIMLoss), "fft_loss": method(losses.FocalFrequencyLoss),
         "stft_loss": method(losses.STFTLoss),
-        "conv2d_valid_s1": method(layers.Conv2D), "conv2d_valid_s2": method(layers.Conv2D),
-        "conv_transpose_s1": method(layers.ConvTranspose2D), "conv_transpose_s2": method(layers.ConvTranspose2D),
-        "linear": method(layers.Linear), "sigmoid": method(layers.Sigmoid),
-        "reparameterize": method(layers.Reparameterize), "kl_loss": method(losses.KLDivergence),
+        "conv2d_valid_s1": method(nn.Conv2D), "conv2d_valid_s2": method(nn.Conv2D),
+        "conv_transpose_s1": method(nn.ConvTranspose2D), "conv_transpose_s2": method(nn.ConvTranspose2D),
+        "linear": method(nn.Linear), "sigmoid": method(nn.Sigmoid),
+        "reparameterize": method(nn.Reparameterize), "kl_loss": method(losses.KLDivergence),
     }
     for name in ("network_pl", "network_sfl", *NETWORK_OBJECTIVES):
         targets[name] = method(model.Autoencoder)

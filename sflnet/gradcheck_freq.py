@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from sflnet import kernels
+from sflnet.ops import spectral
 from sflnet.backend import get_array_module, to_device, to_host
 from sflnet.gradcheck import (Case, Measurement, _adjoint_measurement, _forward_measurement, _normal,
                               _random_cotangent, _shape_text, _uniform)
@@ -107,9 +107,9 @@ def stft_margins(recon, target, window, stride, window_fn="hann"):
     that moves no coefficient F_o by more than the smallest of these crosses no kink.
     """
     taper = window_taper(window, window_fn)
-    f_o = np.fft.fft2(kernels.extract_frames(np.asarray(to_host(recon), np.float64), window, stride, taper),
+    f_o = np.fft.fft2(spectral.extract_frames(np.asarray(to_host(recon), np.float64), window, stride, taper),
                       norm="ortho")
-    f_i = np.fft.fft2(kernels.extract_frames(np.asarray(to_host(target), np.float64), window, stride, taper),
+    f_i = np.fft.fft2(spectral.extract_frames(np.asarray(to_host(target), np.float64), window, stride, taper),
                       norm="ortho")
     amp_o = np.abs(f_o)
     phase = np.abs(np.angle(f_o * np.conj(f_i)))
@@ -246,9 +246,9 @@ def adjoint_dft(rng, xp):
     worst, samples = None, []
     for shape in ((2, 3, 9, 8), (1, 2, 7, 11)):
         x = _normal(rng, shape, xp, np.float64)
-        fx = _complex_pair(kernels.dft2(x))
+        fx = _complex_pair(spectral.dft2(x))
         y = _random_cotangent(rng, fx, xp)
-        back = kernels.dft2_adjoint(y[0] + 1j * y[1])
+        back = spectral.dft2_adjoint(y[0] + 1j * y[1])
         m = _adjoint_measurement("", fx, x, y, back)
         worst = m if worst is None or m.error > worst.error else worst
         samples += [_shape_text(shape)] + m.samples
@@ -264,11 +264,11 @@ def adjoint_stft_frames(rng, xp):
     for shape, window, stride in (((2, 3, 24, 19), 8, 3), ((1, 2, 13, 12), 5, 2), ((1, 3, 37, 53), 16, 4)):
         taper = to_device(window_taper(window, "hann"), xp)
         x = _normal(rng, shape, xp, np.float64)
-        spectrum = kernels.stft2(x, window, stride, taper)
-        counted = to_device(kernels.half_spectrum_multiplicity(window), xp)
+        spectrum = spectral.stft2(x, window, stride, taper)
+        counted = to_device(spectral.half_spectrum_multiplicity(window), xp)
         fx = _complex_pair(spectrum * counted)            # m ⊙ stft2(x): the m-weighted inner product
         y = _random_cotangent(rng, fx, xp)
-        back = kernels.stft2_adjoint(y[0] + 1j * y[1], shape[2], shape[3], stride, taper)
+        back = spectral.stft2_adjoint(y[0] + 1j * y[1], shape[2], shape[3], stride, taper)
         m = _adjoint_measurement("", fx, x, y, back)
         worst = m if worst is None or m.error > worst.error else worst
         samples += [f"{_shape_text(shape)} h{window} s{stride} hann -> {_shape_text(spectrum.shape)}"] + m.samples

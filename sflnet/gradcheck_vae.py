@@ -1,8 +1,8 @@
 """The gradient-check rows of the β-VAE's layers (seed 004), in the style of :mod:`sflnet.gradcheck`'s row functions.
 
-Layers: :class:`~sflnet.layers.Conv2D` with ``padding="valid"``,
-:class:`~sflnet.layers.ConvTranspose2D` (stride 1 and 2), :class:`~sflnet.layers.Linear`,
-:class:`~sflnet.layers.Sigmoid`, :class:`~sflnet.layers.Reparameterize` and the
+Layers: :class:`~sflnet.nn.Conv2D` with ``padding="valid"``,
+:class:`~sflnet.nn.ConvTranspose2D` (stride 1 and 2), :class:`~sflnet.nn.Linear`,
+:class:`~sflnet.nn.Sigmoid`, :class:`~sflnet.nn.Reparameterize` and the
 latent term :class:`~sflnet.losses.kl.KLDivergence`. Per layer:
 
 * ``make_*_case`` — the :class:`~sflnet.gradcheck.Case` of the dense ("tiny") and
@@ -37,7 +37,7 @@ import numpy as np
 import scipy.signal
 import scipy.special
 
-from sflnet import layers
+from sflnet import nn
 from sflnet.backend import to_device, to_host
 from sflnet.gradcheck import (THRESHOLD_NETWORK_DENSE, THRESHOLD_NETWORK_DIRECTIONAL, Case, LayerEntry, Measurement,
                               _adjoint_measurement, _forward_measurement, _layer_case, _normal, _random_cotangent,
@@ -126,7 +126,7 @@ def make_conv_valid_case(stride):
         x = _normal(rng, x_shape, xp, dtype)
         w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1] * 9))
         b = _normal(rng, w_shape[:1], xp, dtype)
-        layer = layers.Conv2D(w, b, stride=stride, padding="valid")
+        layer = nn.Conv2D(w, b, stride=stride, padding="valid")
         variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
         return _layer_case(layer, variables, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)} valid")
     return make
@@ -142,7 +142,7 @@ def make_conv_transpose_case(stride):
         x = _normal(rng, x_shape, xp, dtype)
         w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[0] * 9))
         b = _normal(rng, w_shape[1:2], xp, dtype)
-        layer = layers.ConvTranspose2D(w, b, stride=stride)
+        layer = nn.ConvTranspose2D(w, b, stride=stride)
         variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
         return _layer_case(layer, variables, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)} s{stride}")
     return make
@@ -154,7 +154,7 @@ def make_linear_case(rng, xp, dtype, size):
     x = _normal(rng, x_shape, xp, dtype)
     w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1]))
     b = _normal(rng, w_shape[:1], xp, dtype)
-    layer = layers.Linear(w, b)
+    layer = nn.Linear(w, b)
     variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
     return _layer_case(layer, variables, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)}")
 
@@ -162,7 +162,7 @@ def make_linear_case(rng, xp, dtype, size):
 def make_sigmoid_case(rng, xp, dtype, size):
     """Sigmoid on N(0, 3²) inputs (both tails and the middle): tiny (2,3,5,4), realistic (2,1,28,28)."""
     shape = (2, 3, 5, 4) if size == "tiny" else (2, 1, 28, 28)
-    return _layer_case(layers.Sigmoid(), {"x": _normal(rng, shape, xp, dtype, scale=3.0)}, f"x{_shape_text(shape)}")
+    return _layer_case(nn.Sigmoid(), {"x": _normal(rng, shape, xp, dtype, scale=3.0)}, f"x{_shape_text(shape)}")
 
 
 def _latents(rng, shape, xp, dtype):
@@ -177,7 +177,7 @@ def make_reparameterize_case(rng, xp, dtype, size):
     shape = (2, 3) if size == "tiny" else (32, 16)
     mu, logvar = _latents(rng, shape, xp, dtype)
     eps = _normal(rng, shape, xp, dtype)
-    layer = layers.Reparameterize()
+    layer = nn.Reparameterize()
     variables = {"mu": mu, "logvar": logvar}
 
     def evaluate():
@@ -228,7 +228,7 @@ def forward_conv_valid(stride):
         parts = []
         for x_shape, w_shape in (((2, 3, 9, 8), (4, 3, 3, 3)), ((2, 1, 28, 28), (3, 1, 3, 3))):
             x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
-            out = layers.Conv2D(to_device(w, xp), to_device(b, xp), stride=stride, padding="valid").forward(
+            out = nn.Conv2D(to_device(w, xp), to_device(b, xp), stride=stride, padding="valid").forward(
                 to_device(x, xp))
             expected = reference_conv2d_valid(x, w, b, stride)
             m = _forward_measurement("", out, expected)
@@ -246,7 +246,7 @@ def forward_conv_transpose(stride):
         for x_shape, w_shape in (((2, 3, 4, 5), (3, 2, 3, 3)), ((1, 4, 7, 7), (4, 3, 3, 3)),
                                  ((1, 2, 3, 3), (2, 2, 5, 5))):
             x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1])
-            out = layers.ConvTranspose2D(to_device(w, xp), to_device(b, xp), stride=stride).forward(to_device(x, xp))
+            out = nn.ConvTranspose2D(to_device(w, xp), to_device(b, xp), stride=stride).forward(to_device(x, xp))
             expected = reference_conv_transpose(x, w, b, stride)
             m = _forward_measurement("", out, expected)
             if tuple(out.shape) != expected.shape:
@@ -266,10 +266,10 @@ def forward_conv_transpose_is_conv_input_gradient(stride):
         h, wd = x_shape[2:]
         y = to_device(rng.standard_normal(x_shape), xp)
         w = to_device(rng.standard_normal(w_shape), xp)
-        conv = layers.Conv2D(w, to_device(np.zeros(w_shape[0]), xp), stride=stride)
+        conv = nn.Conv2D(w, to_device(np.zeros(w_shape[0]), xp), stride=stride)
         conv.forward(to_device(np.zeros((2, w_shape[1], stride * h, stride * wd)), xp))
         expected = conv.backward(y)
-        out = layers.ConvTranspose2D(w, to_device(np.zeros(w_shape[1]), xp), stride=stride).forward(y)
+        out = nn.ConvTranspose2D(w, to_device(np.zeros(w_shape[1]), xp), stride=stride).forward(y)
         m = _forward_measurement(f"y{_shape_text(x_shape)} w{_shape_text(w_shape)}", out, to_host(expected),
                                  "vs Conv2D.backward")
         if tuple(out.shape) != tuple(expected.shape):
@@ -280,7 +280,7 @@ def forward_conv_transpose_is_conv_input_gradient(stride):
 
 def forward_linear(rng, xp):
     x, w, b = rng.standard_normal((3, 7)), rng.standard_normal((4, 7)), rng.standard_normal(4)
-    out = layers.Linear(to_device(w, xp), to_device(b, xp)).forward(to_device(x, xp))
+    out = nn.Linear(to_device(w, xp), to_device(b, xp)).forward(to_device(x, xp))
     return _forward_measurement("x(3,7) w(4,7)", out, reference_linear(x, w, b))
 
 
@@ -288,7 +288,7 @@ def forward_sigmoid(rng, xp):
     """σ vs scipy.special.expit, including |x| = 40 and 1000 (no overflow, exact 0 and 1 at ±1000)."""
     x = np.concatenate([3 * rng.standard_normal(40), [-1000.0, -40.0, 0.0, 40.0, 1000.0]])
     with np.errstate(over="raise", divide="raise", invalid="raise"):   # NumPy: an overflow here raises
-        out = layers.Sigmoid().forward(to_device(x, xp))
+        out = nn.Sigmoid().forward(to_device(x, xp))
     m = _forward_measurement("x(45,) incl. +-40, +-1000", out, scipy.special.expit(x))
     lo = float(out[-5])
     if not math.isfinite(lo) or lo != 0.0 or float(out[-1]) != 1.0:
@@ -301,7 +301,7 @@ def forward_reparameterize(rng, xp):
     mu, logvar, eps = rng.standard_normal((4, 3)), rng.uniform(-3, 1, (4, 3)), rng.standard_normal((4, 3))
     expected = np.array([[m + math.sqrt(math.exp(lv)) * e for m, lv, e in zip(*rows)]
                          for rows in zip(mu, logvar, eps)])
-    layer = layers.Reparameterize()
+    layer = nn.Reparameterize()
     z = layer.forward(to_device(mu, xp), to_device(logvar, xp), to_device(eps, xp))
     z_eval = layer.forward(to_device(mu, xp), to_device(logvar, xp))
     return _forward_measurement("(4,3); and eval mode", np.concatenate([to_host(z), to_host(z_eval)]),
@@ -326,7 +326,7 @@ def adjoint_conv_valid(stride):
     def check(rng, xp):
         x = _normal(rng, (2, 4, 28, 27), xp, np.float64)
         w = _normal(rng, (5, 4, 3, 3), xp, np.float64)
-        layer = layers.Conv2D(w, xp.zeros(5, dtype=np.float64), stride=stride, padding="valid")
+        layer = nn.Conv2D(w, xp.zeros(5, dtype=np.float64), stride=stride, padding="valid")
         out = layer.forward(x)
         y = _random_cotangent(rng, out, xp)
         return _adjoint_measurement("x(2,4,28,27) w(5,4,3,3) b=0", out, x, y, layer.backward(y))
@@ -337,7 +337,7 @@ def adjoint_conv_transpose(stride):
     def check(rng, xp):
         x = _normal(rng, (2, 6, 7, 8), xp, np.float64)
         w = _normal(rng, (6, 4, 3, 3), xp, np.float64)
-        layer = layers.ConvTranspose2D(w, xp.zeros(4, dtype=np.float64), stride=stride)
+        layer = nn.ConvTranspose2D(w, xp.zeros(4, dtype=np.float64), stride=stride)
         out = layer.forward(x)
         y = _random_cotangent(rng, out, xp)
         return _adjoint_measurement("x(2,6,7,8) w(6,4,3,3) b=0", out, x, y, layer.backward(y))
@@ -346,7 +346,7 @@ def adjoint_conv_transpose(stride):
 
 def adjoint_linear(rng, xp):
     x = _normal(rng, (4, 300), xp, np.float64)
-    layer = layers.Linear(_normal(rng, (20, 300), xp, np.float64), xp.zeros(20, dtype=np.float64))
+    layer = nn.Linear(_normal(rng, (20, 300), xp, np.float64), xp.zeros(20, dtype=np.float64))
     out = layer.forward(x)
     y = _random_cotangent(rng, out, xp)
     return _adjoint_measurement("x(4,300) w(20,300) b=0", out, x, y, layer.backward(y))
@@ -428,7 +428,7 @@ def _record_kink_sides(net):
     """
     record = []
     for layer in net.encoder + net.decoder:
-        if isinstance(layer, layers.ReLU):
+        if isinstance(layer, nn.ReLU):
             def relu_forward(x, forward=layer.forward, layer=layer):
                 out = forward(x)
                 record.append(layer.positive_mask.copy())

@@ -83,7 +83,7 @@ from sflnet.checkpoint import (EPOCH_MEANING, MODEL_OPTIONS, load_checkpoint, ma
 from sflnet.data import save_png
 from sflnet.distributed import check_shardable, current_world, local_size, shard
 from sflnet.errors import SflnetError
-from sflnet.kernels import get_num_threads, set_num_threads
+from sflnet.ops.threads import get_num_threads, set_num_threads
 from sflnet.runlock import LOCK_FILE, RunLock
 from sflnet.losses import (DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, extra_column,
                            extra_term_names, make_objective, parse, sigma_label, subband_column)

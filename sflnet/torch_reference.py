@@ -13,7 +13,7 @@ backward and is the baseline sflnet's speed is compared against:
 * Eq. 4: ``Σ_c w_PL[c] · ½ · mean_xy (f^L − f^1)²`` per image;
 * layer 6 and Eq. 6: the **literal** LoG bank of the paper, one ``F.conv2d``
   of the difference f^L − f^1 with the (S, 3, k_max, k_max) weights of
-  :func:`sflnet.layers.log_bank_weights` (k_max = 27), zero "same" padding;
+  :func:`sflnet.ops.filters.log_bank_weights` (k_max = 27), zero "same" padding;
 * Eq. 7: the mean over the batch's images; each same-size group is one tensor;
 * ``torch.optim.SGD(lr, momentum)``. Torch's momentum is ``v ← μ v + g;
   θ ← θ − η v``; with ``v' = −η v`` that is the paper's ``v' ← μ v' − η g;
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from sflnet.backend import to_host
-from sflnet.layers import log_bank_weights
+from sflnet.ops.filters import log_bank_weights
 from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS, PARAM_NAMES
 
 # channels-last first: it is the layout sflnet is compared against, so in each

@@ -30,7 +30,7 @@ def test_gpu_without_gpu_is_an_error_and_auto_falls_back_once(capsys, monkeypatc
 
 
 def test_import_sflnet_does_not_import_cupy():
-    code = "import sys, sflnet, sflnet.models.cae, sflnet.layers; assert 'cupy' not in sys.modules"
+    code = "import sys, sflnet, sflnet.models.cae, sflnet.nn; assert 'cupy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

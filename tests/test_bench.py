@@ -212,19 +212,19 @@ def literal_conv2d(x, w, b, stride):
 @pytest.mark.parametrize("hw", [(5, 6), (7, 7), (4, 9)])
 def test_im2col_without_padding_copy_equals_definition(stride, hw):
     x = np.random.default_rng(4).standard_normal((2, 3) + hw)
-    from sflnet import kernels  # noqa: PLC0415
+    from sflnet.ops.im2col import im2col  # noqa: PLC0415
 
-    np.testing.assert_array_equal(kernels.im2col(x, 3, 3, stride, 1), literal_im2col(x, 3, stride, 1))
+    np.testing.assert_array_equal(im2col(x, 3, 3, stride, 1), literal_im2col(x, 3, stride, 1))
     # channel-major input (the layout the layers produce) gives the same columns
     x_cn = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-    np.testing.assert_array_equal(kernels.im2col(x_cn, 3, 3, stride, 1), literal_im2col(x, 3, stride, 1))
+    np.testing.assert_array_equal(im2col(x_cn, 3, 3, stride, 1), literal_im2col(x, 3, stride, 1))
 
 
 @pytest.mark.parametrize("c_in, c_out, hw", [(32, 3, (9, 8)), (5, 2, (6, 7)), (3, 4, (1, 5))])
 def test_conv_output_unfold_equals_eq2(c_in, c_out, hw):
     """unfold="output" (GEMM first, then summing shifted planes) is Eq. 2: forward vs SciPy, and its
     gradients equal those of the textbook unfold="input" path, which other tests check by finite differences."""
-    from sflnet.layers import Conv2D  # noqa: PLC0415
+    from sflnet.nn import Conv2D  # noqa: PLC0415
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, c_in) + hw)
@@ -253,7 +253,7 @@ def test_conv_output_unfold_equals_eq2(c_in, c_out, hw):
 
 
 def test_conv_output_unfold_needs_stride_1():
-    from sflnet.layers import Conv2D  # noqa: PLC0415
+    from sflnet.nn import Conv2D  # noqa: PLC0415
 
     with pytest.raises(ValueError, match="stride 1"):
         Conv2D(np.zeros((3, 4, 3, 3)), np.zeros(3), stride=2, unfold="output")
@@ -274,17 +274,17 @@ def literal_upsample_axis(x, axis, out_len):
 @pytest.mark.parametrize("crop", [0, 1])
 @pytest.mark.parametrize("axis", [2, 3])
 def test_upsample_axis_and_adjoint_equal_definition(n, crop, axis):
-    from sflnet import kernels  # noqa: PLC0415
+    from sflnet.ops import resample  # noqa: PLC0415
 
     rng = np.random.default_rng(n + 10 * crop + axis)
     shape = [2, 3, 4, 5]
     shape[axis] = n
     x = rng.standard_normal(shape)
     out_len = 2 * n - crop
-    out = kernels.upsample2x_axis(x, axis, out_len)
+    out = resample.upsample2x_axis(x, axis, out_len)
     np.testing.assert_allclose(out, literal_upsample_axis(x, axis, out_len), rtol=0, atol=1e-15)
     g = rng.standard_normal(out.shape)
-    back = kernels.upsample2x_axis_adjoint(g, axis, n)
+    back = resample.upsample2x_axis_adjoint(g, axis, n)
     assert back.shape == x.shape
     assert abs(np.sum(out * g) - np.sum(x * back)) <= 1e-12 * np.sum(np.abs(out * g))   # <Ux, g> = <x, Uᵀg>
 
@@ -292,20 +292,20 @@ def test_upsample_axis_and_adjoint_equal_definition(n, crop, axis):
 @pytest.fixture
 def threaded_kernels(monkeypatch):
     """Force the NumPy kernels onto 3 threads even for tiny arrays; restore afterwards."""
-    from sflnet import kernels  # noqa: PLC0415
+    from sflnet.ops import threads  # noqa: PLC0415
 
-    before = kernels.get_num_threads()
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 0)
-    kernels.set_num_threads(3)
-    yield kernels
-    kernels.set_num_threads(before)
+    before = threads.get_num_threads()
+    monkeypatch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 0)
+    threads.set_num_threads(3)
+    yield threads
+    threads.set_num_threads(before)
 
 
 @pytest.mark.parametrize("setting, expected", [("1", 1), ("3", 3), (" 2 ", 2), ("0", None), ("two", None), ("", None)])
 def test_kernel_threads_follow_omp_num_threads(setting, expected):
     """A fresh process takes its kernel threads from OMP_NUM_THREADS when that is a positive integer, else
     from the usable CPUs (so two processes started with OMP_NUM_THREADS=1 do not each spread over every core)."""
-    code = "from sflnet import kernels; print(kernels.get_num_threads())"
+    code = "from sflnet.ops import threads; print(threads.get_num_threads())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "OMP_NUM_THREADS": setting})
     assert done.returncode == 0, done.stderr
@@ -315,27 +315,31 @@ def test_kernel_threads_follow_omp_num_threads(setting, expected):
 
 def test_threaded_kernels_give_identical_results(threaded_kernels):
     """Splitting the kernels over threads writes disjoint parts: results are bit-identical to one thread."""
-    kernels = threaded_kernels
+    from sflnet.ops.filters import correlate_separable  # noqa: PLC0415
+    from sflnet.ops.im2col import col2im, im2col  # noqa: PLC0415
+    from sflnet.ops.resample import upsample2x_axis, upsample2x_axis_adjoint  # noqa: PLC0415
+
+    threads = threaded_kernels
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 5, 9, 8))
     a, b = rng.standard_normal(7), rng.standard_normal(7)
-    threaded = [kernels.im2col(x, 3, 3, 2, 1), kernels.col2im(kernels.im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1),
-                kernels.upsample2x_axis(x, 3, 15), kernels.upsample2x_axis_adjoint(x, 2, 5),
-                kernels.correlate_separable(x[:, 0], a, b)]
-    kernels.set_num_threads(1)
-    single = [kernels.im2col(x, 3, 3, 2, 1), kernels.col2im(kernels.im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1),
-              kernels.upsample2x_axis(x, 3, 15), kernels.upsample2x_axis_adjoint(x, 2, 5),
-              kernels.correlate_separable(x[:, 0], a, b)]
+    threaded = [im2col(x, 3, 3, 2, 1), col2im(im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1),
+                upsample2x_axis(x, 3, 15), upsample2x_axis_adjoint(x, 2, 5),
+                correlate_separable(x[:, 0], a, b)]
+    threads.set_num_threads(1)
+    single = [im2col(x, 3, 3, 2, 1), col2im(im2col(x, 3, 3, 1, 1), x.shape, 3, 3, 1, 1),
+              upsample2x_axis(x, 3, 15), upsample2x_axis_adjoint(x, 2, 5),
+              correlate_separable(x[:, 0], a, b)]
     for t, s in zip(threaded, single):
         np.testing.assert_array_equal(t, s)
 
 
 def test_threaded_training_step_equals_single_thread(threaded_kernels):
-    kernels = threaded_kernels
+    threads = threaded_kernels
     images = tiny_images()
     params = init_params(seed=4, std=0.3, dtype=np.float64)
     threaded = Autoencoder({n: p.copy() for n, p in params.items()}).loss_and_grads(images)
-    kernels.set_num_threads(1)
+    threads.set_num_threads(1)
     single = Autoencoder({n: p.copy() for n, p in params.items()}).loss_and_grads(images)
     assert threaded.E == single.E
     for name in PARAM_NAMES:
@@ -346,7 +350,7 @@ def test_threaded_training_step_equals_single_thread(threaded_kernels):
 def test_conv_scratch_buffers_are_never_visible(stride, unfold):
     """Reused scratch matrices: outputs of earlier calls stay intact, a smaller input after a larger one
     gives fresh-layer results, and backward can be repeated."""
-    from sflnet.layers import Conv2D  # noqa: PLC0415
+    from sflnet.nn import Conv2D  # noqa: PLC0415
 
     rng = np.random.default_rng(8)
     w, b = rng.standard_normal((4, 6, 3, 3)), rng.standard_normal(4)

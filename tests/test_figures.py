@@ -16,7 +16,7 @@ from PIL import Image
 
 from sflnet import figures
 from sflnet.data import demo_dir
-from sflnet.layers import log_kernel
+from sflnet.ops.filters import log_kernel
 
 SIGMAS = (0.8, 1.6, 3.2)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from sflnet import gradcheck, layers
-from sflnet.kernels import col2im
+from sflnet import gradcheck, nn
+from sflnet.ops.im2col import col2im
 from tests.test_cli import assert_clean_error, run_cli
 
 
@@ -17,11 +17,13 @@ def test_every_checked_layer_has_a_documented_backward():
         assert inspect.getdoc(function), name
 
 
-@pytest.mark.parametrize("name, cls", [("tanh", layers.Tanh), ("conv2d_s1", layers.Conv2D),
-                                       ("upsample2x", layers.Upsample2x), ("logbank", layers.LoGBank)])
-def test_explain_is_the_backward_docstring(name, cls):
+@pytest.mark.parametrize("name, cls, module", [("tanh", nn.Tanh, "sflnet.nn.activations"),
+                                               ("conv2d_s1", nn.Conv2D, "sflnet.nn.conv"),
+                                               ("upsample2x", nn.Upsample2x, "sflnet.nn.fixed"),
+                                               ("logbank", nn.LoGBank, "sflnet.nn.fixed")])
+def test_explain_is_the_backward_docstring(name, cls, module):
     text = gradcheck.explain(name)
-    assert text.startswith(f"{name}: sflnet.layers.{cls.__name__}.backward")
+    assert text.startswith(f"{name}: {module}.{cls.__name__}.backward")
     assert inspect.getdoc(cls.backward) in text
 
 
@@ -36,7 +38,7 @@ def test_cli_prints_derivation_then_the_layers_rows():
     result = run_cli(["gradcheck", "--explain", "tanh", "--device", "cpu"])
     assert result.code == 0, result
     out = result.stdout
-    derivation = inspect.getdoc(layers.Tanh.backward)
+    derivation = inspect.getdoc(nn.Tanh.backward)
     assert derivation in out
     assert out.index(derivation) < out.index("forward vs np.tanh")
     assert "relu" not in [line.split()[1] for line in out.splitlines() if line.startswith("cpu ")]

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sflnet import gradcheck, kernels, layers
+from sflnet import gradcheck, nn
+from sflnet.ops import resample
+from sflnet.ops.im2col import col2im
 from sflnet.backend import gpu_available
 from sflnet_cli.main import cli, main
 
@@ -128,7 +130,7 @@ def test_gpu_rows_pass_on_cupy(cupy_module):
 # ---------------------------------------------------------------------------
 
 def test_tanh_without_derivative_fails_tanh_and_network_rows(monkeypatch):
-    monkeypatch.setattr(layers.Tanh, "backward", lambda self, dy: dy)   # drops the factor 1 − tanh²
+    monkeypatch.setattr(nn.Tanh, "backward", lambda self, dy: dy)   # drops the factor 1 − tanh²
     report = gradcheck.run_suite(device="cpu", layer=["tanh", "relu", "conv2d_s1", "network_sfl"])
     assert failing(report) == {("tanh", "dense"), ("tanh", "directional"),
                                ("network_sfl", "dense (sampled)"), ("network_sfl", "directional")}
@@ -152,11 +154,11 @@ def _backward_with_transposed_kernel(self, dout, need_dx=True):
         return None
     kh, kw = w.shape[2:]
     dcols = w.transpose(0, 1, 3, 2).reshape(c_out, -1).T @ g
-    return kernels.col2im(dcols, self.input_shape, kh, kw, self.stride, self.pad)
+    return col2im(dcols, self.input_shape, kh, kw, self.stride, self.pad)
 
 
 def test_conv_with_transposed_kernel_fails_conv_rows(monkeypatch):
-    monkeypatch.setattr(layers.Conv2D, "backward", _backward_with_transposed_kernel)
+    monkeypatch.setattr(nn.Conv2D, "backward", _backward_with_transposed_kernel)
     report = gradcheck.run_suite(device="cpu", layer=["im2col", "conv2d_s1", "conv2d_s2", "upsample2x", "relu"])
     expected = {(name, check) for name in ("conv2d_s1", "conv2d_s2")
                 for check in ("dense", "directional", "adjoint w.r.t. x")}
@@ -172,7 +174,7 @@ def test_conv_with_transposed_kernel_fails_conv_rows(monkeypatch):
 
 
 def test_upsample_adjoint_off_by_a_weight_fails_upsample_rows(monkeypatch):
-    correct = kernels.upsample2x_axis_adjoint
+    correct = resample.upsample2x_axis_adjoint
 
     def off_by_a_weight(g, axis, in_len):
         """The right adjoint plus 0.05·ge[0] at input 0: the clamped edge weight 1/4 became 0.3."""
@@ -182,14 +184,14 @@ def test_upsample_adjoint_off_by_a_weight_fails_upsample_rows(monkeypatch):
         out[tuple(index)] += 0.05 * g[tuple(index)]
         return out
 
-    monkeypatch.setattr(kernels, "upsample2x_axis_adjoint", off_by_a_weight)
+    monkeypatch.setattr(resample, "upsample2x_axis_adjoint", off_by_a_weight)
     report = gradcheck.run_suite(device="cpu", layer=["upsample2x", "logbank", "im2col"])
     assert failing(report) == {("upsample2x", "dense"), ("upsample2x", "directional"), ("upsample2x", "adjoint")}
 
 
 def test_a_planted_layer_through_the_registry_fails_its_row():
     """The engine checks whatever layer objects its registry's factories build."""
-    class LeakyBackwardReLU(layers.ReLU):
+    class LeakyBackwardReLU(nn.ReLU):
         def backward(self, dy):
             return dy * np.where(self.positive_mask, 1.0, 0.01)   # the off branch leaks
 

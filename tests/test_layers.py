@@ -10,10 +10,11 @@ import pytest
 import scipy.ndimage
 import scipy.signal
 
-from sflnet import kernels
 from sflnet.backend import to_device, to_host
-from sflnet.layers import (Conv2D, LoGBank, ReLU, Tanh, Upsample2x, UpsampleConv2D,
-                           log_bank_weights, log_kernel, log_kernel_factors, log_kernel_size, upsample_conv_taps)
+from sflnet.nn import Conv2D, LoGBank, ReLU, Tanh, Upsample2x, UpsampleConv2D
+from sflnet.nn.conv import upsample_conv_taps
+from sflnet.ops.filters import log_bank_weights, log_kernel, log_kernel_factors, log_kernel_size
+from sflnet.ops.im2col import col2im, im2col
 
 SIGMAS = (0.8, 1.6, 3.2)
 
@@ -274,9 +275,9 @@ def adjoint_gap(ax, y, x, aty):
 def test_im2col_col2im_adjoint(xp, stride, shape):
     rng = np.random.default_rng(30)
     x = to_device(rng.standard_normal(shape), xp)
-    cols = kernels.im2col(x, 3, 3, stride, 1)
+    cols = im2col(x, 3, 3, stride, 1)
     y = to_device(rng.standard_normal(cols.shape), xp)
-    assert adjoint_gap(cols, y, x, kernels.col2im(y, shape, 3, 3, stride, 1)) <= 1e-12
+    assert adjoint_gap(cols, y, x, col2im(y, shape, 3, 3, stride, 1)) <= 1e-12
 
 
 @pytest.mark.parametrize("in_hw,out_hw", [((5, 4), (9, 8)), ((6, 3), (12, 5)), ((1, 1), (2, 1))])

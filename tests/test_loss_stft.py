@@ -10,9 +10,10 @@ import scipy.signal
 
 # sflnet.gradcheck first: its registry imports gradcheck_freq, which imports its helpers back
 from sflnet.gradcheck import _adjoint_measurement, _random_cotangent, dense_check, directional_check  # isort: skip
-from sflnet import gradcheck_freq, kernels
+from sflnet import gradcheck_freq
 from sflnet.backend import to_device, to_host
 from sflnet.losses.stft import STFTLoss, abs_angle, frequency_weights, naive_stft_loss, window_taper
+from sflnet.ops import spectral
 
 SMOOTH = 1e-7
 EXACT = 1e-12
@@ -121,12 +122,12 @@ def test_half_spectrum_counts_every_bin_once(xp):
     rng = np.random.default_rng(6)
     for shape in ((3, 6, 8), (2, 5, 7)):
         x = to_device(rng.standard_normal(shape), xp)
-        full, half = kernels.dft2(x), kernels.rdft2(x)
-        m = to_device(kernels.half_spectrum_multiplicity(shape[-1]), xp)
+        full, half = spectral.dft2(x), spectral.rdft2(x)
+        m = to_device(spectral.half_spectrum_multiplicity(shape[-1]), xp)
         for power in (1, 3):
             a, b = float((abs(full) ** power).sum()), float((m * abs(half) ** power).sum())
             assert abs(a - b) <= EXACT * a
-        assert float(abs(kernels.irdft2(half, shape[-1]) - x).max()) <= EXACT
+        assert float(abs(spectral.irdft2(half, shape[-1]) - x).max()) <= EXACT
 
 
 # --- gradients ----------------------------------------------------------------
@@ -180,7 +181,7 @@ class PhaseOverAmplitude(STFTLoss):
         taper, weights = self._constants(self.amplitude_sign, counted=False)
         unit = out_spec / abs(out_spec)
         bin_grad = weights * (self.amplitude_sign + 1j * self.phase_weight * self.phase_sign) * unit
-        return kernels.stft2_adjoint(bin_grad, *self.image_size, self.stride, taper) / self.batch_count
+        return spectral.stft2_adjoint(bin_grad, *self.image_size, self.stride, taper) / self.batch_count
 
 
 def test_planted_bug_is_caught(monkeypatch):
@@ -205,9 +206,9 @@ def test_overlap_add_is_the_adjoint_of_the_framing(xp, shape, window, stride):
     rng = np.random.default_rng(13)
     x = to_device(rng.standard_normal(shape), xp)
     for taper in (None, to_device(window_taper(window, "hann"), xp)):
-        frames = kernels.extract_frames(x, window, stride, taper)
+        frames = spectral.extract_frames(x, window, stride, taper)
         y = _random_cotangent(rng, frames, xp)
-        back = kernels.overlap_add(y, shape[2], shape[3], stride, taper)
+        back = spectral.overlap_add(y, shape[2], shape[3], stride, taper)
         m = _adjoint_measurement("", frames, x, y, back)
         assert m.error <= EXACT, m.samples
 
@@ -216,7 +217,7 @@ def test_framing_is_the_window_loop(xp):
     rng = np.random.default_rng(14)
     x = rng.standard_normal((2, 3, 13, 11))
     taper = window_taper(5, "hann")
-    frames = to_host(kernels.extract_frames(to_device(x, xp), 5, 3, to_device(taper, xp)))
+    frames = to_host(spectral.extract_frames(to_device(x, xp), 5, 3, to_device(taper, xp)))
     assert frames.shape == (2, 3, 3, 3, 5, 5)
     for ky in range(3):
         for kx in range(3):
@@ -227,11 +228,11 @@ def test_irdft2_is_the_weighted_adjoint_of_rdft2(xp):
     rng = np.random.default_rng(15)
     for shape in ((2, 6, 8), (3, 5, 7)):
         x = to_device(rng.standard_normal(shape), xp)
-        m = to_device(kernels.half_spectrum_multiplicity(shape[-1]), xp)
-        spectrum = kernels.rdft2(x) * m
+        m = to_device(spectral.half_spectrum_multiplicity(shape[-1]), xp)
+        spectrum = spectral.rdft2(x) * m
         pair = xp.stack([spectrum.real, spectrum.imag])
         y = _random_cotangent(rng, pair, xp)      # any half spectrum: DC/Nyquist imaginary parts too
-        back = kernels.irdft2(y[0] + 1j * y[1], shape[-1])
+        back = spectral.irdft2(y[0] + 1j * y[1], shape[-1])
         assert _adjoint_measurement("", pair, x, y, back).error <= EXACT
 
 

@@ -11,7 +11,7 @@ import pytest
 from sflnet import gradcheck, losses
 from sflnet.backend import to_device, to_host
 from sflnet.errors import SflnetError
-from sflnet.layers import LoGBank
+from sflnet.nn import LoGBank
 from sflnet.losses import L1Loss, LossSettings, PixelLoss, SpatialFrequencyLoss, make_objective, parse
 
 SIGMAS = (0.8, 1.6, 3.2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sflnet.backend import to_device, to_host
-from sflnet.layers import ReLU
+from sflnet.nn import ReLU
 from sflnet.models.cae import PARAM_NAMES, PARAM_SHAPES, Autoencoder, init_params
 
 SIZES = [(9, 7), (8, 8), (13, 10)]

@@ -2,7 +2,7 @@
 
 Each test builds a small random case (seeded ``default_rng``, float64, odd and
 even sizes, stride 1 and 2 where the layer has a stride), runs the fast layer
-or loss of :mod:`sflnet.layers` / :mod:`sflnet.losses` and the reference
+or loss of :mod:`sflnet.nn` / :mod:`sflnet.losses` and the reference
 function, and requires the elementwise cs231n relative error (``fd.rel_error``)
 to be ≤ 1e-12 for the output and for every gradient. Upstream gradients are
 random, never all ones. A few tests also check the reference backward passes
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from sflnet import reference
-from sflnet.layers import (Conv2D, ConvTranspose2D, Linear, LoGBank, ReLU, Reparameterize, Sigmoid, Tanh,
-                           Upsample2x, log_kernel)
+from sflnet.nn import Conv2D, ConvTranspose2D, Linear, LoGBank, ReLU, Reparameterize, Sigmoid, Tanh, Upsample2x
+from sflnet.ops.filters import log_kernel
 from sflnet.losses import FocalFrequencyLoss, KLDivergence, L1Loss, PixelLoss, SpatialFrequencyLoss
 
 TOL = 1e-12      # fast vs reference, float64

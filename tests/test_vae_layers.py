@@ -21,7 +21,7 @@ from sflnet import gradcheck_vae
 from sflnet.backend import to_device, to_host
 from sflnet.gradcheck import (EPS_SWEEP, THRESHOLD_ADJOINT, THRESHOLD_REFERENCE, THRESHOLD_SMOOTH, Case,
                               dense_check, rel_error)
-from sflnet.layers import (Conv2D, ConvTranspose2D, Flatten, Linear, Reparameterize, Reshape, Sigmoid)
+from sflnet.nn import Conv2D, ConvTranspose2D, Flatten, Linear, Reparameterize, Reshape, Sigmoid
 from sflnet.losses import REGISTRY, KLDivergence
 
 # ---------------------------------------------------------------------------
@@ -649,10 +649,10 @@ def _failing(report):
 
 
 def test_a_reparameterize_backward_without_eps_fails_the_network_row(monkeypatch):
-    from sflnet import gradcheck, layers  # noqa: PLC0415
+    from sflnet import gradcheck, nn  # noqa: PLC0415
 
     # ∂E/∂logvar = dz·σ/2: the factor ε dropped
-    monkeypatch.setattr(layers.Reparameterize, "backward", lambda self, dz: (dz.copy(), dz * self.std * 0.5))
+    monkeypatch.setattr(nn.Reparameterize, "backward", lambda self, dz: (dz.copy(), dz * self.std * 0.5))
     report = gradcheck.run_suite(device="cpu", layer=["reparameterize", "kl_loss", "network_vae"])
     assert _failing(report) == {("reparameterize", "dense"), ("reparameterize", "directional"),
                                 ("network_vae", "dense (sampled)"), ("network_vae", "directional")}

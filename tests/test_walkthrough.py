@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sflnet import layers
+from sflnet import nn
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "validation" / "walkthrough.py"
 
@@ -105,7 +105,7 @@ def test_main_with_an_odd_size_crops_and_passes(capsys):
 
 def test_a_wrong_backward_is_caught_by_the_finite_differences(monkeypatch, capsys):
     """Drop the tanh factor 1 − (f^L)² of Eq. 9: the model agrees with itself, the finite differences do not."""
-    monkeypatch.setattr(layers.Tanh, "backward", lambda self, dy: dy.copy())
+    monkeypatch.setattr(nn.Tanh, "backward", lambda self, dy: dy.copy())
     with pytest.raises(AssertionError, match="finite difference"):
         load_walkthrough().main(["--seed", "0", "--size", "5"])
     capsys.readouterr()

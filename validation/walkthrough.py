@@ -23,7 +23,7 @@ paper's objective E = E_PL + E_SFL (Eq. 7), N_m = 1:
 Steps 3 and 4 are checked, not only printed: the script stops with an
 ``AssertionError`` if an error is too large.
 
-The layers are the real ones of :mod:`sflnet.layers` (not the textbook versions
+The layers are the real ones of :mod:`sflnet.nn` (not the textbook versions
 of :mod:`sflnet.reference`), built from the model's parameter dict the way
 :class:`~sflnet.models.cae.Autoencoder` builds them and called explicitly, so
 the reader sees the whole chain. The weights are drawn as in the paper (normal,
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sflnet.gradcheck import rel_error
-from sflnet.layers import Conv2D, LoGBank, ReLU, Tanh, Upsample2x
+from sflnet.nn import Conv2D, LoGBank, ReLU, Tanh, Upsample2x
 from sflnet.models.cae import PARAM_NAMES, Autoencoder, init_params
 
 SIGMAS = (0.8, 1.6, 3.2)            # the LoG scales of layer 6 (Sec. 4)

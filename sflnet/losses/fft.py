@@ -1,6 +1,6 @@
 """``fft``: the focal frequency loss (Jiang et al., ICCV 2021), with its gradient."""
 
-from sflnet import kernels
+from sflnet.ops import spectral
 from sflnet.backend import get_array_module
 from sflnet.losses.base import Loss
 
@@ -11,7 +11,7 @@ class FocalFrequencyLoss(Loss):
     Definition, per image i (recon ``f^L = o``, target ``f^1 = i``), shapes (C, H, W):
 
     * ``D = F(f^L) − F(f^1) = F(f^L − f^1)``, F the orthonormal 2-D DFT of each channel
-      (``(F x)[u, v] = (1/√(HW)) Σ_{y,x} x[y, x] e^{−2πi(uy/H + vx/W)}``, :func:`sflnet.kernels.dft2`);
+      (``(F x)[u, v] = (1/√(HW)) Σ_{y,x} x[y, x] e^{−2πi(uy/H + vx/W)}``, :func:`sflnet.ops.spectral.dft2`);
     * the focal weight ``w[c, u, v] = |D[c, u, v]| / max_{u',v'} |D[c, u', v']|`` per channel,
       0 where that maximum is 0 (there the ratio would be 0/0 = NaN and D is 0 anyway).
       w is a CONSTANT: no gradient flows through it (the paper detaches it);
@@ -66,7 +66,7 @@ class FocalFrequencyLoss(Loss):
     def forward(self, recon, target, batch_count):
         """recon f^L, target f^1: (n, C, H, W); batch_count N_m ≥ n. Returns (share (0-d), {})."""
         _, c, h, w = recon.shape
-        spectrum = kernels.dft2(recon - target)                  # D, (n, C, H, W) complex
+        spectrum = spectral.dft2(recon - target)                  # D, (n, C, H, W) complex
         amplitude = abs(spectrum)                                  # |D|, real of recon's precision
         if self.record_weights:
             weights = self.focal_weights(amplitude)
@@ -85,6 +85,6 @@ class FocalFrequencyLoss(Loss):
     def backward(self):
         """``∂share/∂f^L = 2 Re(F^H (w ⊙ D)) / (N_m C H W)``: (n, C, H, W), recon's dtype."""
         _, c, h, w = self.weighted_difference.shape
-        grad = kernels.dft2_adjoint(self.weighted_difference)
+        grad = spectral.dft2_adjoint(self.weighted_difference)
         grad *= 2.0 / (self.batch_count * c * h * w)
         return grad

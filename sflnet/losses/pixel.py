@@ -1,6 +1,6 @@
 """``pl``: the pixel loss of the paper, Eq. 4, and its gradient, Eq. 9 (without the tanh factor)."""
 
-from sflnet import kernels
+from sflnet.backend import device_constant
 from sflnet.losses.base import Loss
 
 
@@ -29,7 +29,7 @@ class PixelLoss(Loss):
         d = recon - target
         self.difference = d
         self.batch_count = batch_count
-        w = kernels.device_constant(self.weights, recon)
+        w = device_constant(self.weights, recon)
         per_channel = 0.5 * (d * d).mean(axis=(2, 3)).sum(axis=0)   # (C,): Σ_i ½ mean_xy d²
         return (w * per_channel).sum() / batch_count, {}
 
@@ -38,10 +38,10 @@ class PixelLoss(Loss):
 
         Each squared term ½ d² / (H W N_m) has derivative d / (H W N_m) with
         respect to its own f^L pixel. The tanh factor ``∂f^L/∂o^L`` of Eq. 9 is
-        applied by :class:`~sflnet.layers.Tanh` after the SFL gradient has been
+        applied by :class:`~sflnet.nn.activations.Tanh` after the SFL gradient has been
         added (Sec. 3: the Eq. 9 gradients "are added to the gradients
         backpropagated from the (L+1)-th layer").
         """
         _, c, h, w = self.difference.shape
-        scale = kernels.device_constant(self.weights, self.difference) / (self.batch_count * h * w)
+        scale = device_constant(self.weights, self.difference) / (self.batch_count * h * w)
         return self.difference * scale[None, :, None, None]

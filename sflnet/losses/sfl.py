@@ -1,7 +1,7 @@
 """``sfl``: the spatial frequency loss of the paper, Eq. 6, and its gradient, Eq. 8."""
 
-from sflnet import kernels
-from sflnet.layers import LoGBank
+from sflnet.backend import device_constant
+from sflnet.nn.fixed import LoGBank
 from sflnet.losses.base import Loss
 
 
@@ -52,7 +52,7 @@ class SpatialFrequencyLoss(Loss):
     def forward(self, recon, target, batch_count):
         """recon, target: (n, 3, H, W) → (E_SFL share (0-d), {"sfl_<σ>": unit-weight subband share (0-d)})."""
         subbands = self.subbands(recon, target, batch_count)
-        w = kernels.device_constant(self.weights, recon)
+        w = device_constant(self.weights, recon)
         return (w * subbands).sum(), {column: subbands[i] for i, column in enumerate(self.columns)}
 
     def backward(self):
@@ -63,6 +63,6 @@ class SpatialFrequencyLoss(Loss):
         is also ∂E/∂f^6, and the bank's transpose carries it down to f^L.
         """
         _, _, h, w = self.band_difference.shape
-        scale = kernels.device_constant(self.weights, self.band_difference) / (self.batch_count * h * w)
+        scale = device_constant(self.weights, self.band_difference) / (self.batch_count * h * w)
         grad_bands = self.band_difference * scale[None, :, None, None]
         return self.bank.backward(grad_bands)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sflnet import kernels
+from sflnet.ops import filters
 from sflnet.backend import get_array_module
 from sflnet.losses.base import Loss
 
@@ -59,13 +59,13 @@ def valid_filter(x):
              ``out[u, v] = Σ_{i,j} g[i] g[j] x[u + i, v + j]``, i, j = 0 … 10.
 
     Computed as the zero-padded "same" separable correlation of
-    :func:`sflnet.kernels.correlate_separable`, cropped by RADIUS on each side:
+    :func:`sflnet.ops.filters.correlate_separable`, cropped by RADIUS on each side:
     the centre ``(u + 5, v + 5)`` of every kept output has its whole window
     inside the image, so the zero padding is never read there.
     """
     g = gaussian_taps()
     h, w = x.shape[-2:]
-    return kernels.correlate_separable(x, g, g)[..., RADIUS:h - RADIUS, RADIUS:w - RADIUS]
+    return filters.correlate_separable(x, g, g)[..., RADIUS:h - RADIUS, RADIUS:w - RADIUS]
 
 
 def valid_filter_adjoint(m, height, width):
@@ -83,7 +83,7 @@ def valid_filter_adjoint(m, height, width):
     embedded = xp.zeros(m.shape[:-2] + (height, width), dtype=m.dtype)
     embedded[..., RADIUS:height - RADIUS, RADIUS:width - RADIUS] = m
     g = gaussian_taps()
-    return kernels.correlate_separable(embedded, g, g)
+    return filters.correlate_separable(embedded, g, g)
 
 
 class SSIMMaps(NamedTuple):

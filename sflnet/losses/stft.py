@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from sflnet import kernels
+from sflnet.backend import device_constant
+from sflnet.ops import spectral
 from sflnet.backend import get_array_module
 from sflnet.losses.base import Loss
 
@@ -106,7 +107,7 @@ class STFTLoss(Loss):
     A, |ΔP| and W are the same at a bin and its mirror. The sum over the h×h bins
     equals the sum over the h × (⌊h/2⌋ + 1) bins of ``rfft2`` with each column v
     counted m(v) times (m = 1 for v = 0 and v = h/2, 2 otherwise;
-    :func:`sflnet.kernels.half_spectrum_multiplicity`). :func:`naive_stft_loss`
+    :func:`sflnet.ops.spectral.half_spectrum_multiplicity`). :func:`naive_stft_loss`
     takes every full-spectrum bin, frame by frame, and is tested equal.
 
     Backward. Write a bin as F = a + ib and collect ∂L/∂a, ∂L/∂b as one complex
@@ -121,10 +122,10 @@ class STFTLoss(Loss):
     For a real frame x and F = DFT(taper ⊙ x): ``dL = Σ_k Re(conj(G_k) dF_k)
     = Re⟨G, DFT(taper ⊙ dx)⟩ = ⟨taper ⊙ Re(DFT^H G), dx⟩``, so
     ``∂L/∂x = taper ⊙ Re(ifft2(G, norm="ortho"))``. (On half the spectrum this is
-    :func:`sflnet.kernels.irdft2` of the half of G, which counts each column m(v)
+    :func:`sflnet.ops.spectral.irdft2` of the half of G, which counts each column m(v)
     times: the same number.) Frames overlap, so each pixel's gradient is the sum
     of the gradients of every frame entry it was copied to: the adjoint of the
-    framing, an overlap-add (:func:`sflnet.kernels.overlap_add`). Finally ÷ N_m.
+    framing, an overlap-add (:func:`sflnet.ops.spectral.overlap_add`). Finally ÷ N_m.
 
     At real bins (u, v ∈ {0, h/2}), F stays real whatever the frame, so ΔP is
     piecewise constant (0 or ±π) there; the formula agrees, since Re(DFT^H G)
@@ -164,7 +165,7 @@ class STFTLoss(Loss):
 
     def _constants(self, like, counted=True):
         """(taper (h, h), weights on the half spectrum (h, h//2 + 1)) on ``like``'s device, in its dtype
-        (uploaded once per device and dtype, see :func:`sflnet.kernels.device_constant`).
+        (uploaded once per device and dtype, see :func:`sflnet.backend.device_constant`).
 
         counted: the weights are m(v)·W(u, v), each half-spectrum column counted for
         its mirror too (the forward sum); else W(u, v) alone (backward: irdft2 counts).
@@ -172,9 +173,9 @@ class STFTLoss(Loss):
         h = self.window
         weights = frequency_weights(h)[:, :h // 2 + 1]
         if counted:
-            weights = weights * kernels.half_spectrum_multiplicity(h)
-        return (kernels.device_constant(window_taper(h, self.window_fn), like),
-                kernels.device_constant(weights, like))
+            weights = weights * spectral.half_spectrum_multiplicity(h)
+        return (device_constant(window_taper(h, self.window_fn), like),
+                device_constant(weights, like))
 
     def forward(self, recon, target, batch_count):
         """recon f^L, target f^1: (n, C, H, W), H, W ≥ h; batch_count N_m ≥ n. Returns (share (0-d), {})."""
@@ -183,8 +184,8 @@ class STFTLoss(Loss):
             raise ValueError(problem)
         xp = get_array_module(recon)
         taper, weights = self._constants(recon)
-        out_spec = kernels.stft2(recon, self.window, self.stride, taper)    # F_o, (n, C, K_y, K_x, h, h//2+1)
-        in_spec = kernels.stft2(target, self.window, self.stride, taper)    # F_i
+        out_spec = spectral.stft2(recon, self.window, self.stride, taper)    # F_o, (n, C, K_y, K_x, h, h//2+1)
+        in_spec = spectral.stft2(target, self.window, self.stride, taper)    # F_i
         out_amp = abs(out_spec)                                              # A_o
         amp_diff = abs(in_spec)                                              # A_i, then A_o − A_i in place
         magnitude = out_amp * amp_diff                                       # |F_o conj(F_i)| = A_o A_i
@@ -219,7 +220,7 @@ class STFTLoss(Loss):
         bin_grad.imag[...] = imag_part
         bin_grad *= out_spec                                                 # G, per half-spectrum bin
         height, width = self.image_size
-        grad = kernels.stft2_adjoint(bin_grad, height, width, self.stride, taper)
+        grad = spectral.stft2_adjoint(bin_grad, height, width, self.stride, taper)
         grad *= 1.0 / self.batch_count
         return grad
 

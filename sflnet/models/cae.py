@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sflnet.backend import get_array_module, to_device, to_host
-from sflnet.layers import Conv2D, ReLU, Tanh, Upsample2x, UpsampleConv2D
+from sflnet.nn import Conv2D, ReLU, Tanh, Upsample2x, UpsampleConv2D
 from sflnet.losses import DEFAULT_EXPRESSION, LossSettings, make_objective
 
 PARAM_NAMES = ("w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5")

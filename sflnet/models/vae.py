@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sflnet.backend import get_array_module, to_device, to_host
-from sflnet.layers import Conv2D, ConvTranspose2D, Flatten, Linear, ReLU, Reparameterize, Reshape, Sigmoid
+from sflnet.nn import Conv2D, ConvTranspose2D, Flatten, Linear, ReLU, Reparameterize, Reshape, Sigmoid
 from sflnet.losses import LossSettings, make_objective
 from sflnet.losses.kl import KLDivergence
 from sflnet.models.cae import accumulate_measured, loss_result

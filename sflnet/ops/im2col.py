@@ -1,0 +1,151 @@
+"""Convolution geometry and im2col/col2im: Eq. 2 as one matrix product.
+
+Conventions: arrays are NCHW; ``kh, kw`` are odd kernel sizes; ``pad`` is the
+zero padding on each side; output sizes follow ``floor((H + 2 pad - kh) / stride) + 1``
+(:func:`conv_output_size`). Written once for NumPy and CuPy
+(``xp = get_array_module(x)``); the NumPy copies run on all threads
+(:func:`sflnet.ops.threads.parallel_ranges`).
+"""
+
+from sflnet.backend import get_array_module
+from sflnet.ops.threads import parallel_ranges
+
+
+def conv_output_size(size, kernel, stride, pad):
+    """Output length of a correlation along one axis: ``(size + 2 pad - kernel) // stride + 1``."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _tap_range(out_len, in_len, offset):
+    """Outputs ``o`` of one kernel tap whose input ``o + offset`` lies inside ``[0, in_len)``.
+
+    returns ``(lo, hi)``: outputs ``lo ≤ o < hi`` read inputs ``lo + offset …``;
+    every other output of this tap reads the zero padding.
+    """
+    lo = min(out_len, max(0, -offset))
+    hi = max(lo, min(out_len, in_len - offset))
+    return lo, hi
+
+
+def _tap_slices(out_hw, in_hw, oy, ox):
+    """For a tap reading input (y + oy, x + ox) at output (y, x): (output rows, output cols,
+    input rows, input cols) slices of the part that lies inside the input."""
+    (ho, wo), (h, w) = out_hw, in_hw
+    ylo, yhi = _tap_range(ho, h, oy)
+    xlo, xhi = _tap_range(wo, w, ox)
+    return slice(ylo, yhi), slice(xlo, xhi), slice(ylo + oy, yhi + oy), slice(xlo + ox, xhi + ox)
+
+
+def _phase_and_shift(d, pad, stride):
+    """Tap ``d`` of output ``o`` reads input ``o·stride + d − pad = stride·(o + shift) + phase``.
+
+    So with the input split into ``stride`` phases (``x[phase::stride]``), the
+    tap reads phase ``phase`` at index ``o + shift``: a stride-1 shift. returns (phase, shift).
+    """
+    return (d - pad) % stride, (d - pad) // stride
+
+
+def _taps(kh, kw, pad, stride):
+    """Every kernel tap (dy, dx), with the input phase ``(py, px)`` it reads and its shifts (oy, ox) there."""
+    for dy in range(kh):
+        py, oy = _phase_and_shift(dy, pad, stride)
+        for dx in range(kw):
+            px, ox = _phase_and_shift(dx, pad, stride)
+            yield dy, dx, (py, px), oy, ox
+
+
+def _channel_blocks(stride, work):
+    """``work(c0, c1)`` wrapped to run one channel at a time when stride > 1, so that the
+    channel's phases stay in cache while its k² taps use them; with stride 1 in one go."""
+    def run(c0, c1):
+        step = 1 if stride > 1 else c1 - c0
+        for start in range(c0, c1, step):
+            work(start, min(start + step, c1))
+    return run
+
+
+def im2col(x, kh, kw, stride, pad, out=None):
+    """Unfold every receptive field of ``x`` into one column.
+
+    x:      (N, C, H, W)
+    out:    optional C-contiguous array of C*kh*kw*N*Ho*Wo elements to write into
+            (e.g. a buffer reused between calls); a new array by default
+    returns (C*kh*kw, N*Ho*Wo), row index ``(c, dy, dx)`` in C order, column
+            index ``(n, y, x)`` in C order, so that Eq. 2 becomes one matrix
+            product ``W.reshape(C_out, C*kh*kw) @ cols``.
+
+    ``cols[(c,dy,dx), (n,y,x)] = x_pad[n, c, y*stride + dy, x*stride + dx]``
+    where ``x_pad`` is ``x`` with ``pad`` zeros on each spatial side.
+
+    No padded copy of ``x`` is made: for each tap, the outputs whose input is
+    inside the image get one block copy, and the thin border of outputs that
+    would read the padding is set to zero. With stride 2 the input is first
+    split into its 4 phases ``x[:, :, py::2, px::2]`` (one strided pass), so
+    that every tap is a plain shifted block of one phase (see
+    :func:`_phase_and_shift`) instead of a strided gather. The copies read
+    ``x`` channel-major (``x.transpose(1, 0, 2, 3)``), which is free when ``x``
+    came out of a GEMM of this module's layout. The input is never modified.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    ho = conv_output_size(h, kh, stride, pad)
+    wo = conv_output_size(w, kw, stride, pad)
+    x_cn = x.transpose(1, 0, 2, 3)
+    if out is None:
+        cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    else:
+        cols = out.reshape(c, kh, kw, n, ho, wo)
+
+    def unfold_channels(c0, c1):
+        part = x_cn[c0:c1]
+        phases = {(0, 0): part} if stride == 1 else \
+            {(py, px): part[:, :, py::stride, px::stride].copy() for py in range(stride) for px in range(stride)}
+        for dy, dx, phase, oy, ox in _taps(kh, kw, pad, stride):
+            source = phases[phase]
+            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), source.shape[2:], oy, ox)
+            tap = cols[c0:c1, dy, dx]
+            tap[:, :, rows, cs] = source[:, :, in_rows, in_cs]
+            tap[:, :, :rows.start] = 0
+            tap[:, :, rows.stop:] = 0
+            tap[:, :, rows, :cs.start] = 0
+            tap[:, :, rows, cs.stop:] = 0
+
+    parallel_ranges(xp, c, cols.size, _channel_blocks(stride, unfold_channels))
+    return cols.reshape(c * kh * kw, n * ho * wo)
+
+
+def col2im(cols, x_shape, kh, kw, stride, pad):
+    """Adjoint of :func:`im2col`: scatter-add the columns back onto the image.
+
+    cols:    (C*kh*kw, N*Ho*Wo)
+    x_shape: (N, C, H, W) of the image that was unfolded
+    returns  (N, C, H, W) (a channel-major view: memory order (C, N, H, W))
+
+    Each input pixel appears in up to ``kh*kw`` columns; its value here is the
+    sum of all those column entries (the transpose of the copy in im2col), and
+    entries that fell on the zero padding are dropped (the same in-range
+    blocks as :func:`im2col`, added instead of copied). With stride 2 the sums
+    are collected per input phase and interleaved once at the end.
+    """
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    ho = conv_output_size(h, kh, stride, pad)
+    wo = conv_output_size(w, kw, stride, pad)
+    cols6 = cols.reshape(c, kh, kw, n, ho, wo)
+    x_cn = (xp.zeros if stride == 1 else xp.empty)((c, n, h, w), dtype=cols.dtype)
+
+    def fold_channels(c0, c1):
+        part = x_cn[c0:c1]
+        phases = {(0, 0): part} if stride == 1 else \
+            {(py, px): xp.zeros_like(part[:, :, py::stride, px::stride], order="C")
+             for py in range(stride) for px in range(stride)}
+        for dy, dx, phase, oy, ox in _taps(kh, kw, pad, stride):
+            target = phases[phase]
+            rows, cs, in_rows, in_cs = _tap_slices((ho, wo), target.shape[2:], oy, ox)
+            target[:, :, in_rows, in_cs] += cols6[c0:c1, dy, dx, :, rows, cs]
+        if stride != 1:
+            for (py, px), phase in phases.items():
+                part[:, :, py::stride, px::stride] = phase
+
+    parallel_ranges(xp, c, cols.size, _channel_blocks(stride, fold_channels))
+    return x_cn.transpose(1, 0, 2, 3)
