@@ -1,4 +1,4 @@
-"""The ``stft`` loss (seed 004, Sec. 3.1): forward vs the frame-by-frame loop and the global DFT, the wrapped
+"""The ``stft`` loss (Dalal's β-VAE, Sec. 3.1): forward vs the frame-by-frame loop and the global DFT, the wrapped
 phase, dense and directional finite differences away from the kinks, the adjoints of the framed DFT,
 a planted bug, dtypes, sizes and the |F_o| = 0 guard."""
 
@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import scipy.signal
 
-# sflnet.gradcheck first: its registry imports gradcheck_freq, which imports its helpers back
-from sflnet.gradcheck import _adjoint_measurement, _random_cotangent, dense_check, directional_check  # isort: skip
-from sflnet import gradcheck_freq, kernels
+from sflnet import kernels
 from sflnet.backend import to_device, to_host
-from sflnet.losses.stft import STFTLoss, abs_angle, frequency_weights, naive_stft_loss, window_taper
+from sflnet.gradcheck.cases import freq
+from sflnet.gradcheck.engine import adjoint_measurement, dense_check, directional_check, random_cotangent
+from sflnet.gradcheck.references.losses import stft_loss_forward
+from sflnet.losses.stft import STFTLoss, abs_angle, frequency_weights, window_taper
 
 SMOOTH = 1e-7
 EXACT = 1e-12
@@ -60,12 +61,12 @@ def test_forward_matches_the_frame_loop(xp, shape, window, stride, window_fn):
     recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
     loss = STFTLoss(window, stride, window_fn, phase_weight=7.5)
     value = _value(loss, recon, target, shape[0] + 1, xp)
-    expected = naive_stft_loss(recon, target, shape[0] + 1, window, stride, window_fn, 7.5)
+    expected = stft_loss_forward(recon, target, shape[0] + 1, window, stride, window_fn, 7.5)
     assert abs(value - expected) <= EXACT * abs(expected)
 
 
 def test_forward_row_of_the_suite(xp):
-    m = gradcheck_freq.forward_stft(np.random.default_rng(2), xp)
+    m = freq.forward_stft(np.random.default_rng(2), xp)
     assert m.error <= EXACT, m.samples
 
 
@@ -138,7 +139,7 @@ def test_dense_gradcheck_away_from_the_kinks(xp, shape, window, stride):
     every bin (the |ΔP| conditions on the non-real bins); a dense step moves a bin by ≤ ε/h ≤ 2.5e-5 (h = 4,
     ε ≤ 1e-4), so no kink is crossed."""
     rng = np.random.default_rng(7)
-    case = gradcheck_freq.make_stft_case(rng, xp, np.float64, "tiny", shape=shape, window=window, stride=stride)
+    case = freq.make_stft_case(rng, xp, np.float64, "tiny", shape=shape, window=window, stride=stride)
     m = dense_check(case, _upstream(rng, xp))
     assert m.error <= SMOOTH, "\n".join(m.samples)
     assert "flipped" not in m.note
@@ -146,18 +147,18 @@ def test_dense_gradcheck_away_from_the_kinks(xp, shape, window, stride):
 
 def test_margins_hold_for_the_tiny_case(xp):
     rng = np.random.default_rng(8)
-    case = gradcheck_freq.make_stft_case(rng, xp, np.float64, "tiny")
+    case = freq.make_stft_case(rng, xp, np.float64, "tiny")
     recon = case.variables["recon"]
     # the target is not in the case: rebuild it from the same stream
     rng = np.random.default_rng(8)
     target = rng.uniform(-1, 1, (2, 3, 7, 6))
-    margins = gradcheck_freq.stft_margins(recon, target, 4, 2)
-    assert min(margins.values()) > gradcheck_freq.STFT_MARGIN
+    margins = freq.stft_margins(recon, target, 4, 2)
+    assert min(margins.values()) > freq.STFT_MARGIN
 
 
 def test_directional_gradcheck_realistic(xp):
     rng = np.random.default_rng(9)
-    case = gradcheck_freq.make_stft_case(rng, xp, np.float64, "realistic")
+    case = freq.make_stft_case(rng, xp, np.float64, "realistic")
     m = directional_check(case, _upstream(rng, xp), rng)
     assert m.error <= SMOOTH, "\n".join(m.samples)
 
@@ -184,9 +185,9 @@ class PhaseOverAmplitude(STFTLoss):
 
 
 def test_planted_bug_is_caught(monkeypatch):
-    monkeypatch.setattr(gradcheck_freq, "STFTLoss", PhaseOverAmplitude)
+    monkeypatch.setattr(freq, "STFTLoss", PhaseOverAmplitude)
     rng = np.random.default_rng(11)
-    case = gradcheck_freq.make_stft_case(rng, np, np.float64, "tiny")
+    case = freq.make_stft_case(rng, np, np.float64, "tiny")
     m = dense_check(case, _upstream(rng, np))
     assert m.error > SMOOTH
     assert m.error > 1e-2
@@ -195,7 +196,7 @@ def test_planted_bug_is_caught(monkeypatch):
 # --- adjoints -----------------------------------------------------------------
 
 def test_adjoint_of_the_framed_stft(xp):
-    m = gradcheck_freq.adjoint_stft_frames(np.random.default_rng(12), xp)
+    m = freq.adjoint_stft_frames(np.random.default_rng(12), xp)
     assert m.error <= EXACT, m.samples
 
 
@@ -206,9 +207,9 @@ def test_overlap_add_is_the_adjoint_of_the_framing(xp, shape, window, stride):
     x = to_device(rng.standard_normal(shape), xp)
     for taper in (None, to_device(window_taper(window, "hann"), xp)):
         frames = kernels.extract_frames(x, window, stride, taper)
-        y = _random_cotangent(rng, frames, xp)
+        y = random_cotangent(rng, frames, xp)
         back = kernels.overlap_add(y, shape[2], shape[3], stride, taper)
-        m = _adjoint_measurement("", frames, x, y, back)
+        m = adjoint_measurement("", frames, x, y, back)
         assert m.error <= EXACT, m.samples
 
 
@@ -230,9 +231,9 @@ def test_irdft2_is_the_weighted_adjoint_of_rdft2(xp):
         m = to_device(kernels.half_spectrum_multiplicity(shape[-1]), xp)
         spectrum = kernels.rdft2(x) * m
         pair = xp.stack([spectrum.real, spectrum.imag])
-        y = _random_cotangent(rng, pair, xp)      # any half spectrum: DC/Nyquist imaginary parts too
+        y = random_cotangent(rng, pair, xp)      # any half spectrum: DC/Nyquist imaginary parts too
         back = kernels.irdft2(y[0] + 1j * y[1], shape[-1])
-        assert _adjoint_measurement("", pair, x, y, back).error <= EXACT
+        assert adjoint_measurement("", pair, x, y, back).error <= EXACT
 
 
 # --- dtypes, sizes, guard -----------------------------------------------------
@@ -252,7 +253,7 @@ def test_dtypes_preserved_and_inputs_unchanged(xp, dtype):
     assert grad.dtype == dtype and grad.shape == shape
     assert np.array_equal(to_host(recon), recon_before) and np.array_equal(to_host(target), target_before)
     if dtype == np.float32:
-        expected = naive_stft_loss(to_host(recon), to_host(target), 3)
+        expected = stft_loss_forward(to_host(recon), to_host(target), 3)
         assert abs(float(value) - expected) <= 1e-5 * expected
 
 
@@ -293,7 +294,7 @@ def test_zero_amplitude_guard(xp):
             assert np.any(to_host(abs(loss.output_spectrum)) == 0)
     loss = STFTLoss(4, 2)
     value = _value(loss, np.zeros_like(target), target, 1, xp)
-    expected = naive_stft_loss(np.zeros_like(target), target, 1, 4, 2)
+    expected = stft_loss_forward(np.zeros_like(target), target, 1, 4, 2)
     assert abs(value - expected) <= EXACT * expected
     assert np.all(to_host(loss.backward()) == 0.0)     # F_o = 0 at every bin: nothing to follow
 
