@@ -106,7 +106,10 @@ def sfl_backward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(10
 
 
 def l1_loss_forward(recon, target, batch_count):
-    """``E_L1 = (1/N_m) Σ_i mean_{c,y,x} |f^L_i − f^1_i|`` term by term. recon, target: (N, C, H, W). returns a float."""
+    """``E_L1 = (1/N_m) Σ_i mean_{c,y,x} |f^L_i − f^1_i|`` term by term.
+
+    recon, target: (N, C, H, W). returns a float.
+    """
     recon, target = as_float64(recon, target)
     total = 0.0
     for i in range(recon.shape[0]):
