@@ -18,7 +18,7 @@ fft_loss_forward / _backward (DFT by sums)  losses.fft.FocalFrequencyLoss     Ji
 fft_loss_numpy (numpy.fft.fft2)             losses.fft.FocalFrequencyLoss
 ssim_forward (window loop), ssim_library    losses.ssim.SSIMLoss              Wang et al. 2004
 stft_loss_forward (frame loop),             losses.stft.STFTLoss              Dalal's β-VAE
-global_dft_loss_forward
+global_dft_loss_forward, _by_phases
 ==========================================  ================================  ==============================
 
 Two references of the focal frequency loss exist on purpose: :func:`fft_loss_forward`
@@ -328,4 +328,26 @@ def global_dft_loss_forward(recon, target, batch_count, phase_weight):
             f_i = np.fft.fft2(target[i, ch], norm="ortho")
             total += float(np.sum(weight * (phase_weight * np.abs(np.angle(f_o * np.conj(f_i)))
                                             + np.abs(np.abs(f_o) - np.abs(f_i)))))
+    return total / batch_count
+
+
+def global_dft_loss_by_phases(recon, target, batch_count, phase_weight, wrap=True):
+    """The global-DFT loss from the two phases: ``|P_o − P_i|`` wrapped to [0, π], P = angle(F) ∈ (−π, π].
+
+    The same quantity as :func:`global_dft_loss_forward` (which takes the phase of F_o conj(F_i)),
+    written the way the paper states it, so the two are different references of one loss.
+    wrap=False: the paper's literal, unwrapped |P_o − P_i| (not what STFTLoss computes; the tests
+    show the difference). recon, target: host (n, C, H, W). returns a float.
+    """
+    n, c, h, w = recon.shape
+    u = np.minimum(np.arange(h), h - np.arange(h))[:, None]
+    v = np.minimum(np.arange(w), w - np.arange(w))[None, :]
+    weight = np.sqrt(u ** 2 + v ** 2) / np.sqrt(u ** 2 + v ** 2).max()
+    total = 0.0
+    for i in range(n):
+        for ch in range(c):
+            f_o, f_i = np.fft.fft2(recon[i, ch], norm="ortho"), np.fft.fft2(target[i, ch], norm="ortho")
+            d = np.abs(np.angle(f_o) - np.angle(f_i))
+            phase = np.minimum(d, 2 * np.pi - d) if wrap else d
+            total += float(np.sum(weight * (phase_weight * phase + np.abs(np.abs(f_o) - np.abs(f_i)))))
     return total / batch_count
