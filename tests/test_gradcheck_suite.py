@@ -246,3 +246,9 @@ def test_a_newly_registered_loss_is_checked_dense_and_directional(monkeypatch, l
     assert [(row.check, row.passed) for row in report.rows] == [("dense", passes), ("directional", passes)]
     assert report.rows[0].shape == "recon(2,3,5,6), N_m=3"
     assert "ScaledL1" in gradcheck.explain("scaled_l1_loss")
+
+
+def test_a_loss_name_selects_its_loss_row_and_its_network_row():
+    assert gradcheck.resolve_layers("fft") == ["fft_loss", "network_fft"]
+    assert gradcheck.resolve_layers(["pl", "tanh"]) == ["tanh", "pixel_loss", "network_pl"]
+    assert gradcheck.resolve_layers("SFL") == ["sfl_loss", "network_sfl"]

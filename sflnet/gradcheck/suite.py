@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from sflnet import losses
 from sflnet.backend import _try_cupy, gpu_available, select_device, to_host
 from sflnet.errors import SflnetError
 from sflnet.gradcheck.cases import layers as layer_cases
@@ -129,10 +130,20 @@ def float32_gpu_vs_cpu(entry, cupy, seed, name):
     return Measurement(shape, worst, None, "", [], worst_name)
 
 
+def loss_rows(loss_name, names):
+    """The rows that a registered loss's bare name selects: its loss row and its whole-network row
+    (``fft`` → fft_loss, network_fft; ``pl`` → pixel_loss, network_pl), those of them in ``names``."""
+    if loss_name not in losses.REGISTRY:
+        return []
+    network = "network_pl" if loss_name == "pl" else f"network_{loss_name}"
+    return [row for row in (loss_cases.loss_row_name(loss_name), network) if row in names]
+
+
 def resolve_layers(layer, names=None):
     """Which layers to check: ``None`` → all ``names``; a name or a list of names → those, in report order.
 
-    Names are case-insensitive ("-" may stand for "_"); an unknown name is an SflnetError.
+    Names are case-insensitive ("-" may stand for "_"). A registered loss's own name (``--layer fft``)
+    selects its rows (:func:`loss_rows`). An unknown name is an SflnetError.
     """
     names = layer_names() if names is None else names
     if layer is None:
@@ -141,9 +152,12 @@ def resolve_layers(layer, names=None):
     keys = set()
     for item in wanted:
         key = item.strip().lower().replace("-", "_")
-        if key not in names:
+        if key in names:
+            keys.add(key)
+        elif loss_rows(key, names):
+            keys.update(loss_rows(key, names))
+        else:
             raise SflnetError(f"--layer {item!r} is not a checked layer; choose one of {', '.join(names)}")
-        keys.add(key)
     return [name for name in names if name in keys]
 
 
