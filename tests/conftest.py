@@ -1,5 +1,5 @@
 """Shared fixtures: the array backends to run the same test bodies on, and
-finite-difference helpers (float64, central differences, random upstream gradients).
+the finite-difference helpers of the one gradient-check engine (sflnet.gradcheck.engine).
 
 The CuPy variants run on real CuPy where a GPU is usable, and otherwise on the strict CuPy test
 double in ``tests/strict_cupy`` (NumPy underneath, as strict as CuPy at the host/device boundary,
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sflnet.backend import gpu_available
+from sflnet.gradcheck import engine
 
 STRICT_DIR = Path(__file__).parent / "strict_cupy"
 _double_cache = {}
@@ -99,45 +100,14 @@ def default_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
-def rel_error(a, b):
-    """cs231n relative error, elementwise: max |a − b| / max(1e-8, |a| + |b|)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
-
-
-def numeric_gradient(f, x, eps):
-    """Central differences of the scalar function ``f`` at every element of the host array ``x``.
-
-    ``x`` is perturbed in a private copy, never in place. returns an array shaped like x.
-    """
-    x = np.array(x, dtype=np.float64, copy=True)
-    grad = np.zeros_like(x)
-    flat_x = x.reshape(-1)
-    flat_g = grad.reshape(-1)
-    for i in range(flat_x.size):
-        old = flat_x[i]
-        flat_x[i] = old + eps
-        plus = f(x)
-        flat_x[i] = old - eps
-        minus = f(x)
-        flat_x[i] = old
-        flat_g[i] = (plus - minus) / (2 * eps)
-    return grad
-
-
-def best_over_eps(check, eps_values=(1e-4, 1e-5, 1e-6, 1e-7)):
-    """Run ``check(eps) -> error`` for each eps (DESIGN §3 sweep) and return the smallest error."""
-    return min(check(eps) for eps in eps_values)
-
-
 @pytest.fixture
 def fd():
-    """The finite-difference helpers as one namespace: fd.rel_error, fd.numeric_gradient, fd.best_over_eps."""
+    """The finite-difference helpers of the one engine (:mod:`sflnet.gradcheck.engine`) as one namespace:
+    fd.rel_error (the scale-aware cs231n form), fd.numeric_gradient, fd.best_over_eps (the ε sweep)."""
     class FD:
         pass
     helpers = FD()
-    helpers.rel_error = rel_error
-    helpers.numeric_gradient = numeric_gradient
-    helpers.best_over_eps = best_over_eps
+    helpers.rel_error = engine.rel_error
+    helpers.numeric_gradient = engine.numeric_gradient
+    helpers.best_over_eps = engine.best_over_eps
     return helpers

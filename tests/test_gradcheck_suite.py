@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sflnet import gradcheck, nn
-from sflnet.ops import resample
-from sflnet.ops.im2col import col2im
+from sflnet import gradcheck, losses, nn
 from sflnet.backend import gpu_available
+from sflnet.gradcheck.cases import layers as layer_cases
+from sflnet.gradcheck.cases.losses import loss_row_name
+from sflnet.losses.l1 import L1Loss
 from sflnet_cli.main import cli, main
+from sflnet.ops.im2col import col2im
+from sflnet.ops import resample
 
 DOCUMENTED_FIELDS = {"device", "layer", "check", "shape", "eps", "error", "threshold", "passed", "status",
                      "worst", "note"}
@@ -196,7 +199,7 @@ def test_a_planted_layer_through_the_registry_fails_its_row():
             return dy * np.where(self.positive_mask, 1.0, 0.01)   # the off branch leaks
 
     def make_case(rng, xp, dtype, size):
-        case = gradcheck.make_relu_case(rng, xp, dtype, size)
+        case = layer_cases.make_relu_case(rng, xp, dtype, size)
         buggy = LeakyBackwardReLU()
         case.evaluate = lambda: buggy.forward(case.variables["x"])
         case.gradients = lambda dy: {"x": buggy.backward(dy)}
@@ -206,3 +209,48 @@ def test_a_planted_layer_through_the_registry_fails_its_row():
     registry["relu"] = gradcheck.LayerEntry(make_case, registry["relu"].references)
     report = gradcheck.run_suite(device="cpu", layer=["relu", "tanh"], registry=registry)
     assert failing(report) == {("relu", "dense"), ("relu", "directional")}
+
+
+# ---------------------------------------------------------------------------
+# Every registered loss is checked, a newly registered one included
+# ---------------------------------------------------------------------------
+
+class ScaledL1(L1Loss):
+    """A stand-in for a plug-in loss: 2·mean |recon − target|, through the L1 loss."""
+
+    name = "scaled_l1"
+
+    def forward(self, recon, target, batch_count):
+        share, parts = super().forward(recon, target, batch_count)
+        return 2 * share, parts
+
+    def backward(self):
+        return 2 * super().backward()
+
+
+class ScaledL1ForgotTheFactor(ScaledL1):
+    def backward(self):
+        return L1Loss.backward(self)
+
+
+def test_every_registered_loss_has_a_loss_row_and_a_network_row():
+    names = gradcheck.layer_names()
+    for name in losses.REGISTRY:
+        assert loss_row_name(name) in names
+        assert (f"network_{name}" if name not in ("pl", "sfl") else "network_pl") in names
+
+
+@pytest.mark.parametrize("loss_class,passes", [(ScaledL1, True), (ScaledL1ForgotTheFactor, False)])
+def test_a_newly_registered_loss_is_checked_dense_and_directional(monkeypatch, loss_class, passes):
+    monkeypatch.setitem(losses.REGISTRY, "scaled_l1", lambda settings: loss_class())
+    assert "scaled_l1_loss" in gradcheck.layer_names() and "network_scaled_l1" in gradcheck.layer_names()
+    report = gradcheck.run_suite(device="cpu", layer="scaled_l1_loss")
+    assert [(row.check, row.passed) for row in report.rows] == [("dense", passes), ("directional", passes)]
+    assert report.rows[0].shape == "recon(2,3,5,6), N_m=3"
+    assert "ScaledL1" in gradcheck.explain("scaled_l1_loss")
+
+
+def test_a_loss_name_selects_its_loss_row_and_its_network_row():
+    assert gradcheck.resolve_layers("fft") == ["fft_loss", "network_fft"]
+    assert gradcheck.resolve_layers(["pl", "tanh"]) == ["tanh", "pixel_loss", "network_pl"]
+    assert gradcheck.resolve_layers("SFL") == ["sfl_loss", "network_sfl"]

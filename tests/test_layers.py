@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 import scipy.ndimage
-import scipy.signal
 
 from sflnet.backend import to_device, to_host
+from sflnet.gradcheck.engine import adjoint_measurement
+from sflnet.gradcheck.references import layers as references
 from sflnet.nn import Conv2D, LoGBank, ReLU, Tanh, Upsample2x, UpsampleConv2D
-from sflnet.nn.conv import upsample_conv_taps
 from sflnet.ops.filters import log_bank_weights, log_kernel, log_kernel_factors, log_kernel_size
+from sflnet.nn.conv import upsample_conv_taps
 from sflnet.ops.im2col import col2im, im2col
 
 SIGMAS = (0.8, 1.6, 3.2)
@@ -29,17 +30,6 @@ def forward_rel(a, ref):
 # Forward against references
 # ---------------------------------------------------------------------------
 
-def conv_reference(x, w, b, stride):
-    """Eq. 2 with scipy.signal.correlate: zero-pad, 'valid' correlation over (C, kh, kw), then stride."""
-    p = (w.shape[-1] - 1) // 2
-    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    out = []
-    for n in range(x.shape[0]):
-        maps = [scipy.signal.correlate(x_pad[n], w[c], mode="valid")[0] + b[c] for c in range(w.shape[0])]
-        out.append(np.stack(maps)[:, ::stride, ::stride])
-    return np.stack(out)
-
-
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw", [(9, 7), (8, 8), (13, 10), (1, 1), (2, 3)])
 def test_conv_forward_matches_scipy_correlate(xp, stride, hw):
@@ -48,7 +38,7 @@ def test_conv_forward_matches_scipy_correlate(xp, stride, hw):
     w = rng.standard_normal((4, 3, 3, 3))
     b = rng.standard_normal(4)
     out = Conv2D(to_device(w, xp), to_device(b, xp), stride).forward(to_device(x, xp))
-    ref = conv_reference(x, w, b, stride)
+    ref = references.conv2d_scipy(x, w, b, stride)
     assert out.shape == (2, 4, math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
     assert forward_rel(out, ref) <= 1e-12
 
@@ -62,12 +52,7 @@ def test_log_kernel_sizes_follow_the_paper():
 @pytest.mark.parametrize("sigma", SIGMAS)
 def test_log_kernel_is_eq5_written_out(sigma):
     k = log_kernel(sigma)
-    s = (k.shape[0] - 1) // 2
-    ref = np.empty_like(k)
-    for row, y in enumerate(range(-s, s + 1)):
-        for col, x in enumerate(range(-s, s + 1)):
-            g = math.exp(-(x * x + y * y) / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
-            ref[row, col] = -(2 - (x * x + y * y) / sigma ** 2) * g
+    ref = references.log_kernel(sigma)
     assert forward_rel(k, ref) <= 1e-12
     # The separable split used by the fast bank reproduces the same kernel: K = a⊗b + b⊗a.
     a, b = log_kernel_factors(sigma)
@@ -101,12 +86,7 @@ def test_log_bank_matches_literal_correlate2d_sum(xp, hw):
     rng = np.random.default_rng(11)
     f = rng.standard_normal((2, 3, *hw))
     out = LoGBank(SIGMAS).forward(to_device(f, xp))
-    ref = np.zeros((2, 3, *hw))
-    for n in range(2):
-        for c, sigma in enumerate(SIGMAS):
-            for c_in in range(3):
-                ref[n, c] += scipy.signal.correlate2d(f[n, c_in], log_kernel(sigma), mode="same",
-                                                      boundary="fill", fillvalue=0)
+    ref = references.log_bank_scipy(f, SIGMAS)
     assert out.shape == ref.shape
     assert forward_rel(out, ref) <= 1e-12
 
@@ -122,25 +102,6 @@ def test_fast_log_bank_equals_literal_eq2_conv(xp):
     assert forward_rel(fast, to_host(literal)) <= 1e-12
 
 
-def upsample_reference(x, out_h, out_w):
-    """Plain loops: half-pixel centres src = (dst + ½)/2 − ½, linear weights, indices clamped."""
-    n, c, h, w = x.shape
-    out = np.zeros((n, c, out_h, out_w))
-
-    def taps(dst, size):
-        src = (dst + 0.5) / 2 - 0.5
-        i0 = math.floor(src)
-        frac = src - i0
-        return [(min(max(i0, 0), size - 1), 1 - frac), (min(max(i0 + 1, 0), size - 1), frac)]
-
-    for yo in range(out_h):
-        for xo in range(out_w):
-            for yi, wy in taps(yo, h):
-                for xi, wx in taps(xo, w):
-                    out[:, :, yo, xo] += wy * wx * x[:, :, yi, xi]
-    return out
-
-
 @pytest.mark.parametrize("in_hw,out_hw", [((4, 3), (8, 6)), ((5, 4), (9, 7)), ((5, 4), (10, 7)),
                                           ((1, 1), (1, 1)), ((1, 2), (2, 3)), ((7, 5), (13, 9))])
 def test_upsample_matches_plain_loop(xp, in_hw, out_hw):
@@ -149,7 +110,7 @@ def test_upsample_matches_plain_loop(xp, in_hw, out_hw):
     layer = Upsample2x(output_size=out_hw)
     out = layer.forward(to_device(x, xp))
     assert out.shape == (2, 3, *out_hw)
-    assert forward_rel(out, upsample_reference(x, *out_hw)) <= 1e-12
+    assert forward_rel(out, references.upsample2x_forward(x, *out_hw)) <= 1e-12
 
 
 def test_upsample_rejects_impossible_crop():
@@ -265,9 +226,8 @@ def test_log_bank_backward_dense_fd(xp, fd, shape):
 # ---------------------------------------------------------------------------
 
 def adjoint_gap(ax, y, x, aty):
-    lhs = float(to_host(ax * y).sum())
-    rhs = float(to_host(x * aty).sum())
-    return abs(lhs - rhs) / max(abs(lhs), 1e-300)
+    """|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / |⟨Ax, y⟩|, the engine's adjoint measurement."""
+    return adjoint_measurement("", ax, x, y, aty).error
 
 
 @pytest.mark.parametrize("stride", [1, 2])

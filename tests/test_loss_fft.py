@@ -1,36 +1,23 @@
 """The ``fft`` loss (focal frequency loss): forward vs numpy.fft.fft2 written out, dense and directional
-finite differences with the focal weights frozen, the DFT adjoint, a planted bug, dtypes and the weight protocol."""
+finite differences with the focal weights frozen, the DFT adjoint, a planted bug, dtypes and passing the weights in."""
 
 import numpy as np
 import pytest
 
-# sflnet.gradcheck first: its registry imports gradcheck_freq, which imports its helpers back
-from sflnet.gradcheck import dense_check, directional_check  # isort: skip
-from sflnet import gradcheck_freq
 from sflnet.backend import to_device, to_host
-from sflnet.losses.fft import FocalFrequencyLoss
-from sflnet.ops import spectral
+from sflnet.gradcheck.cases import freq
+from sflnet.gradcheck.engine import Case, dense_check, directional_check
+from sflnet.gradcheck.references.losses import fft_loss_numpy
+from sflnet.losses.fft import FocalFrequencyLoss, focal_weights
+from sflnet.ops.spectral import dft2, dft2_adjoint
 
 SMOOTH = 1e-7
 EXACT = 1e-12
 
 
 def _upstream(rng, xp, dtype=np.float64):
-    """A random upstream scalar (never 1), as the checks of sflnet.gradcheck use."""
+    """A random upstream scalar (never 1), as the checks of sflnet.gradcheck.suite use."""
     return to_device(np.asarray(rng.standard_normal(), dtype=dtype), xp)
-
-
-def direct_fft_loss(recon, target, batch_count):
-    """ℓ_i = mean_{c,u,v} w|D|², D = fft2(recon − target, ortho) per channel, w = |D|/max|D| (0 if max = 0)."""
-    n, c, h, w = recon.shape
-    total = 0.0
-    for i in range(n):
-        for ch in range(c):
-            d = np.fft.fft2(recon[i, ch], norm="ortho") - np.fft.fft2(target[i, ch], norm="ortho")
-            a = np.abs(d)
-            weight = a / a.max() if a.max() > 0 else np.zeros_like(a)
-            total += float(np.sum(weight * a * a)) / (c * h * w)
-    return total / batch_count
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 9, 8), (3, 1, 5, 7), (1, 3, 16, 12)])
@@ -38,27 +25,27 @@ def test_forward_matches_direct_fft2(xp, shape):
     rng = np.random.default_rng(1)
     recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
     value, parts = FocalFrequencyLoss().forward(to_device(recon, xp), to_device(target, xp), shape[0] + 2)
-    expected = direct_fft_loss(recon, target, shape[0] + 2)
+    expected = fft_loss_numpy(recon, target, shape[0] + 2)
     assert parts == {}
     assert abs(float(value) - expected) <= EXACT * abs(expected)
 
 
 def test_forward_row_of_the_suite(xp):
-    m = gradcheck_freq.forward_fft(np.random.default_rng(2), xp)
+    m = freq.forward_fft(np.random.default_rng(2), xp)
     assert m.error <= EXACT, m.samples
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 3, 7, 4)])
 def test_dense_gradcheck_with_frozen_weights(xp, shape):
     rng = np.random.default_rng(3)
-    case = gradcheck_freq.make_fft_case(rng, xp, np.float64, "tiny", shape=shape)
+    case = freq.make_fft_case(rng, xp, np.float64, "tiny", shape=shape)
     m = dense_check(case, _upstream(rng, xp))
     assert m.error <= SMOOTH, "\n".join(m.samples)
 
 
 def test_directional_gradcheck_realistic(xp):
     rng = np.random.default_rng(4)
-    case = gradcheck_freq.make_fft_case(rng, xp, np.float64, "realistic")
+    case = freq.make_fft_case(rng, xp, np.float64, "realistic")
     m = directional_check(case, _upstream(rng, xp), rng)
     assert m.error <= SMOOTH, "\n".join(m.samples)
 
@@ -70,26 +57,26 @@ def test_unfrozen_weights_give_the_full_derivative_not_the_detached_one(xp):
     recon, target = to_device(rng.uniform(-1, 1, shape), xp), to_device(rng.uniform(-1, 1, shape), xp)
     loss = FocalFrequencyLoss()
     variables = {"recon": recon}
-    case = gradcheck_freq.Case(variables, lambda: loss.forward(variables["recon"], target, 2)[0],
+    case = Case(variables, lambda: loss.forward(variables["recon"], target, 2)[0],
                                lambda up: {"recon": up * loss.backward()}, "unfrozen")
     assert dense_check(case, _upstream(rng, xp)).error > 1e-2
 
 
 def test_adjoint_of_the_orthonormal_dft(xp):
-    m = gradcheck_freq.adjoint_dft(np.random.default_rng(6), xp)
+    m = freq.adjoint_dft(np.random.default_rng(6), xp)
     assert m.error <= EXACT, m.samples
 
 
 def test_dft2_is_unitary_and_keeps_precision(xp):
     rng = np.random.default_rng(7)
     x = to_device(rng.standard_normal((2, 7, 6)), xp)
-    spectrum = spectral.dft2(x)
+    spectrum = dft2(x)
     assert spectrum.dtype == np.complex128
     assert float(abs((spectrum * spectrum.conj()).real.sum() - (x * x).sum())) <= EXACT * float((x * x).sum())
-    assert float(abs(spectral.dft2_adjoint(spectrum) - x).max()) <= EXACT
+    assert float(abs(dft2_adjoint(spectrum) - x).max()) <= EXACT
     x32 = x.astype(np.float32)
-    assert spectral.dft2(x32).dtype == np.complex64
-    assert spectral.dft2_adjoint(spectral.dft2(x32)).dtype == np.float32
+    assert dft2(x32).dtype == np.complex64
+    assert dft2_adjoint(dft2(x32)).dtype == np.float32
 
 
 class DroppedFactorTwo(FocalFrequencyLoss):
@@ -97,13 +84,13 @@ class DroppedFactorTwo(FocalFrequencyLoss):
 
     def backward(self):
         _, c, h, w = self.weighted_difference.shape
-        return spectral.dft2_adjoint(self.weighted_difference) / (self.batch_count * c * h * w)
+        return dft2_adjoint(self.weighted_difference) / (self.batch_count * c * h * w)
 
 
 def test_planted_bug_is_caught(xp, monkeypatch):
-    monkeypatch.setattr(gradcheck_freq, "FocalFrequencyLoss", DroppedFactorTwo)
+    monkeypatch.setattr(freq, "FocalFrequencyLoss", DroppedFactorTwo)
     rng = np.random.default_rng(8)
-    case = gradcheck_freq.make_fft_case(rng, xp, np.float64, "tiny")
+    case = freq.make_fft_case(rng, xp, np.float64, "tiny")
     m = dense_check(case, _upstream(rng, xp))
     assert m.error > SMOOTH
     assert m.error > 0.3     # |g − g/2| / (|g| + |g/2|) = 1/3
@@ -141,7 +128,7 @@ def test_partly_identical_channels(xp):
     loss = FocalFrequencyLoss()
     value, _ = loss.forward(to_device(recon, xp), to_device(target, xp), 1)
     grad = to_host(loss.backward())
-    assert abs(float(value) - direct_fft_loss(recon, target, 1)) <= EXACT * float(value)
+    assert abs(float(value) - fft_loss_numpy(recon, target, 1)) <= EXACT * float(value)
     assert np.all(np.isfinite(grad)) and np.all(grad[0, 1] == 0.0)
 
 
@@ -155,28 +142,26 @@ def test_group_shares_add_up_to_the_batch_value(xp):
     assert abs(whole - parts) <= EXACT * whole
 
 
-def test_frozen_weights_protocol(xp):
-    """record_weights appends one w per forward; then the k-th forward since begin_batch uses frozen_weights[k]."""
+def test_weights_passed_in(xp):
+    """forward(..., weights=w) uses the given w: w = focal_weights of the point gives the plain forward,
+    bit for bit; the w of another point gives the quadratic form mean(w|D|²), not the focal loss there."""
     rng = np.random.default_rng(13)
-    groups = [(to_device(rng.uniform(-1, 1, (2, 3, 5, 6)), xp), to_device(rng.uniform(-1, 1, (2, 3, 5, 6)), xp)),
-              (to_device(rng.uniform(-1, 1, (1, 3, 4, 4)), xp), to_device(rng.uniform(-1, 1, (1, 3, 4, 4)), xp))]
+    recon = to_device(rng.uniform(-1, 1, (2, 3, 5, 6)), xp)
+    target = to_device(rng.uniform(-1, 1, (2, 3, 5, 6)), xp)
     loss = FocalFrequencyLoss()
-    assert loss.frozen_weights is None and loss.record_weights is False
-    loss.record_weights = True
-    loss.begin_batch()
-    recorded = [float(loss.forward(r, t, 3)[0]) for r, t in groups]
-    assert len(loss.frozen_weights) == 2 and loss.frozen_weights[1].shape == (1, 3, 4, 4)
-    loss.record_weights = False
-    loss.begin_batch()
-    moved = [(r + 0.1, t) for r, t in groups]
-    frozen = [float(loss.forward(r, t, 3)[0]) for r, t in moved]
-    loss.begin_batch()
-    assert [float(loss.forward(r, t, 3)[0]) for r, t in groups] == recorded
-    # with w fixed the loss is the quadratic form mean(w|D + F(0.1)|²), not the focal loss of the moved images
-    fresh = FocalFrequencyLoss()
-    assert frozen != [float(fresh.forward(r, t, 3)[0]) for r, t in moved]
-    with pytest.raises(IndexError):
-        loss.forward(*groups[0], 3)    # a third forward since begin_batch: no third recorded w
+    plain = loss.forward(recon, target, 3)[0]
+    plain_grad = to_host(loss.backward())
+    weights = focal_weights(recon, target)
+    assert weights.shape == recon.shape and weights.dtype == recon.dtype
+    given = loss.forward(recon, target, 3, weights=weights)[0]
+    assert float(given) == float(plain)
+    assert np.array_equal(to_host(loss.backward()), plain_grad)
+    moved = recon + 0.1
+    held = float(loss.forward(moved, target, 3, weights=weights)[0])
+    assert held != float(FocalFrequencyLoss().forward(moved, target, 3)[0])
+    spectrum = dft2(moved - target)
+    expected = float((weights * abs(spectrum) ** 2).sum()) / (3 * 3 * 5 * 6)
+    assert abs(held - expected) <= EXACT * expected
 
 
 def test_no_size_problem():

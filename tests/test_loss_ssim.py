@@ -1,5 +1,5 @@
 """The ``ssim`` loss: forward against scikit-image and a textbook loop, the hand-written backward
-against central finite differences (the shared checker of sflnet.gradcheck), the adjoint of the
+against central finite differences (the one engine, sflnet.gradcheck.engine), the adjoint of the
 valid Gaussian filtering, a planted bug that the check must catch, dtypes and sizes.
 
 Every test body runs on NumPy and, when a GPU is usable, on CuPy (the ``xp`` fixture).
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from sflnet.backend import to_device, to_host
-from sflnet.gradcheck import THRESHOLD_ADJOINT, THRESHOLD_REFERENCE, THRESHOLD_SMOOTH, dense_check, directional_check
-from sflnet.gradcheck_ssim import adjoint_ssim_filter, forward_ssim, make_ssim_case
-from sflnet.losses.ssim import SSIMLoss, naive_ssim, ssim_per_image, valid_filter, valid_filter_adjoint
+from sflnet.gradcheck.cases.ssim import adjoint_ssim_filter, forward_ssim, make_ssim_case
+from sflnet.gradcheck.engine import (THRESHOLD_ADJOINT, THRESHOLD_REFERENCE, THRESHOLD_SMOOTH, dense_check,
+                                     directional_check)
+from sflnet.gradcheck.references.losses import ssim_forward, ssim_library
+from sflnet.losses.ssim import SSIMLoss, ssim_per_image, valid_filter, valid_filter_adjoint
 
 
 def related_pair(rng, shape, low=-1.0, high=1.0):
@@ -22,9 +24,11 @@ def related_pair(rng, shape, low=-1.0, high=1.0):
 
 
 def skimage_ssim(x, y, data_range=2.0, data_min=-1.0):
-    structural_similarity = pytest.importorskip("skimage.metrics").structural_similarity
-    return structural_similarity(x - data_min, y - data_min, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False, data_range=data_range, channel_axis=0)
+    """scikit-image's SSIM of one (C, H, W) pair (the test skips without scikit-image)."""
+    pytest.importorskip("skimage.metrics")
+    values, which = ssim_library(x[None], y[None], data_range, data_min)
+    assert which == "skimage structural_similarity"
+    return values[0]
 
 
 def random_upstream(rng, xp):
@@ -57,7 +61,7 @@ def test_per_image_ssim_equals_the_textbook_loop(xp, value_range):
     low, high = value_range
     recon, target = related_pair(np.random.default_rng(7), (2, 3, 16, 13), low, high)
     fast = to_host(ssim_per_image(to_device(recon, xp), to_device(target, xp), high - low, low))
-    naive = [naive_ssim(r, t, high - low, low) for r, t in zip(recon, target)]
+    naive = [ssim_forward(r, t, high - low, low) for r, t in zip(recon, target)]
     np.testing.assert_allclose(fast, naive, rtol=0, atol=THRESHOLD_REFERENCE)
 
 

@@ -1,4 +1,4 @@
-"""The ``stft`` loss (seed 004, Sec. 3.1): forward vs the frame-by-frame loop and the global DFT, the wrapped
+"""The ``stft`` loss (Dalal's β-VAE, Sec. 3.1): forward vs the frame-by-frame loop and the global DFT, the wrapped
 phase, dense and directional finite differences away from the kinks, the adjoints of the framed DFT,
 a planted bug, dtypes, sizes and the |F_o| = 0 guard."""
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import scipy.signal
 
-# sflnet.gradcheck first: its registry imports gradcheck_freq, which imports its helpers back
-from sflnet.gradcheck import _adjoint_measurement, _random_cotangent, dense_check, directional_check  # isort: skip
-from sflnet import gradcheck_freq
 from sflnet.backend import to_device, to_host
-from sflnet.losses.stft import STFTLoss, abs_angle, frequency_weights, naive_stft_loss, window_taper
-from sflnet.ops import spectral
+from sflnet.gradcheck.cases import freq
+from sflnet.gradcheck.engine import adjoint_measurement, dense_check, directional_check, random_cotangent
+from sflnet.gradcheck.references.losses import global_dft_loss_by_phases, stft_loss_forward
+from sflnet.losses.stft import STFTLoss, abs_angle, frequency_weights, window_taper
+from sflnet.ops.spectral import dft2, extract_frames, half_spectrum_multiplicity, irdft2, overlap_add, rdft2, stft2_adjoint
 
 SMOOTH = 1e-7
 EXACT = 1e-12
@@ -25,25 +25,6 @@ def _upstream(rng, xp, dtype=np.float64):
 
 def _value(loss, recon, target, batch_count, xp):
     return float(loss.forward(to_device(recon, xp), to_device(target, xp), batch_count)[0])
-
-
-def global_dft_loss(recon, target, batch_count, phase_weight, wrap=True):
-    """The loss on the global orthonormal DFT of each channel, W(u, v) = r / max r, written out.
-
-    wrap=False: the paper's literal |P_o − P_i| with P = angle(F) ∈ (−π, π] (not what STFTLoss computes).
-    """
-    n, c, h, w = recon.shape
-    u = np.minimum(np.arange(h), h - np.arange(h))[:, None]
-    v = np.minimum(np.arange(w), w - np.arange(w))[None, :]
-    weight = np.sqrt(u ** 2 + v ** 2) / np.sqrt(u ** 2 + v ** 2).max()
-    total = 0.0
-    for i in range(n):
-        for ch in range(c):
-            f_o, f_i = np.fft.fft2(recon[i, ch], norm="ortho"), np.fft.fft2(target[i, ch], norm="ortho")
-            d = np.abs(np.angle(f_o) - np.angle(f_i))
-            phase = np.minimum(d, 2 * np.pi - d) if wrap else d
-            total += float(np.sum(weight * (phase_weight * phase + np.abs(np.abs(f_o) - np.abs(f_i)))))
-    return total / batch_count
 
 
 # --- forward ------------------------------------------------------------------
@@ -61,12 +42,12 @@ def test_forward_matches_the_frame_loop(xp, shape, window, stride, window_fn):
     recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
     loss = STFTLoss(window, stride, window_fn, phase_weight=7.5)
     value = _value(loss, recon, target, shape[0] + 1, xp)
-    expected = naive_stft_loss(recon, target, shape[0] + 1, window, stride, window_fn, 7.5)
+    expected = stft_loss_forward(recon, target, shape[0] + 1, window, stride, window_fn, 7.5)
     assert abs(value - expected) <= EXACT * abs(expected)
 
 
 def test_forward_row_of_the_suite(xp):
-    m = gradcheck_freq.forward_stft(np.random.default_rng(2), xp)
+    m = freq.forward_stft(np.random.default_rng(2), xp)
     assert m.error <= EXACT, m.samples
 
 
@@ -77,7 +58,7 @@ def test_rect_window_as_large_as_the_image_is_the_global_dft_loss(xp, side):
     recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
     for stride in (1, 4, 100):   # one window position whatever the stride
         value = _value(STFTLoss(side, stride, "rect"), recon, target, 3, xp)
-        expected = global_dft_loss(recon, target, 3, 9.0)
+        expected = global_dft_loss_by_phases(recon, target, 3, 9.0)
         assert abs(value - expected) <= EXACT * expected
 
 
@@ -87,8 +68,8 @@ def test_phase_difference_is_wrapped_not_literal(xp):
     shape = (1, 2, 8, 8)
     recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
     value = _value(STFTLoss(8, 1, "rect"), recon, target, 1, xp)
-    literal = global_dft_loss(recon, target, 1, 9.0, wrap=False)
-    assert abs(value - global_dft_loss(recon, target, 1, 9.0)) <= EXACT * value
+    literal = global_dft_loss_by_phases(recon, target, 1, 9.0, wrap=False)
+    assert abs(value - global_dft_loss_by_phases(recon, target, 1, 9.0)) <= EXACT * value
     assert literal > value * (1 + 1e-3)       # random phases cross the cut: the literal form differs
 
 
@@ -122,12 +103,12 @@ def test_half_spectrum_counts_every_bin_once(xp):
     rng = np.random.default_rng(6)
     for shape in ((3, 6, 8), (2, 5, 7)):
         x = to_device(rng.standard_normal(shape), xp)
-        full, half = spectral.dft2(x), spectral.rdft2(x)
-        m = to_device(spectral.half_spectrum_multiplicity(shape[-1]), xp)
+        full, half = dft2(x), rdft2(x)
+        m = to_device(half_spectrum_multiplicity(shape[-1]), xp)
         for power in (1, 3):
             a, b = float((abs(full) ** power).sum()), float((m * abs(half) ** power).sum())
             assert abs(a - b) <= EXACT * a
-        assert float(abs(spectral.irdft2(half, shape[-1]) - x).max()) <= EXACT
+        assert float(abs(irdft2(half, shape[-1]) - x).max()) <= EXACT
 
 
 # --- gradients ----------------------------------------------------------------
@@ -139,7 +120,7 @@ def test_dense_gradcheck_away_from_the_kinks(xp, shape, window, stride):
     every bin (the |ΔP| conditions on the non-real bins); a dense step moves a bin by ≤ ε/h ≤ 2.5e-5 (h = 4,
     ε ≤ 1e-4), so no kink is crossed."""
     rng = np.random.default_rng(7)
-    case = gradcheck_freq.make_stft_case(rng, xp, np.float64, "tiny", shape=shape, window=window, stride=stride)
+    case = freq.make_stft_case(rng, xp, np.float64, "tiny", shape=shape, window=window, stride=stride)
     m = dense_check(case, _upstream(rng, xp))
     assert m.error <= SMOOTH, "\n".join(m.samples)
     assert "flipped" not in m.note
@@ -147,18 +128,18 @@ def test_dense_gradcheck_away_from_the_kinks(xp, shape, window, stride):
 
 def test_margins_hold_for_the_tiny_case(xp):
     rng = np.random.default_rng(8)
-    case = gradcheck_freq.make_stft_case(rng, xp, np.float64, "tiny")
+    case = freq.make_stft_case(rng, xp, np.float64, "tiny")
     recon = case.variables["recon"]
     # the target is not in the case: rebuild it from the same stream
     rng = np.random.default_rng(8)
     target = rng.uniform(-1, 1, (2, 3, 7, 6))
-    margins = gradcheck_freq.stft_margins(recon, target, 4, 2)
-    assert min(margins.values()) > gradcheck_freq.STFT_MARGIN
+    margins = freq.stft_margins(recon, target, 4, 2)
+    assert min(margins.values()) > freq.STFT_MARGIN
 
 
 def test_directional_gradcheck_realistic(xp):
     rng = np.random.default_rng(9)
-    case = gradcheck_freq.make_stft_case(rng, xp, np.float64, "realistic")
+    case = freq.make_stft_case(rng, xp, np.float64, "realistic")
     m = directional_check(case, _upstream(rng, xp), rng)
     assert m.error <= SMOOTH, "\n".join(m.samples)
 
@@ -181,13 +162,13 @@ class PhaseOverAmplitude(STFTLoss):
         taper, weights = self._constants(self.amplitude_sign, counted=False)
         unit = out_spec / abs(out_spec)
         bin_grad = weights * (self.amplitude_sign + 1j * self.phase_weight * self.phase_sign) * unit
-        return spectral.stft2_adjoint(bin_grad, *self.image_size, self.stride, taper) / self.batch_count
+        return stft2_adjoint(bin_grad, *self.image_size, self.stride, taper) / self.batch_count
 
 
 def test_planted_bug_is_caught(monkeypatch):
-    monkeypatch.setattr(gradcheck_freq, "STFTLoss", PhaseOverAmplitude)
+    monkeypatch.setattr(freq, "STFTLoss", PhaseOverAmplitude)
     rng = np.random.default_rng(11)
-    case = gradcheck_freq.make_stft_case(rng, np, np.float64, "tiny")
+    case = freq.make_stft_case(rng, np, np.float64, "tiny")
     m = dense_check(case, _upstream(rng, np))
     assert m.error > SMOOTH
     assert m.error > 1e-2
@@ -196,7 +177,7 @@ def test_planted_bug_is_caught(monkeypatch):
 # --- adjoints -----------------------------------------------------------------
 
 def test_adjoint_of_the_framed_stft(xp):
-    m = gradcheck_freq.adjoint_stft_frames(np.random.default_rng(12), xp)
+    m = freq.adjoint_stft_frames(np.random.default_rng(12), xp)
     assert m.error <= EXACT, m.samples
 
 
@@ -206,10 +187,10 @@ def test_overlap_add_is_the_adjoint_of_the_framing(xp, shape, window, stride):
     rng = np.random.default_rng(13)
     x = to_device(rng.standard_normal(shape), xp)
     for taper in (None, to_device(window_taper(window, "hann"), xp)):
-        frames = spectral.extract_frames(x, window, stride, taper)
-        y = _random_cotangent(rng, frames, xp)
-        back = spectral.overlap_add(y, shape[2], shape[3], stride, taper)
-        m = _adjoint_measurement("", frames, x, y, back)
+        frames = extract_frames(x, window, stride, taper)
+        y = random_cotangent(rng, frames, xp)
+        back = overlap_add(y, shape[2], shape[3], stride, taper)
+        m = adjoint_measurement("", frames, x, y, back)
         assert m.error <= EXACT, m.samples
 
 
@@ -217,7 +198,7 @@ def test_framing_is_the_window_loop(xp):
     rng = np.random.default_rng(14)
     x = rng.standard_normal((2, 3, 13, 11))
     taper = window_taper(5, "hann")
-    frames = to_host(spectral.extract_frames(to_device(x, xp), 5, 3, to_device(taper, xp)))
+    frames = to_host(extract_frames(to_device(x, xp), 5, 3, to_device(taper, xp)))
     assert frames.shape == (2, 3, 3, 3, 5, 5)
     for ky in range(3):
         for kx in range(3):
@@ -228,12 +209,12 @@ def test_irdft2_is_the_weighted_adjoint_of_rdft2(xp):
     rng = np.random.default_rng(15)
     for shape in ((2, 6, 8), (3, 5, 7)):
         x = to_device(rng.standard_normal(shape), xp)
-        m = to_device(spectral.half_spectrum_multiplicity(shape[-1]), xp)
-        spectrum = spectral.rdft2(x) * m
+        m = to_device(half_spectrum_multiplicity(shape[-1]), xp)
+        spectrum = rdft2(x) * m
         pair = xp.stack([spectrum.real, spectrum.imag])
-        y = _random_cotangent(rng, pair, xp)      # any half spectrum: DC/Nyquist imaginary parts too
-        back = spectral.irdft2(y[0] + 1j * y[1], shape[-1])
-        assert _adjoint_measurement("", pair, x, y, back).error <= EXACT
+        y = random_cotangent(rng, pair, xp)      # any half spectrum: DC/Nyquist imaginary parts too
+        back = irdft2(y[0] + 1j * y[1], shape[-1])
+        assert adjoint_measurement("", pair, x, y, back).error <= EXACT
 
 
 # --- dtypes, sizes, guard -----------------------------------------------------
@@ -253,7 +234,7 @@ def test_dtypes_preserved_and_inputs_unchanged(xp, dtype):
     assert grad.dtype == dtype and grad.shape == shape
     assert np.array_equal(to_host(recon), recon_before) and np.array_equal(to_host(target), target_before)
     if dtype == np.float32:
-        expected = naive_stft_loss(to_host(recon), to_host(target), 3)
+        expected = stft_loss_forward(to_host(recon), to_host(target), 3)
         assert abs(float(value) - expected) <= 1e-5 * expected
 
 
@@ -294,7 +275,7 @@ def test_zero_amplitude_guard(xp):
             assert np.any(to_host(abs(loss.output_spectrum)) == 0)
     loss = STFTLoss(4, 2)
     value = _value(loss, np.zeros_like(target), target, 1, xp)
-    expected = naive_stft_loss(np.zeros_like(target), target, 1, 4, 2)
+    expected = stft_loss_forward(np.zeros_like(target), target, 1, 4, 2)
     assert abs(value - expected) <= EXACT * expected
     assert np.all(to_host(loss.backward()) == 0.0)     # F_o = 0 at every bin: nothing to follow
 

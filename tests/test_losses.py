@@ -2,7 +2,7 @@
 
 The ssim, fft and stft losses have their own test files. Forward values are
 checked against the formulas written out with NumPy, backward passes with the
-one finite-difference checker shared with ``sflnet gradcheck``.
+one finite-difference checker shared with ``sflnet gradcheck`` (:mod:`sflnet.gradcheck.engine`).
 """
 
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 from sflnet import gradcheck, losses
 from sflnet.backend import to_device, to_host
 from sflnet.errors import SflnetError
-from sflnet.nn import LoGBank
+from sflnet.gradcheck.references import losses as reference
 from sflnet.losses import L1Loss, LossSettings, PixelLoss, SpatialFrequencyLoss, make_objective, parse
 
 SIGMAS = (0.8, 1.6, 3.2)
@@ -47,18 +47,14 @@ def test_pl_and_sfl_forward_match_the_formulas(xp):
     batch_count = 5   # this group is part of a 5-image batch
     e_pl, parts = PixelLoss(w_pl).forward(to_device(recon, xp), to_device(target, xp), batch_count)
     assert parts == {}
-    ref_pl = sum(w_pl[c] * 0.5 * np.mean((recon[i, c] - target[i, c]) ** 2)
-                 for i in range(2) for c in range(3)) / batch_count
+    ref_pl = reference.pixel_loss_forward(recon, target, batch_count, w_pl)
     assert abs(float(e_pl) - ref_pl) <= 1e-12 * ref_pl
 
     sfl = SpatialFrequencyLoss(SIGMAS, w_sfl)
     e_sfl, parts = sfl.forward(to_device(recon, xp), to_device(target, xp), batch_count)
     assert list(parts) == ["sfl_0.8", "sfl_1.6", "sfl_3.2"]
-    # Eq. 6 literally: filter both images with the bank, then compare.
-    bank = LoGBank(SIGMAS)
-    lr, lt = to_host(bank.forward(to_device(recon, xp))), to_host(bank.forward(to_device(target, xp)))
-    ref_unit = np.array([sum(0.5 * np.mean((lr[i, c] - lt[i, c]) ** 2) for i in range(2)) / batch_count
-                         for c in range(3)])
+    # Eq. 6 literally: filter both images with the (loop) bank, then compare.
+    _, ref_unit = reference.sfl_forward(recon, target, batch_count, SIGMAS, w_sfl)
     unit = np.array([float(parts[k]) for k in ("sfl_0.8", "sfl_1.6", "sfl_3.2")])
     assert np.max(np.abs(unit - ref_unit)) <= 1e-12 * np.max(ref_unit)
     assert abs(float(e_sfl) - float(np.dot(w_sfl, ref_unit))) <= 1e-12 * float(np.dot(w_sfl, ref_unit))
@@ -87,7 +83,7 @@ def test_l1_forward_is_the_mean_absolute_error(xp):
     rng = np.random.default_rng(3)
     recon, target = rng.uniform(-1, 1, (2, 3, 5, 7)), rng.uniform(-1, 1, (2, 3, 5, 7))
     value, parts = L1Loss().forward(to_device(recon, xp), to_device(target, xp), 4)
-    expected = sum(np.mean(np.abs(recon[i] - target[i])) for i in range(2)) / 4
+    expected = reference.l1_loss_forward(recon, target, 4)
     assert parts == {} and abs(float(value) - expected) <= 1e-15
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sflnet import metrics
+from sflnet.gradcheck.references.losses import ssim_forward
 
 C1_RANGE_2 = (0.01 * 2.0) ** 2  # C1 for data_range = 2
 C2_RANGE_2 = (0.03 * 2.0) ** 2
@@ -73,41 +74,12 @@ def test_psnr_shape_mismatch_is_an_error():
 # ---------------------------------------------------------------------------
 
 
-def reference_ssim_channel(x, y, data_range):
-    """Brute-force SSIM of one (H, W) channel, written independently of scipy.
-
-    Explicit 11x11 Gaussian window (sigma 1.5), evaluated only where the whole
-    window lies inside the image (the valid region, (H - 10) x (W - 10)
-    positions; no padding). A window of another size or sigma changes the
-    result far beyond the test tolerance, so this also pins the window.
-    """
-    offsets = np.arange(-5, 6)
-    window = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 1.5**2))
-    window = window / window.sum()
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    height, width = x.shape
-    values = []
-    for row in range(height - 10):
-        for col in range(width - 10):
-            patch_x = x[row : row + 11, col : col + 11]
-            patch_y = y[row : row + 11, col : col + 11]
-            mean_x = np.sum(window * patch_x)
-            mean_y = np.sum(window * patch_y)
-            var_x = np.sum(window * (patch_x - mean_x) ** 2)
-            var_y = np.sum(window * (patch_y - mean_y) ** 2)
-            cov = np.sum(window * (patch_x - mean_x) * (patch_y - mean_y))
-            numerator = (2 * mean_x * mean_y + c1) * (2 * cov + c2)
-            denominator = (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
-            values.append(numerator / denominator)
-    return np.mean(values)
-
-
 def test_ssim_matches_brute_force_reference():
     x = random_image(13, 12, seed=4)
     y = noisy_copy(x, 0.3, seed=5)
-    # ssim() shifts [-1, 1] to [0, 2] before computing (data_min=-1).
-    expected = np.mean([reference_ssim_channel(x[c] + 1, y[c] + 1, 2.0) for c in range(3)])
+    # ssim() shifts [-1, 1] to [0, 2] before computing (data_min=-1). The reference is the textbook
+    # loop over the valid 11x11 Gaussian windows (sigma 1.5); another window would be far off.
+    expected = ssim_forward(x, y, 2.0, -1.0)
     assert metrics.ssim(x, y) == pytest.approx(expected, abs=1e-10)
 
 

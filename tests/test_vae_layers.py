@@ -1,8 +1,8 @@
-"""The β-VAE's layers (seed 004): Conv2D(padding="valid"), ConvTranspose2D, Linear,
+"""The β-VAE's layers (Dalal's β-VAE): Conv2D(padding="valid"), ConvTranspose2D, Linear,
 Reshape/Flatten, Sigmoid, Reparameterize, and the KL term.
 
-Forward results against plain loops written here from the definitions, dense
-finite differences with the project's one checker (:func:`sflnet.gradcheck.dense_check`,
+Forward results against the plain loops of :mod:`sflnet.gradcheck.references.layers`, dense
+finite differences with the project's one checker (:func:`sflnet.gradcheck.engine.dense_check`,
 float64, random upstream gradients), adjoint identities for the linear maps,
 the identity that defines the transposed convolution (its forward is Conv2D's
 input gradient), output sizes, dtypes, and untouched inputs. Every test body
@@ -17,10 +17,12 @@ import pytest
 import scipy.integrate
 import scipy.stats
 
-from sflnet import gradcheck_vae
 from sflnet.backend import to_device, to_host
-from sflnet.gradcheck import (EPS_SWEEP, THRESHOLD_ADJOINT, THRESHOLD_REFERENCE, THRESHOLD_SMOOTH, Case,
-                              dense_check, rel_error)
+from sflnet.gradcheck.cases import vae as gradcheck_vae
+from sflnet.gradcheck.engine import (EPS_SWEEP, THRESHOLD_ADJOINT, THRESHOLD_REFERENCE, THRESHOLD_SMOOTH, Case,
+                                     adjoint_measurement, dense_check, rel_error)
+from sflnet.gradcheck.engine import layer_case as engine_layer_case
+from sflnet.gradcheck.references import layers as ref
 from sflnet.nn import Conv2D, ConvTranspose2D, Flatten, Linear, Reparameterize, Reshape, Sigmoid
 from sflnet.losses import REGISTRY, KLDivergence
 
@@ -31,14 +33,7 @@ from sflnet.losses import REGISTRY, KLDivergence
 
 def layer_case(layer, variables):
     """A Case for a one-input layer: variables holds "x" and the layer's own parameter arrays."""
-    def evaluate():
-        return layer.forward(variables["x"])
-
-    def gradients(dy):
-        grads = {"x": layer.backward(dy)}
-        grads.update({name: layer.grads[name] for name in getattr(layer, "params", {})})
-        return grads
-    return Case(variables, evaluate, gradients, "test")
+    return engine_layer_case(layer, variables, "test")
 
 
 def dense_error(case, rng, xp):
@@ -48,45 +43,8 @@ def dense_error(case, rng, xp):
 
 
 def adjoint_gap(ax, y, x, aty):
-    """|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / |⟨Ax, y⟩|."""
-    lhs = float(to_host(ax * y).sum())
-    rhs = float(to_host(x * aty).sum())
-    return abs(lhs - rhs) / max(abs(lhs), 1e-300)
-
-
-def conv_valid_loop(x, w, b, stride):
-    """Valid cross-correlation, one output pixel at a time:
-    ``o[n, c, i, j] = Σ x[n, :, s·i : s·i+k, s·j : s·j+k] · w[c] + b[c]``."""
-    n_img, _, h, wd = x.shape
-    c_out, _, k, _ = w.shape
-    ho, wo = (h - k) // stride + 1, (wd - k) // stride + 1
-    out = np.empty((n_img, c_out, ho, wo))
-    for n in range(n_img):
-        for c in range(c_out):
-            for i in range(ho):
-                for j in range(wo):
-                    window = x[n, :, stride * i:stride * i + k, stride * j:stride * j + k]
-                    out[n, c, i, j] = np.sum(window * w[c]) + b[c]
-    return out
-
-
-def conv_transpose_scatter_loop(x, w, b, stride):
-    """Every input pixel times its kernel slice, added into a padded output, then the padding cropped.
-
-    Pixel (i, j) of input channel c' adds ``x[n, c', i, j] · w[c', :, :, :]`` at rows
-    s·i … s·i+k−1, columns s·j … s·j+k−1 of a canvas whose row/column p is output 0.
-    """
-    n_img, c_in, h, wd = x.shape
-    c_out, k = w.shape[1], w.shape[2]
-    p = (k - 1) // 2
-    canvas = np.zeros((n_img, c_out, max(stride * (h - 1) + k, p + stride * h),
-                       max(stride * (wd - 1) + k, p + stride * wd)))
-    for n in range(n_img):
-        for ci in range(c_in):
-            for i in range(h):
-                for j in range(wd):
-                    canvas[n, :, stride * i:stride * i + k, stride * j:stride * j + k] += x[n, ci, i, j] * w[ci]
-    return canvas[:, :, p:p + stride * h, p:p + stride * wd] + b[None, :, None, None]
+    """|⟨Ax, y⟩ − ⟨x, Aᵀy⟩| / |⟨Ax, y⟩|, the engine's adjoint measurement."""
+    return adjoint_measurement("", ax, x, y, aty).error
 
 
 # ---------------------------------------------------------------------------
@@ -101,7 +59,7 @@ def test_conv_valid_matches_loop(xp, stride, x_shape):
     w = rng.standard_normal((4, x_shape[1], 3, 3))
     b = rng.standard_normal(4)
     out = Conv2D(to_device(w, xp), to_device(b, xp), stride, padding="valid").forward(to_device(x, xp))
-    expected = conv_valid_loop(x, w, b, stride)
+    expected = ref.conv2d_forward(x, w, b, stride, pad=0)
     assert out.shape == expected.shape
     assert rel_error(out, expected) <= THRESHOLD_REFERENCE
 
@@ -182,7 +140,7 @@ def test_conv_transpose_matches_scatter_loop(xp, stride, x_shape, w_shape):
     rng = np.random.default_rng(110)
     x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1])
     out = ConvTranspose2D(to_device(w, xp), to_device(b, xp), stride).forward(to_device(x, xp))
-    expected = conv_transpose_scatter_loop(x, w, b, stride)
+    expected = ref.conv_transpose2d_forward(x, w, b, stride)
     assert out.shape == expected.shape == (x_shape[0], w_shape[1], stride * x_shape[2], stride * x_shape[3])
     assert rel_error(out, expected) <= THRESHOLD_REFERENCE
 
@@ -303,7 +261,7 @@ def test_linear_matches_loop(xp):
     rng = np.random.default_rng(120)
     x, w, b = rng.standard_normal((3, 7)), rng.standard_normal((4, 7)), rng.standard_normal(4)
     out = Linear(to_device(w, xp), to_device(b, xp)).forward(to_device(x, xp))
-    expected = np.array([[sum(x[n, i] * w[o, i] for i in range(7)) + b[o] for o in range(4)] for n in range(3)])
+    expected = ref.linear_forward(x, w, b)
     assert out.shape == (3, 4)
     assert rel_error(out, expected) <= THRESHOLD_REFERENCE
 
@@ -630,7 +588,7 @@ def test_vae_network_dense_sample_and_full_sample():
 
 def test_the_vae_network_rows_pass(xp):
     """The rows' own checkers (dense_check, directional_check), at another seed than the suite's 0."""
-    from sflnet.gradcheck import directional_check  # noqa: PLC0415
+    from sflnet.gradcheck.engine import directional_check  # noqa: PLC0415
 
     for name in gradcheck_vae.VAE_NETWORK_OBJECTIVES:
         entry = gradcheck_vae.registry_entries()[name]

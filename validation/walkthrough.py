@@ -24,7 +24,7 @@ Steps 3 and 4 are checked, not only printed: the script stops with an
 ``AssertionError`` if an error is too large.
 
 The layers are the real ones of :mod:`sflnet.nn` (not the textbook versions
-of :mod:`sflnet.reference`), built from the model's parameter dict the way
+of :mod:`sflnet.gradcheck.references`), built from the model's parameter dict the way
 :class:`~sflnet.models.cae.Autoencoder` builds them and called explicitly, so
 the reader sees the whole chain. The weights are drawn as in the paper (normal,
 biases 0) but with a larger standard deviation by default (``--init-std 0.2``
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sflnet.gradcheck import rel_error
+from sflnet.gradcheck.engine import rel_error
 from sflnet.nn import Conv2D, LoGBank, ReLU, Tanh, Upsample2x
 from sflnet.models.cae import PARAM_NAMES, Autoencoder, init_params
 
@@ -251,7 +251,7 @@ def main(argv=None):
     # Finite differences: parameters (perturbed in place, in the arrays the layers hold) and input pixels.
     show(f"Finite differences (central, eps = {EPS:g}, float64). For the input pixels only the network input moves;")
     show("the target f¹ of the losses is held fixed. rel error = |a − n| / max(1e-8, max(|a|, s) + |n|), with s the")
-    show("largest |entry| of that whole gradient array (sflnet.gradcheck.rel_error): an entry that is ~0 next to")
+    show("largest |entry| of that whole gradient array (sflnet.gradcheck.engine.rel_error): an entry that is ~0 next to")
     show("the rest of its array is judged on that array's scale, not on the rounding noise of E.")
     show(f"  {'variable':10s} {'index':16s} {'analytic':>16s} {'central diff.':>16s} {'rel error':>10s}")
     target = image.copy()

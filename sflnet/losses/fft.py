@@ -5,6 +5,22 @@ from sflnet.backend import get_array_module
 from sflnet.losses.base import Loss
 
 
+def weights_of_amplitude(amplitude):
+    """``w = |D| / max_{u,v} |D|`` per image and channel, 0 where the max is 0: amplitude (n, C, H, W) → same."""
+    xp = get_array_module(amplitude)
+    peak = amplitude.max(axis=(2, 3), keepdims=True)
+    return amplitude / xp.where(peak > 0, peak, 1)    # |D| = 0 everywhere there, so w = 0, not NaN
+
+
+def focal_weights(recon, target):
+    """The focal weight matrix of a point: w = |D| / max |D| per image and channel, D = F(recon − target).
+
+    recon, target: (n, C, H, W) → w (n, C, H, W), real of recon's precision; what
+    :meth:`FocalFrequencyLoss.forward` computes when it is given no weights.
+    """
+    return weights_of_amplitude(abs(spectral.dft2(recon - target)))
+
+
 class FocalFrequencyLoss(Loss):
     """The focal frequency loss with its defaults: α = 1, no patches, no log, per-image normalisation.
 
@@ -29,54 +45,36 @@ class FocalFrequencyLoss(Loss):
     ``∂ℓ_i/∂f^L_i = 2 Re(ifft2(w ⊙ D, norm="ortho")) / (C H W)``, and the share's
     gradient is that divided by N_m: (n, C, H, W). ∂d/∂f^L = 1.
 
-    Why w must be frozen when this is checked by finite differences: as a
+    Why w must be held fixed when this is checked by finite differences: as a
     function of the bin's own |D| (max m held), ``w |D|² = |D|³ / m`` has the
     derivative ``3|D|²/m``, while the detached derivative is ``2 w |D| = 2|D|²/m``;
     so on every bin that is not the maximum the full derivative is 3/2 of the
     one defined here (and the maximum's bin moves every other weight). A finite
-    difference of the plain forward measures that full derivative. Setting
-    :attr:`frozen_weights` to a list makes forward use the stored w instead of
-    computing it, so the finite differences see the same constant w as backward:
-
-    * ``record_weights = True``: each forward computes w and appends it to
-      ``frozen_weights`` (a new list if it was None);
-    * otherwise, if ``frozen_weights`` is a list, the k-th forward call since the
-      last :meth:`begin_batch` uses ``frozen_weights[k]`` ((n, C, H, W)) instead of computing w.
+    difference of the plain forward measures that full derivative. So, as in
+    Jiang et al.'s ``matrix=`` argument, the weights can be passed in:
+    ``forward(recon, target, batch_count, weights=w)`` uses the given w
+    ((n, C, H, W)) instead of computing it, and :func:`focal_weights` computes
+    the w of a point. The gradient check computes w once at the base point and
+    passes it to every perturbed forward (:mod:`sflnet.gradcheck.cases.freq`).
     """
 
     name = "fft"
 
     def __init__(self):
-        self.frozen_weights = None       # None, or a list of w arrays (n, C, H, W), one per forward call
-        self.record_weights = False      # True: forward appends the w it computes to frozen_weights
-        self.forward_calls = 0           # forward calls since the last begin_batch()
         self.weighted_difference = None  # w ⊙ D, (n, C, H, W) complex
         self.batch_count = None          # N_m
 
-    def begin_batch(self):
-        """Restart the count of forward calls that indexes :attr:`frozen_weights`."""
-        self.forward_calls = 0
+    def forward(self, recon, target, batch_count, weights=None):
+        """recon f^L, target f^1: (n, C, H, W); batch_count N_m ≥ n. Returns (share (0-d), {}).
 
-    def focal_weights(self, amplitude):
-        """``w = |D| / max_{u,v} |D|`` per image and channel, 0 where the max is 0: amplitude (n, C, H, W) → same."""
-        xp = get_array_module(amplitude)
-        peak = amplitude.max(axis=(2, 3), keepdims=True)
-        return amplitude / xp.where(peak > 0, peak, 1)    # |D| = 0 everywhere there, so w = 0, not NaN
-
-    def forward(self, recon, target, batch_count):
-        """recon f^L, target f^1: (n, C, H, W); batch_count N_m ≥ n. Returns (share (0-d), {})."""
+        weights: None (compute w from this recon and target), or a given focal weight matrix w
+        (n, C, H, W), real, e.g. :func:`focal_weights` of another point.
+        """
         _, c, h, w = recon.shape
         spectrum = spectral.dft2(recon - target)                  # D, (n, C, H, W) complex
         amplitude = abs(spectrum)                                  # |D|, real of recon's precision
-        if self.record_weights:
-            weights = self.focal_weights(amplitude)
-            self.frozen_weights = [] if self.frozen_weights is None else self.frozen_weights
-            self.frozen_weights.append(weights)
-        elif self.frozen_weights is not None:
-            weights = self.frozen_weights[self.forward_calls]
-        else:
-            weights = self.focal_weights(amplitude)
-        self.forward_calls += 1
+        if weights is None:
+            weights = weights_of_amplitude(amplitude)
         self.weighted_difference = weights * spectrum
         self.batch_count = batch_count
         value = (weights * amplitude * amplitude).sum() / (c * h * w * batch_count)

@@ -14,8 +14,8 @@ channel_axis=0)`` on the shifted images):
 * ``C1 = (K1 L)²``, ``C2 = (K2 L)²`` with K1 = 0.01, K2 = 0.03; population (co)variances;
 * the SSIM of an image is the mean of its SSIM map over the map and the channels.
 
-:func:`naive_ssim` is the same quantity written as a textbook loop over window
-positions, for readers and for the tests.
+:func:`sflnet.gradcheck.references.losses.ssim_forward` is the same quantity written as a
+textbook loop over window positions, for readers and for the tests.
 """
 
 from typing import NamedTuple
@@ -136,42 +136,6 @@ def ssim_maps(x, y, data_range, data_min):
 def ssim_per_image(x, y, data_range, data_min):
     """The SSIM of each image pair: (n, C, H, W) × 2 → (n,), dtype and device kept (see :func:`ssim_maps`)."""
     return ssim_maps(x, y, data_range, data_min).values
-
-
-def naive_ssim(x, y, data_range, data_min):
-    """The SSIM of one image pair, as a textbook loop over channels and window positions (slow, for readers).
-
-    x, y:    (C, H, W) host arrays, H, W ≥ 11; computed in float64
-    returns  a Python float.
-
-    For every channel and every position whose 11×11 window lies inside the
-    image: the window's weighted mean, population variances and covariance,
-    written as ``Σ w (p − μ)²`` (not via ``E[p²] − μ²``), then
-    ``((2 μx μy + C1)(2 σxy + C2)) / ((μx² + μy² + C1)(σx² + σy² + C2))``;
-    the mean of all of them.
-    """
-    x = np.asarray(x, dtype=np.float64) - data_min
-    y = np.asarray(y, dtype=np.float64) - data_min
-    t = np.arange(-RADIUS, RADIUS + 1)
-    window = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * SIGMA ** 2))
-    window = window / window.sum()
-    c1 = (K1 * data_range) ** 2
-    c2 = (K2 * data_range) ** 2
-    channels, height, width = x.shape
-    values = []
-    for c in range(channels):
-        for row in range(height - WINDOW + 1):
-            for col in range(width - WINDOW + 1):
-                px = x[c, row:row + WINDOW, col:col + WINDOW]
-                py = y[c, row:row + WINDOW, col:col + WINDOW]
-                mean_x = np.sum(window * px)
-                mean_y = np.sum(window * py)
-                var_x = np.sum(window * (px - mean_x) ** 2)
-                var_y = np.sum(window * (py - mean_y) ** 2)
-                cov = np.sum(window * (px - mean_x) * (py - mean_y))
-                values.append((2 * mean_x * mean_y + c1) * (2 * cov + c2)
-                              / ((mean_x ** 2 + mean_y ** 2 + c1) * (var_x + var_y + c2)))
-    return float(np.mean(values))
 
 
 class SSIMLoss(Loss):

@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 
-from sflnet.backend import device_constant
-from sflnet.ops import spectral
 from sflnet.backend import get_array_module
 from sflnet.losses.base import Loss
+from sflnet.backend import device_constant
+from sflnet.ops.spectral import half_spectrum_multiplicity, stft2, stft2_adjoint
 
 WINDOW_FUNCTIONS = ("hann", "rect")
 
@@ -107,8 +107,9 @@ class STFTLoss(Loss):
     A, |ΔP| and W are the same at a bin and its mirror. The sum over the h×h bins
     equals the sum over the h × (⌊h/2⌋ + 1) bins of ``rfft2`` with each column v
     counted m(v) times (m = 1 for v = 0 and v = h/2, 2 otherwise;
-    :func:`sflnet.ops.spectral.half_spectrum_multiplicity`). :func:`naive_stft_loss`
-    takes every full-spectrum bin, frame by frame, and is tested equal.
+    :func:`sflnet.ops.spectral.half_spectrum_multiplicity`).
+    :func:`sflnet.gradcheck.references.losses.stft_loss_forward` takes every full-spectrum bin,
+    frame by frame, and is tested equal.
 
     Backward. Write a bin as F = a + ib and collect ∂L/∂a, ∂L/∂b as one complex
     number ``G = ∂L/∂a + i ∂L/∂b``. For |F| = √(a² + b²):
@@ -173,7 +174,7 @@ class STFTLoss(Loss):
         h = self.window
         weights = frequency_weights(h)[:, :h // 2 + 1]
         if counted:
-            weights = weights * spectral.half_spectrum_multiplicity(h)
+            weights = weights * half_spectrum_multiplicity(h)
         return (device_constant(window_taper(h, self.window_fn), like),
                 device_constant(weights, like))
 
@@ -184,8 +185,8 @@ class STFTLoss(Loss):
             raise ValueError(problem)
         xp = get_array_module(recon)
         taper, weights = self._constants(recon)
-        out_spec = spectral.stft2(recon, self.window, self.stride, taper)    # F_o, (n, C, K_y, K_x, h, h//2+1)
-        in_spec = spectral.stft2(target, self.window, self.stride, taper)    # F_i
+        out_spec = stft2(recon, self.window, self.stride, taper)    # F_o, (n, C, K_y, K_x, h, h//2+1)
+        in_spec = stft2(target, self.window, self.stride, taper)    # F_i
         out_amp = abs(out_spec)                                              # A_o
         amp_diff = abs(in_spec)                                              # A_i, then A_o − A_i in place
         magnitude = out_amp * amp_diff                                       # |F_o conj(F_i)| = A_o A_i
@@ -220,39 +221,6 @@ class STFTLoss(Loss):
         bin_grad.imag[...] = imag_part
         bin_grad *= out_spec                                                 # G, per half-spectrum bin
         height, width = self.image_size
-        grad = spectral.stft2_adjoint(bin_grad, height, width, self.stride, taper)
+        grad = stft2_adjoint(bin_grad, height, width, self.stride, taper)
         grad *= 1.0 / self.batch_count
         return grad
-
-
-def naive_stft_loss(recon, target, batch_count, window=16, stride=4, window_fn="hann", phase_weight=9.0):
-    """The share ``Σ_i ℓ_i / N_m`` of :class:`STFTLoss`, frame by frame: the readable reference.
-
-    recon, target: host (n, C, H, W) arrays; returns a Python float. A plain loop over
-    images, channels and window positions, ``numpy.fft.fft2`` of each tapered frame,
-    and every one of the h×h bins (no half spectrum); taper and weights written out per bin.
-    """
-    recon = np.asarray(recon, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    n, c, height, width = recon.shape
-    h, s = window, stride
-    taper = np.ones((h, h), dtype=np.float64)
-    weight = np.zeros((h, h), dtype=np.float64)
-    for u in range(h):
-        for v in range(h):
-            if window_fn == "hann":
-                taper[u, v] = 0.25 * (1 - math.cos(2 * math.pi * u / h)) * (1 - math.cos(2 * math.pi * v / h))
-            weight[u, v] = math.hypot(min(u, h - u), min(v, h - v))
-    weight /= weight.max()
-    total = 0.0
-    for i in range(n):
-        for ch in range(c):
-            for top in range(0, height - h + 1, s):
-                for left in range(0, width - h + 1, s):
-                    f_o = np.fft.fft2(recon[i, ch, top:top + h, left:left + h] * taper, norm="ortho")
-                    f_i = np.fft.fft2(target[i, ch, top:top + h, left:left + h] * taper, norm="ortho")
-                    cross = f_o * np.conj(f_i)
-                    phase = np.where(cross == 0, 0.0, np.abs(np.angle(cross)))   # angle(±0 ± 0i) = 0
-                    amplitude = np.abs(np.abs(f_o) - np.abs(f_i))
-                    total += float(np.sum(weight * (phase_weight * phase + amplitude)))
-    return total / batch_count

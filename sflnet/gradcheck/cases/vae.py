@@ -1,13 +1,14 @@
-"""The gradient-check rows of the β-VAE's layers (seed 004), in the style of :mod:`sflnet.gradcheck`'s row functions.
+"""The gradient-check rows of the β-VAE's layers and of the whole β-VAE (Dalal's β-VAE).
 
 Layers: :class:`~sflnet.nn.Conv2D` with ``padding="valid"``,
 :class:`~sflnet.nn.ConvTranspose2D` (stride 1 and 2), :class:`~sflnet.nn.Linear`,
 :class:`~sflnet.nn.Sigmoid`, :class:`~sflnet.nn.Reparameterize` and the
 latent term :class:`~sflnet.losses.kl.KLDivergence`. Per layer:
 
-* ``make_*_case`` — the :class:`~sflnet.gradcheck.Case` of the dense ("tiny") and
+* ``make_*_case`` — the :class:`~sflnet.gradcheck.engine.Case` of the dense ("tiny") and
   directional ("realistic": the VAE's own MNIST-sized shapes) checks;
-* ``forward_*`` — the output against an independent host float64 reference:
+* ``forward_*`` — the output against an independent host float64 reference
+  (:mod:`sflnet.gradcheck.references`):
   ``scipy.signal.correlate`` for the valid convolution, ``scipy.signal.convolve``
   of the zero-interleaved input for the transposed one (every input pixel times
   the kernel, added into the output), plain loops for Linear, ``scipy.special.expit``
@@ -28,89 +29,24 @@ per-tensor scores of 3e-8 … 3e-5 at the flip-free ε on 4 seeds, with nothing 
 Against the whole gradient the worst over seeds 0-7 of both rows was 1e-8 (threshold 1e-7),
 while a KL gradient off by a factor 2 still scores ≥ 9e-5 and a reparameterization without ε ≥ 2e-2.
 
-:func:`registry_entries` gives them all to :func:`sflnet.gradcheck.default_registry`.
+:func:`registry_entries` gives them all to :func:`sflnet.gradcheck.suite.default_registry`.
 """
 
 import math
 
 import numpy as np
-import scipy.signal
 import scipy.special
 
 from sflnet import nn
 from sflnet.backend import to_device, to_host
-from sflnet.gradcheck import (THRESHOLD_NETWORK_DENSE, THRESHOLD_NETWORK_DIRECTIONAL, Case, LayerEntry, Measurement,
-                              _adjoint_measurement, _forward_measurement, _layer_case, _normal, _random_cotangent,
-                              _shape_text)
+from sflnet.gradcheck.engine import (THRESHOLD_NETWORK_DENSE, THRESHOLD_NETWORK_DIRECTIONAL, Case, LayerEntry,
+                                     adjoint_measurement, forward_measurement, layer_case, normal, random_cotangent,
+                                     shape_text, worst_of)
+from sflnet.gradcheck.references import layers as ref
+from sflnet.gradcheck.references.losses import kl_divergence_forward
 from sflnet.losses import LossSettings
 from sflnet.losses.kl import KLDivergence
 from sflnet.models import vae as vae_model
-
-# ---------------------------------------------------------------------------
-# Independent references (host float64)
-# ---------------------------------------------------------------------------
-
-
-def reference_conv2d_valid(x, w, b, stride):
-    """Eq. 2 without padding: ``o[n,c] = Σ_{c'} correlate(x[n,c'], w[c,c'], 'valid')[::s, ::s] + b[c]``.
-
-    x: (N, C_in, H, W), w: (C_out, C_in, k, k), b: (C_out,) → (N, C_out, ⌊(H−k)/s⌋+1, ⌊(W−k)/s⌋+1).
-    """
-    out = []
-    for n in range(x.shape[0]):
-        maps = []
-        for c in range(w.shape[0]):
-            total = sum(scipy.signal.correlate(x[n, ci], w[c, ci], mode="valid", method="direct")
-                        for ci in range(w.shape[1]))
-            maps.append(total[::stride, ::stride] + b[c])
-        out.append(np.stack(maps))
-    return np.stack(out)
-
-
-def reference_conv_transpose(x, w, b, stride):
-    """The transposed convolution as a true convolution of the zero-interleaved input.
-
-    Put x[i, j] at (s·i, s·j) of an otherwise zero grid (``x_up``); then
-    ``full[c] = Σ_{c'} convolve(x_up[c'], w[c', c], 'full')`` is every input pixel
-    times the kernel, added at its place (a convolution, unlike a correlation,
-    does not flip the roles: ``full[y] = Σ_i x_up[i] w[y − i]``). The result is
-    ``full[p : p + s·h, p : p + s·w] + b``, p = (k−1)/2, zero-extended where full is shorter.
-
-    x: (N, C_in, h, w), w: (C_in, C_out, k, k), b: (C_out,) → (N, C_out, s·h, s·w).
-    """
-    n_img, c_in, h, wd = x.shape
-    c_out, k = w.shape[1], w.shape[2]
-    p = (k - 1) // 2
-    x_up = np.zeros((n_img, c_in, (h - 1) * stride + 1, (wd - 1) * stride + 1), dtype=np.float64)
-    x_up[:, :, ::stride, ::stride] = x
-    out = np.zeros((n_img, c_out, stride * h, stride * wd), dtype=np.float64)
-    for n in range(n_img):
-        for c in range(c_out):
-            full = sum(scipy.signal.convolve(x_up[n, ci], w[ci, c], mode="full", method="direct")
-                       for ci in range(c_in))
-            part = full[p:p + stride * h, p:p + stride * wd]
-            out[n, c, :part.shape[0], :part.shape[1]] = part
-            out[n, c] += b[c]
-    return out
-
-
-def reference_linear(x, w, b):
-    """``y[n, o] = Σ_i x[n, i] w[o, i] + b[o]``, one output at a time (math.fsum)."""
-    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
-    for n in range(x.shape[0]):
-        for o in range(w.shape[0]):
-            out[n, o] = math.fsum(float(x[n, i]) * float(w[o, i]) for i in range(x.shape[1])) + b[o]
-    return out
-
-
-def reference_kl(mu, logvar, batch_count):
-    """``(1/N_m) Σ_i Σ_j [log(1/σ_ij) + (σ_ij² + μ_ij²)/2 − ½]`` with σ = sqrt(exp(logvar)), term by term."""
-    total = 0.0
-    for m, lv in zip(np.ravel(mu), np.ravel(logvar)):
-        sigma = math.sqrt(math.exp(lv))
-        total += math.log(1.0 / sigma) + (sigma * sigma + m * m) / 2.0 - 0.5
-    return total / batch_count
-
 
 # ---------------------------------------------------------------------------
 # Cases for the dense ("tiny") and directional ("realistic") checks
@@ -123,12 +59,12 @@ def make_conv_valid_case(stride):
             x_shape, w_shape = (2, 3, 7, 8), (2, 3, 3, 3)
         else:   # stride 2: the encoder's second conv 13 → 6; stride 1: an odd×even image
             x_shape, w_shape = ((2, 32, 13, 13), (64, 32, 3, 3)) if stride == 2 else ((2, 8, 28, 27), (16, 8, 3, 3))
-        x = _normal(rng, x_shape, xp, dtype)
-        w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1] * 9))
-        b = _normal(rng, w_shape[:1], xp, dtype)
+        x = normal(rng, x_shape, xp, dtype)
+        w = normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1] * 9))
+        b = normal(rng, w_shape[:1], xp, dtype)
         layer = nn.Conv2D(w, b, stride=stride, padding="valid")
         variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
-        return _layer_case(layer, variables, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)} valid")
+        return layer_case(layer, variables, f"x{shape_text(x_shape)} w{shape_text(w_shape)} valid")
     return make
 
 
@@ -139,35 +75,35 @@ def make_conv_transpose_case(stride):
             x_shape, w_shape = (2, 3, 4, 5), (3, 2, 3, 3)
         else:
             x_shape, w_shape = ((2, 64, 7, 7), (64, 32, 3, 3)) if stride == 2 else ((2, 32, 28, 28), (32, 1, 3, 3))
-        x = _normal(rng, x_shape, xp, dtype)
-        w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[0] * 9))
-        b = _normal(rng, w_shape[1:2], xp, dtype)
+        x = normal(rng, x_shape, xp, dtype)
+        w = normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[0] * 9))
+        b = normal(rng, w_shape[1:2], xp, dtype)
         layer = nn.ConvTranspose2D(w, b, stride=stride)
         variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
-        return _layer_case(layer, variables, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)} s{stride}")
+        return layer_case(layer, variables, f"x{shape_text(x_shape)} w{shape_text(w_shape)} s{stride}")
     return make
 
 
 def make_linear_case(rng, xp, dtype, size):
     """Linear: tiny x (2,5) w (3,5); realistic = the VAE encoder's head, 6·6·64 = 2304 → 2·latent."""
     x_shape, w_shape = ((2, 5), (3, 5)) if size == "tiny" else ((4, 2304), (20, 2304))
-    x = _normal(rng, x_shape, xp, dtype)
-    w = _normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1]))
-    b = _normal(rng, w_shape[:1], xp, dtype)
+    x = normal(rng, x_shape, xp, dtype)
+    w = normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[1]))
+    b = normal(rng, w_shape[:1], xp, dtype)
     layer = nn.Linear(w, b)
     variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
-    return _layer_case(layer, variables, f"x{_shape_text(x_shape)} w{_shape_text(w_shape)}")
+    return layer_case(layer, variables, f"x{shape_text(x_shape)} w{shape_text(w_shape)}")
 
 
 def make_sigmoid_case(rng, xp, dtype, size):
     """Sigmoid on N(0, 3²) inputs (both tails and the middle): tiny (2,3,5,4), realistic (2,1,28,28)."""
     shape = (2, 3, 5, 4) if size == "tiny" else (2, 1, 28, 28)
-    return _layer_case(nn.Sigmoid(), {"x": _normal(rng, shape, xp, dtype, scale=3.0)}, f"x{_shape_text(shape)}")
+    return layer_case(nn.Sigmoid(), {"x": normal(rng, shape, xp, dtype, scale=3.0)}, f"x{shape_text(shape)}")
 
 
 def _latents(rng, shape, xp, dtype):
     """(mu, logvar) with logvar in [−3, 1]: σ from 0.22 to 1.65, as a trained encoder gives."""
-    mu = _normal(rng, shape, xp, dtype)
+    mu = normal(rng, shape, xp, dtype)
     logvar = to_device(rng.uniform(-3.0, 1.0, shape).astype(dtype), xp)
     return mu, logvar
 
@@ -176,7 +112,7 @@ def make_reparameterize_case(rng, xp, dtype, size):
     """z = μ + exp(½ logvar)·ε w.r.t. μ and logvar, ε fixed: tiny (2,3), realistic (32,16)."""
     shape = (2, 3) if size == "tiny" else (32, 16)
     mu, logvar = _latents(rng, shape, xp, dtype)
-    eps = _normal(rng, shape, xp, dtype)
+    eps = normal(rng, shape, xp, dtype)
     layer = nn.Reparameterize()
     variables = {"mu": mu, "logvar": logvar}
 
@@ -186,7 +122,7 @@ def make_reparameterize_case(rng, xp, dtype, size):
     def gradients(dz):
         dmu, dlogvar = layer.backward(dz)
         return {"mu": dmu, "logvar": dlogvar}
-    return Case(variables, evaluate, gradients, f"mu,logvar,eps{_shape_text(shape)}")
+    return Case(variables, evaluate, gradients, f"mu,logvar,eps{shape_text(shape)}")
 
 
 def make_kl_case(rng, xp, dtype, size):
@@ -203,21 +139,12 @@ def make_kl_case(rng, xp, dtype, size):
     def gradients(upstream):
         dmu, dlogvar = loss.backward()
         return {"mu": upstream * dmu, "logvar": upstream * dlogvar}
-    return Case(variables, evaluate, gradients, f"mu,logvar{_shape_text(shape)}, N_m={batch_count}")
+    return Case(variables, evaluate, gradients, f"mu,logvar{shape_text(shape)}, N_m={batch_count}")
 
 
 # ---------------------------------------------------------------------------
 # Forward references, one function per row: (rng, xp) -> Measurement
 # ---------------------------------------------------------------------------
-
-def _worst_of(parts, shape_text, note=""):
-    """One Measurement from several (label, Measurement): the largest error, every part's samples."""
-    worst, samples = 0.0, []
-    for label, m in parts:
-        worst = max(worst, m.error)
-        samples += [label] + m.samples
-    return Measurement(shape_text, worst, None, note, samples)
-
 
 def forward_conv_valid(stride):
     """Valid Conv2D vs scipy.signal.correlate on (2,3,9,8) and on the VAE's (2,1,28,28).
@@ -230,12 +157,12 @@ def forward_conv_valid(stride):
             x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
             out = nn.Conv2D(to_device(w, xp), to_device(b, xp), stride=stride, padding="valid").forward(
                 to_device(x, xp))
-            expected = reference_conv2d_valid(x, w, b, stride)
-            m = _forward_measurement("", out, expected)
+            expected = ref.conv2d_scipy(x, w, b, stride, pad=0)
+            m = forward_measurement("", out, expected)
             if tuple(out.shape) != expected.shape:
                 m.error = math.inf
-            parts.append((f"{_shape_text(x_shape)} -> {_shape_text(out.shape)}", m))
-        return _worst_of(parts, "x(2,3,9,8) w(4,3,3,3); x(2,1,28,28) w(3,1,3,3)")
+            parts.append((f"{shape_text(x_shape)} -> {shape_text(out.shape)}", m))
+        return worst_of(parts, "x(2,3,9,8) w(4,3,3,3); x(2,1,28,28) w(3,1,3,3)")
     return check
 
 
@@ -247,12 +174,12 @@ def forward_conv_transpose(stride):
                                  ((1, 2, 3, 3), (2, 2, 5, 5))):
             x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1])
             out = nn.ConvTranspose2D(to_device(w, xp), to_device(b, xp), stride=stride).forward(to_device(x, xp))
-            expected = reference_conv_transpose(x, w, b, stride)
-            m = _forward_measurement("", out, expected)
+            expected = ref.conv_transpose2d_scipy(x, w, b, stride)
+            m = forward_measurement("", out, expected)
             if tuple(out.shape) != expected.shape:
                 m.error = math.inf
-            parts.append((f"{_shape_text(x_shape)} w{_shape_text(w_shape)} -> {_shape_text(out.shape)}", m))
-        return _worst_of(parts, "x(2,3,4,5) w(3,2,3,3); x(1,4,7,7) w(4,3,3,3); x(1,2,3,3) w(2,2,5,5)")
+            parts.append((f"{shape_text(x_shape)} w{shape_text(w_shape)} -> {shape_text(out.shape)}", m))
+        return worst_of(parts, "x(2,3,4,5) w(3,2,3,3); x(1,4,7,7) w(4,3,3,3); x(1,2,3,3) w(2,2,5,5)")
     return check
 
 
@@ -270,7 +197,7 @@ def forward_conv_transpose_is_conv_input_gradient(stride):
         conv.forward(to_device(np.zeros((2, w_shape[1], stride * h, stride * wd)), xp))
         expected = conv.backward(y)
         out = nn.ConvTranspose2D(w, to_device(np.zeros(w_shape[1]), xp), stride=stride).forward(y)
-        m = _forward_measurement(f"y{_shape_text(x_shape)} w{_shape_text(w_shape)}", out, to_host(expected),
+        m = forward_measurement(f"y{shape_text(x_shape)} w{shape_text(w_shape)}", out, to_host(expected),
                                  "vs Conv2D.backward")
         if tuple(out.shape) != tuple(expected.shape):
             m.error = math.inf
@@ -281,7 +208,7 @@ def forward_conv_transpose_is_conv_input_gradient(stride):
 def forward_linear(rng, xp):
     x, w, b = rng.standard_normal((3, 7)), rng.standard_normal((4, 7)), rng.standard_normal(4)
     out = nn.Linear(to_device(w, xp), to_device(b, xp)).forward(to_device(x, xp))
-    return _forward_measurement("x(3,7) w(4,7)", out, reference_linear(x, w, b))
+    return forward_measurement("x(3,7) w(4,7)", out, ref.linear_forward(x, w, b))
 
 
 def forward_sigmoid(rng, xp):
@@ -289,7 +216,7 @@ def forward_sigmoid(rng, xp):
     x = np.concatenate([3 * rng.standard_normal(40), [-1000.0, -40.0, 0.0, 40.0, 1000.0]])
     with np.errstate(over="raise", divide="raise", invalid="raise"):   # NumPy: an overflow here raises
         out = nn.Sigmoid().forward(to_device(x, xp))
-    m = _forward_measurement("x(45,) incl. +-40, +-1000", out, scipy.special.expit(x))
+    m = forward_measurement("x(45,) incl. +-40, +-1000", out, scipy.special.expit(x))
     lo = float(out[-5])
     if not math.isfinite(lo) or lo != 0.0 or float(out[-1]) != 1.0:
         m.error = math.inf
@@ -299,19 +226,18 @@ def forward_sigmoid(rng, xp):
 def forward_reparameterize(rng, xp):
     """z = μ + sqrt(exp(logvar))·ε element by element; and ε = None gives z = μ."""
     mu, logvar, eps = rng.standard_normal((4, 3)), rng.uniform(-3, 1, (4, 3)), rng.standard_normal((4, 3))
-    expected = np.array([[m + math.sqrt(math.exp(lv)) * e for m, lv, e in zip(*rows)]
-                         for rows in zip(mu, logvar, eps)])
+    expected = ref.reparameterize_forward(mu, logvar, eps)
     layer = nn.Reparameterize()
     z = layer.forward(to_device(mu, xp), to_device(logvar, xp), to_device(eps, xp))
     z_eval = layer.forward(to_device(mu, xp), to_device(logvar, xp))
-    return _forward_measurement("(4,3); and eval mode", np.concatenate([to_host(z), to_host(z_eval)]),
+    return forward_measurement("(4,3); and eval mode", np.concatenate([to_host(z), to_host(z_eval)]),
                                 np.concatenate([expected, mu]), "training rows, then eval rows (z = mu)")
 
 
 def forward_kl(rng, xp):
     mu, logvar = rng.standard_normal((2, 5)), rng.uniform(-3, 1, (2, 5))
     share, parts = KLDivergence().forward(to_device(mu, xp), to_device(logvar, xp), 3)
-    m = _forward_measurement("(2,5), N_m=3", share, reference_kl(mu, logvar, 3),
+    m = forward_measurement("(2,5), N_m=3", share, kl_divergence_forward(mu, logvar, 3),
                              "vs sum of log(1/sigma) + (sigma^2 + mu^2)/2 - 1/2")
     if parts != {} or tuple(share.shape) != ():
         m.error = math.inf
@@ -324,39 +250,39 @@ def forward_kl(rng, xp):
 
 def adjoint_conv_valid(stride):
     def check(rng, xp):
-        x = _normal(rng, (2, 4, 28, 27), xp, np.float64)
-        w = _normal(rng, (5, 4, 3, 3), xp, np.float64)
+        x = normal(rng, (2, 4, 28, 27), xp, np.float64)
+        w = normal(rng, (5, 4, 3, 3), xp, np.float64)
         layer = nn.Conv2D(w, xp.zeros(5, dtype=np.float64), stride=stride, padding="valid")
         out = layer.forward(x)
-        y = _random_cotangent(rng, out, xp)
-        return _adjoint_measurement("x(2,4,28,27) w(5,4,3,3) b=0", out, x, y, layer.backward(y))
+        y = random_cotangent(rng, out, xp)
+        return adjoint_measurement("x(2,4,28,27) w(5,4,3,3) b=0", out, x, y, layer.backward(y))
     return check
 
 
 def adjoint_conv_transpose(stride):
     def check(rng, xp):
-        x = _normal(rng, (2, 6, 7, 8), xp, np.float64)
-        w = _normal(rng, (6, 4, 3, 3), xp, np.float64)
+        x = normal(rng, (2, 6, 7, 8), xp, np.float64)
+        w = normal(rng, (6, 4, 3, 3), xp, np.float64)
         layer = nn.ConvTranspose2D(w, xp.zeros(4, dtype=np.float64), stride=stride)
         out = layer.forward(x)
-        y = _random_cotangent(rng, out, xp)
-        return _adjoint_measurement("x(2,6,7,8) w(6,4,3,3) b=0", out, x, y, layer.backward(y))
+        y = random_cotangent(rng, out, xp)
+        return adjoint_measurement("x(2,6,7,8) w(6,4,3,3) b=0", out, x, y, layer.backward(y))
     return check
 
 
 def adjoint_linear(rng, xp):
-    x = _normal(rng, (4, 300), xp, np.float64)
-    layer = nn.Linear(_normal(rng, (20, 300), xp, np.float64), xp.zeros(20, dtype=np.float64))
+    x = normal(rng, (4, 300), xp, np.float64)
+    layer = nn.Linear(normal(rng, (20, 300), xp, np.float64), xp.zeros(20, dtype=np.float64))
     out = layer.forward(x)
-    y = _random_cotangent(rng, out, xp)
-    return _adjoint_measurement("x(4,300) w(20,300) b=0", out, x, y, layer.backward(y))
+    y = random_cotangent(rng, out, xp)
+    return adjoint_measurement("x(4,300) w(20,300) b=0", out, x, y, layer.backward(y))
 
 
 # ---------------------------------------------------------------------------
 # The whole β-VAE: E(θ) = β·KL + Σ w_t E_t with ε fixed
 # ---------------------------------------------------------------------------
 
-# The objectives of the whole-VAE rows: the model's default (the seed's STFT+SSIM) and the SFL one of
+# The objectives of the whole-VAE rows: the model's default (Dalal's STFT+SSIM) and the SFL one of
 # validation/vae_table.py (SFL+SSIM). β is the model's default.
 VAE_NETWORK_OBJECTIVES = {
     "network_vae": vae_model.DEFAULT_EXPRESSION,    # 500*ssim+0.00015*stft
@@ -400,9 +326,9 @@ def vae_check_params(rng, xp=np, dtype=np.float64):
     for name, shape in vae_model.PARAM_SHAPES.items():
         if name.endswith("_w"):
             fan_in, _ = vae_model._fans(name, shape)
-            params[name] = _normal(rng, shape, xp, dtype, scale=math.sqrt(2.0 / fan_in))
+            params[name] = normal(rng, shape, xp, dtype, scale=math.sqrt(2.0 / fan_in))
         else:
-            params[name] = _normal(rng, shape, xp, dtype, scale=0.1)
+            params[name] = normal(rng, shape, xp, dtype, scale=0.1)
     return params
 
 
@@ -535,11 +461,11 @@ def make_vae_network_case(expression, beta=VAE_NETWORK_BETA):
 
 
 # ---------------------------------------------------------------------------
-# The rows, for sflnet.gradcheck.default_registry
+# The rows, for sflnet.gradcheck.suite.default_registry
 # ---------------------------------------------------------------------------
 
 def registry_entries():
-    """name → :class:`~sflnet.gradcheck.LayerEntry` for the β-VAE's layers and whole network, in report order."""
+    """name → :class:`~sflnet.gradcheck.engine.LayerEntry` for the β-VAE's layers and whole network, in report order."""
     entries = {}
     for stride in (1, 2):
         entries[f"conv2d_valid_s{stride}"] = LayerEntry(

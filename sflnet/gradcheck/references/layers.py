@@ -1,12 +1,14 @@
-"""Naive textbook versions of every layer and loss: the short version beside the fast one.
+"""Naive textbook versions of every layer: the short version beside the fast one.
 
-**These are not an alternative for users.** Nothing in sflnet calls them, and
-there is no option to pick them: they are slow (plain Python loops over output
-pixels) and run on NumPy in float64 only. They exist so that a reader can read
-a 10-20 line version of each forward and backward pass, written straight from
-the paper's equations, and trust the fast layers of :mod:`sflnet.layers` and
-:mod:`sflnet.losses` (im2col, GEMMs, separable filters, FFTs, threads), because
-``tests/test_reference.py`` proves the two equal to ~1e-12 in float64.
+**These are not an alternative for users.** Nothing in sflnet's training path calls
+them, and there is no option to pick them: they are slow (plain Python loops over
+output pixels, or one SciPy call per channel pair) and run on NumPy in float64 only.
+They exist so that a reader can read a 10-20 line version of each forward and
+backward pass, written straight from the paper's equations, and trust the fast
+layers of :mod:`sflnet.nn` (im2col, GEMMs, separable filters, threads):
+``tests/test_reference.py`` proves the two equal to ~1e-12 in float64, and the
+forward rows of ``sflnet gradcheck`` (:mod:`sflnet.gradcheck.cases`) compare the
+fast layers with them.
 
 Each function takes and returns plain arrays (no caches, no classes): a forward
 ``*_forward(inputs…) -> output`` and a backward ``*_backward(upstream, inputs…)
@@ -14,36 +16,38 @@ Each function takes and returns plain arrays (no caches, no classes): a forward
 Arrays are NCHW; equation numbers are those of the paper (Ichimura, "Spatial
 Frequency Loss for Learning Convolutional Autoencoders").
 
-====================================  ===============================  ================================
-reference                             fast version                     paper
-====================================  ===============================  ================================
-conv2d_forward / _backward            layers.Conv2D                    Eq. 2 (+ the bias of Eq. 3)
-conv_transpose2d_forward / _backward  layers.ConvTranspose2D           the adjoint of Eq. 2
-relu_*, tanh_*, sigmoid_*             layers.ReLU, Tanh, Sigmoid       Eq. 3 (the activation a(·))
-upsample2x_forward / _backward        layers.Upsample2x                Tab. 1, layer 4 ("stride 0.5")
-log_kernel, log_bank_*                layers.LoGBank                   Eq. 5 weights in Eq. 2 (layer 6)
-linear_*, reparameterize_*            layers.Linear, Reparameterize    the β-VAE of seed 004
-pixel_loss_forward / _backward        losses.pixel.PixelLoss           Eq. 4 / Eq. 9
-sfl_forward / sfl_backward            losses.sfl.SpatialFrequencyLoss  Eq. 6 / Eq. 8
-l1_loss_*                             losses.l1.L1Loss
-kl_divergence_*                       losses.kl.KLDivergence           the β-VAE's KL term
-fft_loss_forward / _backward          losses.fft.FocalFrequencyLoss    Jiang et al. 2021; DFT by sums
-====================================  ===============================  ================================
+Two kinds of reference exist for the convolutions and the LoG bank, on purpose:
+the ``*_forward`` / ``*_backward`` loops are the readable derivation (with a
+backward), while the ``*_scipy`` versions (:func:`conv2d_scipy`,
+:func:`conv_transpose2d_scipy`, :func:`log_bank_scipy`) are one
+``scipy.signal`` call per channel pair: a second opinion written by someone else
+(SciPy's own correlation), fast enough for the realistic shapes of the gradcheck
+rows and of the whole-network reference (:mod:`.network`).
 
-Two losses already carry their own naive forward next to the fast one, so they
-are not repeated here: :func:`sflnet.losses.ssim.naive_ssim` (SSIM, a loop over
-channels and window positions) and :func:`sflnet.losses.stft.naive_stft_loss`
-(the STFT loss, frame by frame). Their backward passes are checked against
-finite differences instead (``tests/test_loss_ssim.py``, ``tests/test_loss_stft.py``).
+=========================================  ===============================  ================================
+reference                                  fast version                     paper
+=========================================  ===============================  ================================
+conv2d_forward / _backward, conv2d_scipy   nn.Conv2D                        Eq. 2 (+ the bias of Eq. 3)
+conv_transpose2d_forward / _backward,      nn.ConvTranspose2D           the adjoint of Eq. 2
+conv_transpose2d_scipy
+relu_*, tanh_*, sigmoid_*                  nn.ReLU, Tanh, Sigmoid           Eq. 3 (the activation a(·))
+upsample2x_forward / _backward             nn.Upsample2x                    Tab. 1, layer 4 ("stride 0.5")
+log_kernel, log_bank_*                     nn.LoGBank                       Eq. 5 weights in Eq. 2 (layer 6)
+linear_*, reparameterize_*                 nn.Linear, Reparameterize        Dalal's β-VAE
+=========================================  ===============================  ================================
+
 ``Reshape``/``Flatten`` are relabellings of the same numbers and have no reference.
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
+import scipy.signal
 
+from sflnet.ops import filters
 
-def _f64(*arrays):
+def as_float64(*arrays):
     """The arguments as float64 NumPy arrays (copies only where a conversion is needed)."""
     return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
@@ -61,7 +65,7 @@ def conv2d_forward(x, w, b, stride=1, pad=1):
     each side (p = (k−1)/2 is "same", p = 0 is "valid").
     returns o: (N, C_out, Ho, Wo), Ho = ⌊(H + 2p − k)/s⌋ + 1, Wo likewise.
     """
-    x, w, b = _f64(x, w, b)
+    x, w, b = as_float64(x, w, b)
     n_img, _, h, wd = x.shape
     c_out, _, k, _ = w.shape
     x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -86,7 +90,7 @@ def conv2d_backward(dout, x, w, stride=1, pad=1):
     dout: (N, C_out, Ho, Wo); x: (N, C_in, H, W); w: (C_out, C_in, k, k).
     returns (dx (N, C_in, H, W), dw (C_out, C_in, k, k), db (C_out,)).
     """
-    dout, x, w = _f64(dout, x, w)
+    dout, x, w = as_float64(dout, x, w)
     _, _, h, wd = x.shape
     k = w.shape[-1]
     x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -102,6 +106,25 @@ def conv2d_backward(dout, x, w, stride=1, pad=1):
     db = dout.sum(axis=(0, 2, 3))
     return dx_pad[:, :, pad:pad + h, pad:pad + wd], dw, db
 
+def conv2d_scipy(x, w, b, stride=1, pad=None):
+    """Eq. 2 with SciPy: ``o[n,c] = Σ_{c'} correlate(pad(x[n,c']), w[c,c'], 'valid')[::s, ::s] + b[c]``.
+
+    pad: zeros on each side; None is "same", (k−1)/2; 0 is "valid".
+    x: (N, C_in, H, W), w: (C_out, C_in, k, k), b: (C_out,) → (N, C_out, ⌊(H + 2p − k)/s⌋ + 1, …)
+    (⌈H/s⌉ for "same").
+    """
+    p = (w.shape[-1] - 1) // 2 if pad is None else pad
+    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    out = []
+    for n in range(x.shape[0]):
+        maps = []
+        for c in range(w.shape[0]):
+            total = sum(scipy.signal.correlate(x_pad[n, ci], w[c, ci], mode="valid", method="direct")
+                        for ci in range(w.shape[1]))
+            maps.append(total[::stride, ::stride] + b[c])
+        out.append(np.stack(maps))
+    return np.stack(out)
+
 
 def conv_transpose2d_forward(x, w, b, stride=1):
     """The transposed convolution: the adjoint of a "same" Eq. 2 w.r.t. its input, plus a bias; a scatter loop.
@@ -113,7 +136,7 @@ def conv_transpose2d_forward(x, w, b, stride=1):
     x: (N, C_in, h, w); w: (C_in, C_out, k, k); b: (C_out,); stride s.
     returns (N, C_out, s·h, s·w).
     """
-    x, w, b = _f64(x, w, b)
+    x, w, b = as_float64(x, w, b)
     n_img, c_in, h, wd = x.shape
     _, c_out, k, _ = w.shape
     p = (k - 1) // 2
@@ -136,7 +159,7 @@ def conv_transpose2d_backward(dout, x, w, stride=1):
     dout: (N, C_out, s·h, s·w); x: (N, C_in, h, w); w: (C_in, C_out, k, k).
     returns (dx (N, C_in, h, w), dw (C_in, C_out, k, k), db (C_out,)).
     """
-    dout, x, w = _f64(dout, x, w)
+    dout, x, w = as_float64(dout, x, w)
     n_img, c_in, h, wd = x.shape
     k = w.shape[-1]
     p = (k - 1) // 2
@@ -152,43 +175,71 @@ def conv_transpose2d_backward(dout, x, w, stride=1):
     return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
+def conv_transpose2d_scipy(x, w, b, stride=1):
+    """The transposed convolution as a true convolution of the zero-interleaved input (SciPy).
+
+    Put x[i, j] at (s·i, s·j) of an otherwise zero grid (``x_up``); then
+    ``full[c] = Σ_{c'} convolve(x_up[c'], w[c', c], 'full')`` is every input pixel
+    times the kernel, added at its place (a convolution, unlike a correlation,
+    does not flip the roles: ``full[y] = Σ_i x_up[i] w[y − i]``). The result is
+    ``full[p : p + s·h, p : p + s·w] + b``, p = (k−1)/2, zero-extended where full is shorter.
+    A different construction from the scatter loop of :func:`conv_transpose2d_forward`.
+
+    x: (N, C_in, h, w), w: (C_in, C_out, k, k), b: (C_out,) → (N, C_out, s·h, s·w).
+    """
+    n_img, c_in, h, wd = x.shape
+    c_out, k = w.shape[1], w.shape[2]
+    p = (k - 1) // 2
+    x_up = np.zeros((n_img, c_in, (h - 1) * stride + 1, (wd - 1) * stride + 1), dtype=np.float64)
+    x_up[:, :, ::stride, ::stride] = x
+    out = np.zeros((n_img, c_out, stride * h, stride * wd), dtype=np.float64)
+    for n in range(n_img):
+        for c in range(c_out):
+            full = sum(scipy.signal.convolve(x_up[n, ci], w[ci, c], mode="full", method="direct")
+                       for ci in range(c_in))
+            part = full[p:p + stride * h, p:p + stride * wd]
+            out[n, c, :part.shape[0], :part.shape[1]] = part
+            out[n, c] += b[c]
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Activations, Eq. 3
 # ---------------------------------------------------------------------------
 
 def relu_forward(x):
     """Eq. 3 with a(o) = max(0, o). x: any shape → same."""
-    (x,) = _f64(x)
+    (x,) = as_float64(x)
     return np.where(x > 0, x, 0.0)
 
 
 def relu_backward(dout, x):
     """a'(o) = 1 where o > 0, else 0 (the kink at 0 takes 0): ``∂E/∂x = dout · [x > 0]``. Shapes: any → same."""
-    dout, x = _f64(dout, x)
+    dout, x = as_float64(dout, x)
     return np.where(x > 0, dout, 0.0)
 
 
 def tanh_forward(x):
     """Eq. 3 with a(o) = tanh(o), the output layer L = 5 (f^L). x: any shape → same."""
-    (x,) = _f64(x)
+    (x,) = as_float64(x)
     return np.tanh(x)
 
 
 def tanh_backward(dout, x):
     """d tanh(o)/do = 1 − tanh²(o), the factor ∂f^L/∂o^L of Eq. 9. dout, x: any shape → same."""
-    dout, x = _f64(dout, x)
+    dout, x = as_float64(dout, x)
     return dout * (1.0 - np.tanh(x) ** 2)
 
 
 def sigmoid_forward(x):
     """The β-VAE's output activation σ(x) = 1 / (1 + e^{−x}), the textbook formula. x: any shape → same."""
-    (x,) = _f64(x)
+    (x,) = as_float64(x)
     return 1.0 / (1.0 + np.exp(-x))
 
 
 def sigmoid_backward(dout, x):
     """dσ/dx = σ(x)(1 − σ(x)). dout, x: any shape → same."""
-    dout, x = _f64(dout, x)
+    dout, x = as_float64(dout, x)
     s = sigmoid_forward(x)
     return dout * s * (1.0 - s)
 
@@ -217,7 +268,7 @@ def upsample2x_forward(x, out_h, out_w):
 
     x: (N, C, h, w) → (N, C, out_h, out_w), out_h ∈ {2h−1, 2h}, out_w ∈ {2w−1, 2w}.
     """
-    (x,) = _f64(x)
+    (x,) = as_float64(x)
     n_img, chans, h, w = x.shape
     out = np.zeros((n_img, chans, out_h, out_w))
     for oy in range(out_h):
@@ -235,7 +286,7 @@ def upsample2x_backward(dout, in_h, in_w):
 
     dout: (N, C, out_h, out_w) → ∂E/∂in: (N, C, in_h, in_w).
     """
-    (dout,) = _f64(dout)
+    (dout,) = as_float64(dout)
     n_img, chans, out_h, out_w = dout.shape
     dx = np.zeros((n_img, chans, in_h, in_w))
     for oy in range(out_h):
@@ -257,18 +308,21 @@ def upsample2x_backward(dout, in_h, in_w):
 def log_kernel(sigma):
     """Eq. 5 sampled at integer offsets: ``K_σ(x, y) = −(2 − (x²+y²)/σ²) · e^{−(x²+y²)/2σ²} / (2πσ²)``.
 
-    Size k = ⌈8σ⌉, plus 1 if even (7, 13, 27 for σ = 0.8, 1.6, 3.2); not renormalised.
+    Size k = ⌈8σ⌉, plus 1 if even (7, 13, 27 for σ = 0.8, 1.6, 3.2), in exact decimal
+    arithmetic (8 · 0.8 is 6.4, not 6.4000000000000004); not renormalised.
+    Written element by element, independently of :func:`sflnet.ops.filters.log_kernel`.
     returns (k, k) float64, rows y, columns x.
     """
-    k = math.ceil(round(8 * sigma, 9))   # round first: 8·0.8 is 6.4000000000000004 in floating point, still 7
-    k += 1 - k % 2                       # even → odd
+    k = math.ceil(Fraction(str(sigma)) * 8)
+    if k % 2 == 0:
+        k += 1
     s = (k - 1) // 2
-    kernel = np.zeros((k, k))
+    kernel = np.empty((k, k), dtype=np.float64)
     for row, y in enumerate(range(-s, s + 1)):
         for col, x in enumerate(range(-s, s + 1)):
             r2 = x * x + y * y
-            g = math.exp(-r2 / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
-            kernel[row, col] = -(2 - r2 / sigma ** 2) * g
+            kernel[row, col] = (-(2 - r2 / sigma ** 2) * math.exp(-r2 / (2 * sigma ** 2))
+                                / (2 * math.pi * sigma ** 2))
     return kernel
 
 
@@ -306,17 +360,36 @@ def log_bank_backward(dout, f_shape, sigmas=(0.8, 1.6, 3.2)):
     return dx
 
 
+def log_bank_scipy(f, sigmas):
+    """Layer 6 with SciPy: ``out[n,c] = Σ_{c'} correlate2d(f[n,c'], K_{σ_c}, 'same', zero fill)``.
+
+    The kernels are the production :func:`sflnet.ops.filters.log_kernel` (checked on their own
+    against :func:`log_kernel`), so this checks the bank's correlation, padding and colour sum.
+    f: (N, C, H, W) → (N, S, H, W).
+    """
+    out = np.zeros((f.shape[0], len(sigmas)) + f.shape[2:], dtype=np.float64)
+    for n in range(f.shape[0]):
+        for c, sigma in enumerate(sigmas):
+            kernel = filters.log_kernel(sigma)
+            for ci in range(f.shape[1]):
+                out[n, c] += scipy.signal.correlate2d(f[n, ci], kernel, mode="same", boundary="fill")
+    return out
+
+
 # ---------------------------------------------------------------------------
-# The β-VAE's dense layer and sampling step (seed 004)
+# The β-VAE's dense layer and sampling step (Dalal's β-VAE)
 # ---------------------------------------------------------------------------
 
 def linear_forward(x, w, b):
-    """``y[n, o] = Σ_i x[n, i] · w[o, i] + b[o]``. x: (N, in); w: (out, in); b: (out,) → y: (N, out)."""
-    x, w, b = _f64(x, w, b)
-    out = np.zeros((x.shape[0], w.shape[0]))
+    """``y[n, o] = Σ_i x[n, i] · w[o, i] + b[o]``, one output at a time (math.fsum).
+
+    x: (N, in); w: (out, in); b: (out,) → y: (N, out).
+    """
+    x, w, b = as_float64(x, w, b)
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float64)
     for n in range(x.shape[0]):
         for o in range(w.shape[0]):
-            out[n, o] = np.sum(x[n] * w[o]) + b[o]
+            out[n, o] = math.fsum(float(x[n, i]) * float(w[o, i]) for i in range(x.shape[1])) + b[o]
     return out
 
 
@@ -325,7 +398,7 @@ def linear_backward(dout, x, w):
 
     dout: (N, out); x: (N, in); w: (out, in). returns (dx (N, in), dw (out, in), db (out,)).
     """
-    dout, x, w = _f64(dout, x, w)
+    dout, x, w = as_float64(dout, x, w)
     dx, dw = np.zeros_like(x), np.zeros_like(w)
     for n in range(x.shape[0]):
         for o in range(w.shape[0]):
@@ -335,154 +408,16 @@ def linear_backward(dout, x, w):
 
 
 def reparameterize_forward(mu, logvar, eps):
-    """``z = μ + e^{½·logvar} · ε`` (ε drawn by the caller). mu, logvar, eps: (N, D) → z: (N, D)."""
-    mu, logvar, eps = _f64(mu, logvar, eps)
-    return mu + np.exp(0.5 * logvar) * eps
+    """``z = μ + σ · ε`` with σ = sqrt(exp(logvar)), element by element (ε drawn by the caller).
+
+    mu, logvar, eps: (N, D) → z: (N, D).
+    """
+    mu, logvar, eps = as_float64(mu, logvar, eps)
+    return np.array([[m + math.sqrt(math.exp(lv)) * e for m, lv, e in zip(*rows)]
+                     for rows in zip(mu, logvar, eps)]).reshape(mu.shape)
 
 
 def reparameterize_backward(dz, logvar, eps):
     """``∂E/∂μ = dz``, ``∂E/∂logvar = dz · ε · ½ e^{½·logvar}``. All (N, D). returns (dmu, dlogvar)."""
-    dz, logvar, eps = _f64(dz, logvar, eps)
+    dz, logvar, eps = as_float64(dz, logvar, eps)
     return dz.copy(), dz * eps * 0.5 * np.exp(0.5 * logvar)
-
-
-# ---------------------------------------------------------------------------
-# Losses. Each returns a batch value (1/N_m) Σ_i ℓ_i, N_m = batch_count, and its gradient w.r.t. recon f^L.
-# ---------------------------------------------------------------------------
-
-def pixel_loss_forward(recon, target, batch_count, weights=(1.0, 1.0, 1.0)):
-    """Eq. 4: ``E_PL = (1/N_m) Σ_i Σ_c w_PL[c] · ½ · (1/(W H)) Σ_{x,y} (f^L_i − f^1_i)²``.
-
-    recon f^L, target f^1: (N, C, H, W). returns a Python float.
-    """
-    recon, target = _f64(recon, target)
-    n_img, chans, h, w = recon.shape
-    total = 0.0
-    for i in range(n_img):
-        for c in range(chans):
-            total += weights[c] * 0.5 * np.sum((recon[i, c] - target[i, c]) ** 2) / (w * h)
-    return total / batch_count
-
-
-def pixel_loss_backward(recon, target, batch_count, weights=(1.0, 1.0, 1.0)):
-    """Eq. 9 without the tanh factor: ``∂E_PL/∂f^L[i, c, y, x] = w_PL[c] / (N_m W H) · (f^L − f^1)``.
-
-    recon, target: (N, C, H, W) → (N, C, H, W).
-    """
-    recon, target = _f64(recon, target)
-    _, chans, h, w = recon.shape
-    grad = np.zeros_like(recon)
-    for c in range(chans):
-        grad[:, c] = weights[c] / (batch_count * w * h) * (recon[:, c] - target[:, c])
-    return grad
-
-
-def sfl_forward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
-    """Eq. 6: ``E_SFL = (1/N_m) Σ_i Σ_c w_SFL[c] · ½ · (1/(W H)) Σ_{x,y} (f^{L+1}_i − f^1_i(·|σ_c))²``.
-
-    f^{L+1} = LoG bank of f^L and f^1(·|σ_c) = LoG bank of f^1, each filtered separately as in the paper.
-    recon, target: (N, 3, H, W). returns (E_SFL (float), unit-weight subband values (S,)).
-    """
-    lr, lt = log_bank_forward(recon, sigmas), log_bank_forward(target, sigmas)
-    n_img, bands, h, w = lr.shape
-    subbands = np.zeros(bands)
-    for i in range(n_img):
-        for c in range(bands):
-            subbands[c] += 0.5 * np.sum((lr[i, c] - lt[i, c]) ** 2) / (w * h) / batch_count
-    return float(np.sum(np.asarray(weights) * subbands)), subbands
-
-
-def sfl_backward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
-    """Eq. 8, ``∂E_SFL/∂o^{L+1}[i, c] = w_SFL[c] / (N_m W H) · (f^{L+1}_i − f^1_i(·|σ_c))``,
-    carried down to f^L by layer 6's backward (:func:`log_bank_backward`).
-
-    recon, target: (N, 3, H, W) → ∂E_SFL/∂f^L: (N, 3, H, W).
-    """
-    lr, lt = log_bank_forward(recon, sigmas), log_bank_forward(target, sigmas)
-    _, bands, h, w = lr.shape
-    grad_bands = np.zeros_like(lr)
-    for c in range(bands):
-        grad_bands[:, c] = weights[c] / (batch_count * w * h) * (lr[:, c] - lt[:, c])
-    return log_bank_backward(grad_bands, recon.shape, sigmas)
-
-
-def l1_loss_forward(recon, target, batch_count):
-    """``E_L1 = (1/N_m) Σ_i mean_{c,y,x} |f^L_i − f^1_i|``. recon, target: (N, C, H, W). returns a float."""
-    recon, target = _f64(recon, target)
-    total = 0.0
-    for i in range(recon.shape[0]):
-        total += np.mean(np.abs(recon[i] - target[i]))
-    return total / batch_count
-
-
-def l1_loss_backward(recon, target, batch_count):
-    """``sign(f^L − f^1) / (N_m C H W)`` (subgradient 0 where they are equal): (N, C, H, W)."""
-    recon, target = _f64(recon, target)
-    _, chans, h, w = recon.shape
-    return np.sign(recon - target) / (batch_count * chans * h * w)
-
-
-def kl_divergence_forward(mu, logvar, batch_count):
-    """``E_KL = (1/N_m) Σ_i Σ_j ½ (μ_ij² + e^{logvar_ij} − logvar_ij − 1)``. mu, logvar: (N, D). returns a float."""
-    mu, logvar = _f64(mu, logvar)
-    total = 0.0
-    for i in range(mu.shape[0]):
-        for j in range(mu.shape[1]):
-            total += 0.5 * (mu[i, j] ** 2 + math.exp(logvar[i, j]) - logvar[i, j] - 1)
-    return total / batch_count
-
-
-def kl_divergence_backward(mu, logvar, batch_count):
-    """``∂E_KL/∂μ = μ / N_m``, ``∂E_KL/∂logvar = ½ (e^{logvar} − 1) / N_m``. returns (dmu, dlogvar), each (N, D)."""
-    mu, logvar = _f64(mu, logvar)
-    return mu / batch_count, 0.5 * (np.exp(logvar) - 1) / batch_count
-
-
-def _dft_basis(h, w):
-    """The orthonormal 2-D DFT as an array: ``F[u, v, y, x] = e^{−2πi(uy/H + vx/W)} / √(HW)``, (H, W, H, W)."""
-    u, v, y, x = np.meshgrid(np.arange(h), np.arange(w), np.arange(h), np.arange(w), indexing="ij")
-    return np.exp(-2j * np.pi * (u * y / h + v * x / w)) / math.sqrt(h * w)
-
-
-def _focal_spectrum(recon, target):
-    """D = F(f^L − f^1) by sums, and the focal weight |D| / max_{u,v} |D| (0 if the max is 0). Both (N, C, H, W)."""
-    d = recon - target
-    n_img, chans, h, w = d.shape
-    basis = _dft_basis(h, w)
-    spectrum = np.zeros(d.shape, dtype=complex)
-    for i in range(n_img):
-        for c in range(chans):
-            for u in range(h):
-                for v in range(w):
-                    spectrum[i, c, u, v] = np.sum(basis[u, v] * d[i, c])
-    peak = np.abs(spectrum).max(axis=(2, 3), keepdims=True)
-    return spectrum, np.abs(spectrum) / np.where(peak > 0, peak, 1.0)
-
-
-def fft_loss_forward(recon, target, batch_count):
-    """The focal frequency loss: ``(1/N_m) Σ_i mean_{c,u,v} w · |D|²``, D the orthonormal DFT of f^L − f^1.
-
-    recon, target: (N, C, H, W). returns a float.
-    """
-    recon, target = _f64(recon, target)
-    spectrum, focal = _focal_spectrum(recon, target)
-    _, chans, h, w = recon.shape
-    return float(np.sum(focal * np.abs(spectrum) ** 2)) / (batch_count * chans * h * w)
-
-
-def fft_loss_backward(recon, target, batch_count):
-    """The gradient with the focal weight w held constant (detached, as in the fast loss):
-    ``∂/∂f^L[y, x] = 2 Re Σ_{u,v} conj(F[u, v, y, x]) · w[u, v] · D[u, v] / (N_m C H W)``.
-
-    recon, target: (N, C, H, W) → (N, C, H, W).
-    """
-    recon, target = _f64(recon, target)
-    spectrum, focal = _focal_spectrum(recon, target)
-    n_img, chans, h, w = recon.shape
-    basis = _dft_basis(h, w)
-    grad = np.zeros_like(recon)
-    for y in range(h):
-        for x in range(w):
-            back = np.sum(np.conj(basis[:, :, y, x]) * focal * spectrum, axis=(2, 3))   # (N, C)
-            grad[:, :, y, x] = 2 * back.real / (batch_count * chans * h * w)
-    return grad

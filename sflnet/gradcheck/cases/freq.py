@@ -1,8 +1,9 @@
-"""The gradient-check rows of the frequency losses ``fft`` and ``stft``, in the style of :mod:`sflnet.gradcheck`.
+"""The gradient-check rows of the frequency losses ``fft`` and ``stft``.
 
 * :func:`forward_fft` — the focal frequency loss against ``numpy.fft.fft2`` of every
-  image and channel, the weights and the mean written out;
-* :func:`forward_stft` — the STFT loss against :func:`sflnet.losses.stft.naive_stft_loss`
+  image and channel, the weights and the mean written out
+  (:func:`sflnet.gradcheck.references.losses.fft_loss_numpy`);
+* :func:`forward_stft` — the STFT loss against :func:`sflnet.gradcheck.references.losses.stft_loss_forward`
   (a loop over window positions, ``numpy.fft.fft2`` of every frame, all h×h bins),
   and a "rect" window as large as the image against the global-DFT loss written out;
 * :func:`make_fft_case`, :func:`make_stft_case` — d(share)/d(recon) for the dense
@@ -11,9 +12,10 @@
 * :func:`adjoint_stft_frames` — the framed, tapered, half-spectrum DFT against its
   adjoint (inverse half-spectrum DFT, taper, overlap-add), in the m-weighted inner product.
 
-The focal weights are constants by definition; the fft case records them at the
-base point and freezes them, so the finite differences differentiate the same
-function as the backward (:class:`~sflnet.losses.fft.FocalFrequencyLoss`).
+The focal weights are constants by definition; the fft case computes them at the
+base point (:func:`sflnet.losses.fft.focal_weights`) and passes them to every
+forward (``weights=``), so the finite differences differentiate the same function
+as the backward (:class:`~sflnet.losses.fft.FocalFrequencyLoss`).
 
 The stft loss has kinks (|·| of the amplitude difference and of the phase
 difference) and a singularity (the phase of a vanishing coefficient). Both cases
@@ -33,12 +35,13 @@ import math
 
 import numpy as np
 
-from sflnet.ops import spectral
 from sflnet.backend import get_array_module, to_device, to_host
-from sflnet.gradcheck import (Case, Measurement, _adjoint_measurement, _forward_measurement, _normal,
-                              _random_cotangent, _shape_text, _uniform)
-from sflnet.losses.fft import FocalFrequencyLoss
-from sflnet.losses.stft import STFTLoss, naive_stft_loss, window_taper
+from sflnet.gradcheck.engine import (Case, LayerEntry, Measurement, adjoint_measurement, forward_measurement, normal,
+                                     random_cotangent, shape_text, uniform)
+from sflnet.gradcheck.references.losses import fft_loss_numpy, global_dft_loss_forward, stft_loss_forward
+from sflnet.losses.fft import FocalFrequencyLoss, focal_weights
+from sflnet.losses.stft import STFTLoss, window_taper
+from sflnet.ops.spectral import dft2, dft2_adjoint, extract_frames, half_spectrum_multiplicity, stft2, stft2_adjoint
 
 FFT_TINY_SHAPE = (2, 3, 5, 6)
 FFT_REALISTIC_SHAPE = (2, 3, 64, 48)
@@ -54,48 +57,6 @@ STFT_REALISTIC_MARGIN = 1e-6                # realistic: ~6e4 bins, so only a sm
 STFT_MAX_REDRAWS = 500
 
 
-# --- references (host float64) ------------------------------------------------
-
-def reference_focal_frequency(recon, target, batch_count):
-    """The fft loss's share written out: per image and channel, numpy.fft.fft2 of the difference.
-
-    recon, target: host (n, C, H, W). ``Σ_i mean_{c,u,v} w|D|² / N_m``, w = |D| / max |D| (0 if max = 0).
-    """
-    total = 0.0
-    n, c, h, w = recon.shape
-    for i in range(n):
-        per_image = 0.0
-        for ch in range(c):
-            d = np.fft.fft2(recon[i, ch] - target[i, ch], norm="ortho")
-            amplitude = np.abs(d)
-            peak = amplitude.max()
-            weight = amplitude / peak if peak > 0 else np.zeros_like(amplitude)
-            per_image += float(np.sum(weight * amplitude ** 2))
-        total += per_image / (c * h * w)
-    return total / batch_count
-
-
-def reference_global_dft_loss(recon, target, batch_count, phase_weight):
-    """The stft loss with a "rect" window as large as the (square) image: the global-DFT loss written out.
-
-    ``Σ_i Σ_{c,u,v} W(u,v) (λ |angle(F_o conj F_i)| + ||F_o| − |F_i||) / N_m`` with F = fft2 of the whole
-    channel (orthonormal) and W(u,v) = r/max r, r = √(min(u, H−u)² + min(v, W−v)²).
-    """
-    n, c, h, w = recon.shape
-    u = np.minimum(np.arange(h), h - np.arange(h))[:, None]
-    v = np.minimum(np.arange(w), w - np.arange(w))[None, :]
-    radius = np.sqrt(u ** 2 + v ** 2)
-    weight = radius / radius.max()
-    total = 0.0
-    for i in range(n):
-        for ch in range(c):
-            f_o = np.fft.fft2(recon[i, ch], norm="ortho")
-            f_i = np.fft.fft2(target[i, ch], norm="ortho")
-            total += float(np.sum(weight * (phase_weight * np.abs(np.angle(f_o * np.conj(f_i)))
-                                            + np.abs(np.abs(f_o) - np.abs(f_i)))))
-    return total / batch_count
-
-
 def stft_margins(recon, target, window, stride, window_fn="hann"):
     """How close a point is to the stft loss's kinks: {name: smallest value over every bin}.
 
@@ -107,9 +68,9 @@ def stft_margins(recon, target, window, stride, window_fn="hann"):
     that moves no coefficient F_o by more than the smallest of these crosses no kink.
     """
     taper = window_taper(window, window_fn)
-    f_o = np.fft.fft2(spectral.extract_frames(np.asarray(to_host(recon), np.float64), window, stride, taper),
+    f_o = np.fft.fft2(extract_frames(np.asarray(to_host(recon), np.float64), window, stride, taper),
                       norm="ortho")
-    f_i = np.fft.fft2(spectral.extract_frames(np.asarray(to_host(target), np.float64), window, stride, taper),
+    f_i = np.fft.fft2(extract_frames(np.asarray(to_host(target), np.float64), window, stride, taper),
                       norm="ortho")
     amp_o = np.abs(f_o)
     phase = np.abs(np.angle(f_o * np.conj(f_i)))
@@ -127,16 +88,16 @@ def stft_margins(recon, target, window, stride, window_fn="hann"):
 # --- forward rows: (rng, xp) -> Measurement -------------------------------------
 
 def forward_fft(rng, xp):
-    """The share of a group of 2 in a batch of 3 vs :func:`reference_focal_frequency`, odd and even sizes."""
+    """The share of a group of 2 in a batch of 3 vs :func:`fft_loss_numpy`, odd and even sizes."""
     worst, samples = 0.0, []
     for shape in FFT_FORWARD_SHAPES:
         recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
         value, _ = FocalFrequencyLoss().forward(to_device(recon, xp), to_device(target, xp), shape[0] + 1)
-        m = _forward_measurement("", np.array([float(value)]),
-                                 np.array([reference_focal_frequency(recon, target, shape[0] + 1)]))
+        m = forward_measurement("", np.array([float(value)]),
+                                 np.array([fft_loss_numpy(recon, target, shape[0] + 1)]))
         worst = max(worst, m.error)
-        samples += [_shape_text(shape)] + m.samples
-    shapes = "; ".join(_shape_text(s) for s in FFT_FORWARD_SHAPES)
+        samples += [shape_text(shape)] + m.samples
+    shapes = "; ".join(shape_text(s) for s in FFT_FORWARD_SHAPES)
     return Measurement(f"{shapes}, N_m=3", worst, None, "vs numpy.fft.fft2 per image and channel", samples)
 
 
@@ -147,17 +108,17 @@ def forward_stft(rng, xp):
         recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
         loss = STFTLoss(window, stride, window_fn)
         value, _ = loss.forward(to_device(recon, xp), to_device(target, xp), shape[0] + 1)
-        expected = naive_stft_loss(recon, target, shape[0] + 1, window, stride, window_fn)
-        m = _forward_measurement("", np.array([float(value)]), np.array([expected]))
+        expected = stft_loss_forward(recon, target, shape[0] + 1, window, stride, window_fn)
+        m = forward_measurement("", np.array([float(value)]), np.array([expected]))
         worst = max(worst, m.error)
-        samples += [f"{_shape_text(shape)} window {window} stride {stride} {window_fn}"] + m.samples
+        samples += [f"{shape_text(shape)} window {window} stride {stride} {window_fn}"] + m.samples
     shape = STFT_GLOBAL_SHAPE
     recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
     value, _ = STFTLoss(shape[-1], 1, "rect").forward(to_device(recon, xp), to_device(target, xp), shape[0] + 1)
-    m = _forward_measurement("", np.array([float(value)]),
-                             np.array([reference_global_dft_loss(recon, target, shape[0] + 1, 9.0)]))
+    m = forward_measurement("", np.array([float(value)]),
+                             np.array([global_dft_loss_forward(recon, target, shape[0] + 1, 9.0)]))
     worst = max(worst, m.error)
-    samples += [f"{_shape_text(shape)} rect window {shape[-1]} = global DFT"] + m.samples
+    samples += [f"{shape_text(shape)} rect window {shape[-1]} = global DFT"] + m.samples
     return Measurement("(2,3,23,17) h8 s3; (1,3,37,53) h16 s4; (2,2,19,14) h5 s2 rect; (2,3,12,12) global",
                        worst, None, "vs naive_stft_loss (numpy.fft.fft2 per frame) and the global DFT", samples)
 
@@ -165,30 +126,27 @@ def forward_stft(rng, xp):
 # --- cases: (rng, xp, dtype, size) -> Case --------------------------------------
 
 def make_fft_case(rng, xp, dtype, size, *, shape=None):
-    """d(share)/d(recon) of :class:`FocalFrequencyLoss` with its focal weights frozen at the base point.
+    """d(share)/d(recon) of :class:`FocalFrequencyLoss` with its focal weights held at the base point's.
 
     size: "tiny" (2,3,5,6) (dense) or "realistic" (2,3,64,48) (directional); shape overrides it.
-    A group of n in a batch of n + 1.
+    A group of n in a batch of n + 1. w = :func:`focal_weights` at the base point is passed to
+    every forward (``weights=w``): it is a constant by definition.
     """
     if shape is None:
         shape = FFT_TINY_SHAPE if size == "tiny" else FFT_REALISTIC_SHAPE
-    recon = _uniform(rng, shape, xp, dtype)
-    target = _uniform(rng, shape, xp, dtype)
+    recon = uniform(rng, shape, xp, dtype)
+    target = uniform(rng, shape, xp, dtype)
     batch_count = shape[0] + 1
     loss = FocalFrequencyLoss()
-    loss.record_weights = True          # w at the base point, then constant (it is by definition)
-    loss.begin_batch()
-    loss.forward(recon, target, batch_count)
-    loss.record_weights = False
+    weights = focal_weights(recon, target)    # w at the base point, then constant (it is by definition)
     variables = {"recon": recon}
 
     def evaluate():
-        loss.begin_batch()              # every evaluation is the first forward of a batch: frozen_weights[0]
-        return loss.forward(variables["recon"], target, batch_count)[0]
+        return loss.forward(variables["recon"], target, batch_count, weights=weights)[0]
 
     def gradients(upstream):
         return {"recon": upstream * loss.backward()}
-    return Case(variables, evaluate, gradients, f"recon{_shape_text(shape)}, N_m={batch_count}, w frozen")
+    return Case(variables, evaluate, gradients, f"recon{shape_text(shape)}, N_m={batch_count}, w frozen")
 
 
 def make_stft_case(rng, xp, dtype, size, *, shape=None, window=None, stride=None, margin=None):
@@ -229,7 +187,7 @@ def make_stft_case(rng, xp, dtype, size, *, shape=None, window=None, stride=None
         """Which side of its kinks every bin is on, as of the last evaluate (the checks call this right after one)."""
         return [loss.amplitude_sign > 0, loss.phase_sign > 0]
     return Case(variables, evaluate, gradients,
-                f"recon{_shape_text(shape)} h{window} s{stride}, N_m={batch_count}, kinks > {margin:g} away", masks,
+                f"recon{shape_text(shape)} h{window} s{stride}, N_m={batch_count}, kinks > {margin:g} away", masks,
                 mask_kind="kink sides (sign of A_o - A_i and of dP)")
 
 
@@ -245,13 +203,13 @@ def adjoint_dft(rng, xp):
     """``Re⟨F x, y⟩ = ⟨x, Re(F^H y)⟩`` for real x, complex y; odd and even sizes."""
     worst, samples = None, []
     for shape in ((2, 3, 9, 8), (1, 2, 7, 11)):
-        x = _normal(rng, shape, xp, np.float64)
-        fx = _complex_pair(spectral.dft2(x))
-        y = _random_cotangent(rng, fx, xp)
-        back = spectral.dft2_adjoint(y[0] + 1j * y[1])
-        m = _adjoint_measurement("", fx, x, y, back)
+        x = normal(rng, shape, xp, np.float64)
+        fx = _complex_pair(dft2(x))
+        y = random_cotangent(rng, fx, xp)
+        back = dft2_adjoint(y[0] + 1j * y[1])
+        m = adjoint_measurement("", fx, x, y, back)
         worst = m if worst is None or m.error > worst.error else worst
-        samples += [_shape_text(shape)] + m.samples
+        samples += [shape_text(shape)] + m.samples
     return Measurement("x(2,3,9,8); x(1,2,7,11)", worst.error, None, "Re<Fx, y> vs <x, Re(F^H y)>", samples)
 
 
@@ -263,14 +221,30 @@ def adjoint_stft_frames(rng, xp):
     worst, samples = None, []
     for shape, window, stride in (((2, 3, 24, 19), 8, 3), ((1, 2, 13, 12), 5, 2), ((1, 3, 37, 53), 16, 4)):
         taper = to_device(window_taper(window, "hann"), xp)
-        x = _normal(rng, shape, xp, np.float64)
-        spectrum = spectral.stft2(x, window, stride, taper)
-        counted = to_device(spectral.half_spectrum_multiplicity(window), xp)
+        x = normal(rng, shape, xp, np.float64)
+        spectrum = stft2(x, window, stride, taper)
+        counted = to_device(half_spectrum_multiplicity(window), xp)
         fx = _complex_pair(spectrum * counted)            # m ⊙ stft2(x): the m-weighted inner product
-        y = _random_cotangent(rng, fx, xp)
-        back = spectral.stft2_adjoint(y[0] + 1j * y[1], shape[2], shape[3], stride, taper)
-        m = _adjoint_measurement("", fx, x, y, back)
+        y = random_cotangent(rng, fx, xp)
+        back = stft2_adjoint(y[0] + 1j * y[1], shape[2], shape[3], stride, taper)
+        m = adjoint_measurement("", fx, x, y, back)
         worst = m if worst is None or m.error > worst.error else worst
-        samples += [f"{_shape_text(shape)} h{window} s{stride} hann -> {_shape_text(spectrum.shape)}"] + m.samples
+        samples += [f"{shape_text(shape)} h{window} s{stride} hann -> {shape_text(spectrum.shape)}"] + m.samples
     return Measurement("(2,3,24,19) h8 s3; (1,2,13,12) h5 s2; (1,3,37,53) h16 s4", worst.error, None,
                        "Re sum m conj(STFT x) y vs <x, overlap-add(taper irdft2 y)>", samples)
+
+
+# ---------------------------------------------------------------------------
+# The rows, for sflnet.gradcheck.cases.losses
+# ---------------------------------------------------------------------------
+
+def fft_entry():
+    """The ``fft_loss`` row: forward vs numpy.fft, dense and directional with w frozen, the DFT adjoint."""
+    return LayerEntry(make_fft_case, [("forward vs numpy.fft", forward_fft)],
+                      [("adjoint orthonormal DFT", adjoint_dft)])
+
+
+def stft_entry():
+    """The ``stft_loss`` row: forward vs the window loop, dense and directional away from the kinks, the adjoint."""
+    return LayerEntry(make_stft_case, [("forward vs window loop", forward_stft)],
+                      [("adjoint framed STFT", adjoint_stft_frames)])
