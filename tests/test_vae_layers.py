@@ -1,4 +1,4 @@
-"""The β-VAE's layers (seed 004): Conv2D(padding="valid"), ConvTranspose2D, Linear,
+"""The layers of Dalal's β-VAE: Conv2D(padding="valid"), ConvTranspose2D, Linear,
 Reshape/Flatten, Sigmoid, Reparameterize, and the KL term.
 
 Forward results against plain loops written here from the definitions, dense
