@@ -178,7 +178,7 @@ def pytest_section(settings, device):
     failures = [line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     return {"status": "ok" if returncode == 0 else "failed", "command": " ".join(command[1:]),
             "returncode": returncode, **counts, "failures": failures[:30],
-            "summary": summary[-1].strip("= ") if summary else output.strip().splitlines()[-1:],
+            "summary": summary[-1].strip("= ") if summary else (output.strip().splitlines() or [""])[-1],
             "seconds": round(time.perf_counter() - start, 1)}
 
 
