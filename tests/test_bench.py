@@ -39,7 +39,7 @@ def test_conv_flops_counted_by_hand():
     five = 2 * (2 * (32 * 3 * 9 * 25 + 16 * 32 * 9 * 9 + 32 * 16 * 9 * 25 + 3 * 32 * 9 * 25)
                 + (16 * 32 * 9 * 9 + 32 * 16 * 9 * 25 + 3 * 32 * 9 * 25))
     assert bench.conv_flops([(5, 5), (4, 6)]) == five + 1036800
-    # the figure for Willow70 at 300 px: 43200 flops per pixel when H and W are even
+    # the figure for Willow70 at 300 px in docs/speed.md: 43200 flops per pixel when H and W are even
     assert bench.conv_flops([(300, 226)]) == 43200 * 300 * 226
 
 

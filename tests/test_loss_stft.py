@@ -1,4 +1,4 @@
-"""The ``stft`` loss (Dalal's β-VAE, Sec. 3.1): forward vs the frame-by-frame loop and the global DFT, the wrapped
+"""The ``stft`` loss (Dalal's β-VAE paper, Sec. 3.1): forward vs the frame-by-frame loop and the global DFT, the wrapped
 phase, dense and directional finite differences away from the kinks, the adjoints of the framed DFT,
 a planted bug, dtypes, sizes and the |F_o| = 0 guard."""
 

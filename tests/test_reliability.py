@@ -1,4 +1,4 @@
-"""Reliability through the command line (issue 6): messy data, broken and hostile checkpoints,
+"""Reliability through the command line: messy data, broken and hostile checkpoints,
 kill -9, Ctrl-C, exact resume, full disks and read-only folders.
 
 Cases already tested elsewhere are not repeated here:

@@ -1,4 +1,4 @@
-"""The β-VAE's layers (Dalal's β-VAE): Conv2D(padding="valid"), ConvTranspose2D, Linear,
+"""The layers of Dalal's β-VAE: Conv2D(padding="valid"), ConvTranspose2D, Linear,
 Reshape/Flatten, Sigmoid, Reparameterize, and the KL term.
 
 Forward results against the plain loops of :mod:`sflnet.gradcheck.references.layers`, dense

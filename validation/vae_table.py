@@ -1,4 +1,5 @@
-"""Seed 004's Table 1 on sflnet's β-VAE: five reconstruction losses, plus the paper's SFL, by PSNR and SSIM.
+"""Table 1 of Dalal's β-VAE paper (*Deblurring Variational Autoencoders with Short-Time Fourier
+Transform*) on sflnet's β-VAE: five reconstruction losses, plus Ichimura's SFL, by PSNR and SSIM.
 
 Run from the repository root after ``pip install .``::
 
@@ -18,17 +19,17 @@ What it does, with the public ``sflnet`` API only:
 3. Writes ``table.md`` / ``table.json`` (mean ± std over seeds, beside the paper's row) and
    ``digits.png`` (test digits, each objective's reconstructions and latent-space samples, seed 0).
 
-The objectives. The SSIM rows all carry the seed's SSIM weight 500, so that they differ only by the added
+The objectives. The SSIM rows all carry the paper's SSIM weight 500, so that they differ only by the added
 frequency term:
 
-* ``L2``: ``pl`` (Eq. 4 of the first paper: ½ the mean squared error per image);
+* ``L2``: ``pl`` (Eq. 4 of Ichimura's paper: ½ the mean squared error per image);
 * ``L1``: ``l1`` (the mean absolute error);
 * ``SSIM``: ``500*ssim`` (1 − SSIM, Gaussian window, data range 1);
 * ``DFT+SSIM``: ``500*ssim+0.00015*stft`` with one ``rect`` window of 28×28 covering the image, i.e. the
-  global DFT, as the seed's baseline;
-* ``STFT+SSIM``: ``500*ssim+0.00015*stft``, the seed's weights (STFT 0.0015 · (0.1 amplitude + 0.9 phase)
+  global DFT, as the paper's baseline;
+* ``STFT+SSIM``: ``500*ssim+0.00015*stft``, the paper's weights (STFT 0.0015 · (0.1 amplitude + 0.9 phase)
   = 0.00015 · (amplitude + 9 · phase), window 16, stride 4, Hann);
-* ``SFL+SSIM``: ``500*ssim+3.5*sfl``, the first paper's SFL (subband weights 100, 10, 10) in the place of
+* ``SFL+SSIM``: ``500*ssim+3.5*sfl``, Ichimura's SFL (subband weights 100, 10, 10) in the place of
   the STFT term, its weight chosen so that it starts at the STFT term's size (at initialisation, on the
   training digits, 3.5·E_SFL ≈ 0.00015·E_STFT ≈ 4.7 for each of the three seeds).
 """
@@ -63,10 +64,10 @@ OBJECTIVES = {
     "STFT+SSIM": ("500*ssim+0.00015*stft", {}),
     "SFL+SSIM": (f"500*ssim+{SFL_WEIGHT:g}*sfl", {}),
 }
-# Seed 004, Table 1 (binarised MNIST, 60,000 training images, 50 epochs).
+# Dalal's paper, Table 1 (binarised MNIST, 60,000 training images, 50 epochs).
 PAPER = {"L2": (10.20, 0.41), "L1": (10.13, 0.32), "SSIM": (11.38, 0.495), "DFT+SSIM": (11.51, 0.486),
          "STFT+SSIM": (11.93, 0.492), "SFL+SSIM": (None, None)}
-# The yardsticks: the unit-weight STFT with the seed's settings, measured on every checkpoint.
+# The yardsticks: the unit-weight STFT with the paper's settings, measured on every checkpoint.
 YARDSTICK = LossSettings(pl_weights=(1.0,), value_range=(0.0, 1.0))
 SHOWN_DIGITS = 12
 
@@ -152,7 +153,7 @@ def write_table(args, results):
                      f"{paper_psnr if paper_psnr is not None else '—'} | "
                      f"{paper_ssim if paper_ssim is not None else '—'} | {show(*sfl, 4)} | {show(*stft, 0)} | "
                      f"{show(*secs, 1)} | {len(runs)} (epoch {','.join(map(str, epochs))}) |")
-    header = (f"β-VAE (seed 004's VAE1), {args.epochs} epochs, "
+    header = (f"Dalal's β-VAE (VAE1), {args.epochs} epochs, "
               f"{args.train_images or 4000} training digits, 1,000 test digits, z = μ; mean ± std over seeds.\n\n")
     write_text_atomic(args.out / "table.md", header + "\n".join(lines) + "\n", what="table")
     write_text_atomic(args.out / "table.json", json.dumps(summary, indent=1) + "\n", what="table")

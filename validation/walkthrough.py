@@ -53,7 +53,8 @@ MODEL_TOLERANCE = 1e-10             # hand-chained vs Autoencoder.loss_and_grads
 PARAMETER_PICKS = (("w2", (0, 0, 1, 1)), ("b2", (5,)), ("w3", (3, 7, 0, 2)), ("b3", (2,)),
                    ("w4", (10, 4, 1, 1)), ("b4", (0,)), ("w5", (1, 20, 2, 0)), ("b5", (2,)))
 
-ISSUE_CHAIN = "E → LoG → tanh → conv5 → conv4 → upsample → conv3 → conv2"
+# The backward chain in short, layer by layer (the ReLUs left out).
+SHORT_CHAIN = "E → LoG → tanh → conv5 → conv4 → upsample → conv3 → conv2"
 
 
 @dataclass
@@ -226,7 +227,7 @@ def main(argv=None):
     show(f"  {'step':4s} {'from':16s} {'gradient':14s} {'shape':15s} paper")
     grads, grad_input = run_backward(network, bank, recon, image, bands_recon, bands_target, show)
     show("")
-    show(f"The chain, as the issue names it: {ISSUE_CHAIN}")
+    show(f"The chain in short:                {SHORT_CHAIN}")
     show("and with the names used here:      E → log6 → tanh5 → conv5 → relu4 → conv4 → up4 → relu3 → conv3 "
          "→ relu2 → conv2")
     show("  conv2 … conv5 and up4 are attributes of sflnet.models.cae.Autoencoder(fuse_upsample=False). Each ReLU")
