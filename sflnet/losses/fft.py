@@ -45,6 +45,8 @@ class FocalFrequencyLoss(Loss):
     """
 
     name = "fft"
+    summary = "focal frequency loss (Jiang et al. 2021), α = 1"
+    options = ()
 
     def __init__(self):
         self.frozen_weights = None       # None, or a list of w arrays (n, C, H, W), one per forward call
