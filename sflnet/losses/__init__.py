@@ -27,12 +27,13 @@ expression sets them inline (``pl+0.5*stft(window=8,window_fn=rect)``), see
 :mod:`.options`. An objective is built with :func:`make_objective`.
 """
 
+from sflnet.errors import SflnetError
 from sflnet.losses.base import Loss, LossSettings, Option
 from sflnet.losses.fft import FocalFrequencyLoss
 from sflnet.losses.kl import KLDivergence
 from sflnet.losses.l1 import L1Loss
 from sflnet.losses.objective import (ALWAYS_MEASURED, DEFAULT_EXPRESSION, LEGACY_EXPRESSIONS, Objective, Term,
-                                     extra_column, extra_term_names, format_terms, parse_expression)
+                                     extra_column, extra_term_names, format_terms, parse_expression, value_text)
 from sflnet.losses.options import Resolved, canonical, help_rows, option_values, options_of, parse, resolve
 from sflnet.losses.pixel import PixelLoss
 from sflnet.losses.registry import BUILTIN, ENTRY_POINT_GROUP, REGISTRY, loss_names, registry
@@ -55,7 +56,14 @@ def make_loss(name, settings=LossSettings(), options=None):
     settings: the model's :class:`LossSettings` (channel weights, value range, and the alias values);
     options:  {option name: typed value} set explicitly (they win over the aliases in ``settings``).
     """
-    return REGISTRY[name].create(settings, **option_values(name, settings, options))
+    cls, values = REGISTRY[name], option_values(name, settings, options)
+    if name in BUILTIN:
+        return cls.create(settings, **values)
+    try:   # a plug-in's own checks raise in its __init__
+        return cls.create(settings, **values)
+    except (TypeError, ValueError) as exc:
+        shown = ",".join(f"{key}={value_text(value)}" for key, value in values.items())
+        raise SflnetError(f"the plug-in loss {name}({shown}) cannot be built: {exc}") from None
 
 
 def make_objective(expression=DEFAULT_EXPRESSION, settings=LossSettings(), always=ALWAYS_MEASURED):
