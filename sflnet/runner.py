@@ -331,7 +331,7 @@ class TrainOptions:
         return epoch == self.epochs or (every > 0 and epoch % every == 0)
 
     def to_config(self):
-        """A JSON-friendly dict (tuples become lists)."""
+        """A JSON-friendly dict (tuples become lists), plus ``objective``: the loss with its options."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -116,4 +116,7 @@ def test_every_builtin_declares_its_options_and_the_help_lists_them():
 def test_loss_names_and_registry_agree():
     assert losses.LOSS_NAMES == losses.loss_names() == tuple(losses.registry())
     assert losses.LOSS_NAMES[:6] == ("pl", "sfl", "l1", "ssim", "fft", "stft")
-    assert losses.registry() is losses.REGISTRY and "kl" not in losses.REGISTRY
+    assert losses.registry() is losses.LOSSES and "kl" not in losses.REGISTRY
+    assert tuple(losses.REGISTRY) == losses.LOSS_NAMES and losses.registry()["stft"] is losses.STFTLoss
+    built = losses.REGISTRY["stft"](LossSettings(stft_window=8), {"stride": 2})   # the factories of make_loss
+    assert isinstance(built, losses.STFTLoss) and (built.window, built.stride) == (8, 2)

@@ -141,7 +141,11 @@ def at_least(low, integer=False):
 
 @dataclass(frozen=True)
 class LossSettings:
-    """Everything a loss may be configured with (the ``sflnet train`` loss options).
+    """What the model gives its losses, and the values of the alias flags of the losses' options.
+
+    pl_weights and value_range come from the model; the others are the values of the
+    ``sflnet train`` flags that alias an :class:`Option` (its :attr:`Option.alias`), used when a
+    ``--loss`` expression does not set the option inline (:func:`sflnet.losses.resolve`).
 
     sigmas:            LoG scales σ of the SFL subbands (``--sigmas``)
     sfl_weights:       one SFL weight per σ (``--sfl-weights``), used inside the ``sfl`` term

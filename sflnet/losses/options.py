@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from sflnet.errors import SflnetError
 from sflnet.losses.base import LossSettings, Option
 from sflnet.losses.objective import Term, format_terms, parse_expression
-from sflnet.losses.registry import BUILTIN, REGISTRY, loss_names
+from sflnet.losses.registry import BUILTIN, LOSSES, loss_names
 
 _MISSING = object()
 _DECLARED = {}   # loss class → its options (classes are never changed once loaded)
@@ -81,7 +81,7 @@ def class_options(cls, name):
 
 def options_of(name):
     """The options of the loss called ``name`` in the registry: a tuple of :class:`Option`."""
-    return class_options(REGISTRY[name], name)
+    return class_options(LOSSES[name], name)
 
 
 def _typed(term, text, option):
@@ -171,7 +171,7 @@ def resolve(expression, settings=LossSettings(), option="--loss", strict=True):
                                       f"but {_alias_flag(spec.alias)} {spec.text(flag)}; give it once")
                 aliases[spec.alias] = value
             full[spec.name] = value
-        problem = REGISTRY[term.name].options_problem(full)
+        problem = LOSSES[term.name].options_problem(full)
         if problem:
             raise SflnetError(f"{option} {text!r}: {term.name} options: {problem}")
         values[term.name] = full
@@ -209,7 +209,7 @@ def help_rows():
     A refused plug-in does not break the help: the built-ins are listed and the refusal is the last row.
     """
     try:
-        classes, problem = dict(REGISTRY), None
+        classes, problem = dict(LOSSES), None
     except SflnetError as exc:
         classes, problem = dict(BUILTIN), str(exc)
     rows = []

@@ -1,11 +1,13 @@
 """The loss registry: name → loss class, the built-in losses and the plug-ins of other packages.
 
-:data:`REGISTRY` is THE registry (authoritative): a read-only mapping from the
+:data:`LOSSES` is THE registry (authoritative): a read-only mapping from the
 name written in a ``--loss`` expression to a subclass of
 :class:`sflnet.losses.base.Loss`, in the order of ``--help`` and of the extra
 history columns: the built-ins (:data:`BUILTIN`), then the plug-ins sorted by
 name. :func:`registry` returns it and :func:`loss_names` its names; training,
 ``evaluate``, the CLI's help and the gradient checks all read it.
+(:data:`sflnet.losses.REGISTRY` is a view of it with the same names, whose values
+are the factories ``factory(settings) → loss`` of :func:`sflnet.losses.make_loss`.)
 
 **Plug-ins.** Another installed package adds a loss by declaring an entry point
 in the group :data:`ENTRY_POINT_GROUP` (``sflnet.losses``); the entry point's
@@ -127,14 +129,14 @@ class LossRegistry(Mapping):
         self._error = None
 
 
-REGISTRY = LossRegistry(BUILTIN)
+LOSSES = LossRegistry(BUILTIN)
 
 
 def registry():
-    """The loss registry, plug-ins included (:data:`REGISTRY`)."""
-    return REGISTRY
+    """The loss registry, name → loss class, plug-ins included (:data:`LOSSES`)."""
+    return LOSSES
 
 
 def loss_names():
     """The names a ``--loss`` expression may use: the built-ins, then the plug-ins."""
-    return tuple(REGISTRY)
+    return tuple(LOSSES)
