@@ -18,7 +18,6 @@ import click
 import numpy as np
 from click.core import ParameterSource
 
-from sflnet_cli.loss_help import LossHelpCommand
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.checkpoint import load_checkpoint, write_npz_atomic
@@ -29,6 +28,7 @@ from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
 from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, check_image_sizes,
                            checkpoint_loss_settings, checkpoint_options, evaluate_model, load_training_data,
                            model_from_checkpoint, run_training, sigma_label)
+from sflnet_cli.loss_help import LossHelpCommand
 
 EXIT_INTERRUPTED = 130
 SIDE_BY_SIDE_GAP = 4   # white pixels between original and reconstruction
