@@ -9,6 +9,7 @@ entry point. The refusals use small hand-written ``*.dist-info`` folders put on 
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,10 @@ def _can_build_without_isolation():
 def installed(tmp_path_factory):
     """The example package installed into a temporary folder: that folder (for PYTHONPATH)."""
     target = tmp_path_factory.mktemp("plugin_site")
+    source = tmp_path_factory.mktemp("plugin_source") / "plugin_loss"   # setuptools builds in the tree it is given
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-               "--target", str(target), str(EXAMPLE)]
+               "--target", str(target), str(source)]
     if _can_build_without_isolation():
         command.insert(4, "--no-build-isolation")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
