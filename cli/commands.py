@@ -22,12 +22,13 @@ from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
-from sflnet.losses import LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column
+from sflnet.losses import STFT_WINDOW_FNS, LossSettings, canonical, extra_column
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
 from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, check_image_sizes,
                            checkpoint_loss_settings, checkpoint_options, evaluate_model, load_training_data,
                            model_from_checkpoint, run_training, sigma_label)
+from sflnet_cli.loss_help import LossHelpCommand
 
 EXIT_INTERRUPTED = 130
 SIDE_BY_SIDE_GAP = 4   # white pixels between original and reconstruction
@@ -71,7 +72,8 @@ def _data_warning(message):
     _stderr_note(f"warning: {message}")
 
 
-LOSS_HELP = (f"Objective: terms joined by '+', each NAME or WEIGHT*NAME, NAME one of {', '.join(LOSS_NAMES)}. "
+LOSS_HELP = ("Objective: terms joined by '+', each NAME or WEIGHT*NAME, optionally NAME(OPTION=VALUE,...), "
+             "NAME one of the losses listed at the end. "
              "pl+sfl = E_PL + E_SFL (paper Eq. 7); pl = pixel loss only (Eq. 4); e.g. pl+100*fft, "
              "500*ssim+0.00015*stft. pl and sfl are always measured (history columns), other terms add an "
              "E_<NAME> column.")
@@ -139,7 +141,8 @@ class ProgressReporter(Reporter):
     def describe(self, row):
         if row is None:
             return ""
-        sfl = " ".join(f"sfl{label}={row['sfl_' + label]:.3e}" for label in self.labels)
+        # the row's own subband columns: they follow the run's sigmas (--sigmas or sfl(sigmas=...), or a resumed run's)
+        sfl = " ".join(f"sfl{key[4:]}={value:.3e}" for key, value in row.items() if key.startswith("sfl_"))
         return f"epoch {row['epoch']}/{self.last} E={row['E']:.4e} {sfl}"
 
     def start(self, first_epoch, last_epoch):
@@ -206,7 +209,7 @@ def _both(option):
     return f"  [default: {show(getattr(cae, option))} (cae), {show(getattr(vae, option))} (vae)]"
 
 
-@click.command()
+@click.command(cls=LossHelpCommand)
 @click.option("--model", type=click.Choice(MODEL_NAMES), default=DEFAULT_MODEL, show_default=True,
               help="cae: Ichimura's Table 1 autoencoder on photos (momentum SGD); vae: Dalal's β-VAE (seed 004) "
                    "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
@@ -460,7 +463,7 @@ def _json_safe(value):
     return value
 
 
-@click.command()
+@click.command(cls=LossHelpCommand)
 @click.argument("checkpoint", type=click.Path())
 @data_options(size_default=None, data_default="the checkpoint's training data, with its "
               "include/exclude patterns")

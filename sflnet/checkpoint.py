@@ -33,7 +33,10 @@ and live on the host.
   stft_window, stft_stride, stft_window_fn, stft_phase_weight, lr, momentum,
   init_std, seed, dtype, size, batch_size, data, include, exclude, skip_bad,
   epochs, snapshot_every) and the data fingerprint. ``loss`` is the canonical
-  ``--loss`` expression (``"pl+sfl"``, ``"pl+100*fft"``);
+  ``--loss`` expression (``"pl+sfl"``, ``"pl+100*fft"``, ``"pl+stft(window=8)"``); ``objective``
+  (files written since the losses own their options; informative, never required) is the
+  expression with every loss option resolved, the alias flags folded in
+  (:func:`sflnet.losses.resolve`);
 * ``rng_state``: ``numpy.random.Generator.bit_generator.state`` of the
   mini-batch shuffling generator, so that a resumed run draws the same
   mini-batches as an uninterrupted one.

@@ -86,7 +86,7 @@ from sflnet.errors import SflnetError
 from sflnet.ops.threads import get_num_threads, set_num_threads
 from sflnet.runlock import LOCK_FILE, RunLock
 from sflnet.losses import (DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, extra_column,
-                           extra_term_names, make_objective, parse, sigma_label, subband_column)
+                           extra_term_names, make_objective, parse, resolve, sigma_label, subband_column)
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
 from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
 from sflnet.optim import Adam, MomentumSGD, triangular2_lr
@@ -297,6 +297,9 @@ class TrainOptions:
         if len(self.pl_weights) != channels or not all(_finite(w) and w >= 0 for w in self.pl_weights):
             raise SflnetError(f"pl_weights must be {channels} finite number(s) >= 0 (one per channel), "
                               f"got {_join(self.pl_weights)}")
+        # The losses' inline options (--loss pl+stft(window=8)) set their alias fields (stft_window).
+        for name, value in resolve(self.loss, self.loss_settings).aliases.items():
+            setattr(self, name, value)
         return self
 
     @property
@@ -328,12 +331,13 @@ class TrainOptions:
         return epoch == self.epochs or (every > 0 and epoch % every == 0)
 
     def to_config(self):
-        """A JSON-friendly dict (tuples become lists)."""
+        """A JSON-friendly dict (tuples become lists), plus ``objective``: the loss with its options."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         out["snapshot_every"] = self.effective_snapshot_every
+        out["objective"] = resolve(self.loss, self.loss_settings).objective   # the loss with its options
         return out
 
     @classmethod

@@ -59,6 +59,8 @@ class FocalFrequencyLoss(Loss):
     """
 
     name = "fft"
+    summary = "focal frequency loss (Jiang et al. 2021), α = 1"
+    options = ()
 
     def __init__(self):
         self.weighted_difference = None  # w ⊙ D, (n, C, H, W) complex

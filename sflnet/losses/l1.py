@@ -16,6 +16,8 @@ class L1Loss(Loss):
     """
 
     name = "l1"
+    summary = "mean absolute error"
+    options = ()
 
     def __init__(self):
         self.difference_sign = None   # sign(f^L − f^1), (n, C, H, W)

@@ -1,11 +1,24 @@
 """An objective: a weighted sum of loss terms, written as an expression such as ``pl+100*fft``.
 
 Grammar (``--loss``): terms joined by ``+``; each term is ``NAME`` or ``WEIGHT*NAME``,
-with NAME one of :data:`sflnet.losses.LOSS_NAMES` and WEIGHT a finite number ≥ 0
-(``1e-3`` and ``1.5E+2`` are numbers, not sums). Spaces are ignored and names
-are case-insensitive. Each name may appear once, and at least one weight must
-be > 0. Examples: ``pl+sfl`` (the paper's Eq. 7, the default), ``pl``, ``l1``,
-``ssim``, ``pl+100*fft``, ``500*ssim+0.00015*stft``.
+with NAME one of :func:`sflnet.losses.loss_names` and WEIGHT a finite number ≥ 0
+(``1e-3`` and ``1.5E+2`` are numbers, not sums), optionally followed by the loss's
+options in parentheses, ``NAME(OPTION=VALUE,OPTION=VALUE)``. Spaces are ignored and
+names are case-insensitive (option names are not). Each name may appear once, and at
+least one weight must be > 0. Examples: ``pl+sfl`` (the paper's Eq. 7, the default),
+``pl``, ``l1``, ``ssim``, ``pl+100*fft``, ``500*ssim+0.00015*stft``,
+``pl+0.5*stft(window=8,stride=2,window_fn=rect)``, ``500*ssim+3.5*sfl(weights=100:10:10)``.
+
+An option VALUE is a number, a word, or numbers joined by ``:`` (a list). Here the
+options are read as text; :mod:`sflnet.losses.options` types and checks them
+against the loss's declared options (:class:`sflnet.losses.base.Option`).
+
+**Canonical text** (:func:`format_terms`): weights of 1 left out (except a lone
+``1*sfl``), no spaces, and each term's options in the loss's declaration order,
+only those that differ from the loss's defaults, joined by ``,``:
+``pl+0.5*stft(window=8,window_fn=rect)``. An expression without options prints as
+it always did (``pl+sfl``, ``pl+100*fft+ssim``), and the canonical text reads back
+as the same objective.
 
 ``sfl`` alone is refused: before sflnet 0.2 ``--loss sfl`` meant the paper's
 objective ``pl+sfl``, so a bare ``sfl`` would silently change meaning. The SFL
@@ -28,9 +41,10 @@ that is not trained is still measured but never backpropagated.
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sflnet.errors import SflnetError
+from sflnet.losses.base import number_text
 
 ALWAYS_MEASURED = ("pl", "sfl")
 DEFAULT_EXPRESSION = "pl+sfl"
@@ -38,32 +52,70 @@ DEFAULT_EXPRESSION = "pl+sfl"
 LEGACY_EXPRESSIONS = {"pl": "pl", "sfl": "pl+sfl"}
 
 _NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_TERM = re.compile(rf"\s*(?:(?P<weight>{_NUMBER})\s*\*\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*")
+_TERM = re.compile(rf"\s*(?:(?P<weight>{_NUMBER})\s*\*\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*"
+                   r"(?:\((?P<options>[^()]*)\)\s*)?")
+_OPTION = re.compile(r"\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>[^\s=,()]+)\s*")
 
 
 @dataclass(frozen=True)
 class Term:
-    """One ``WEIGHT*NAME`` of an expression."""
+    """One ``WEIGHT*NAME(OPTION=VALUE,...)`` of an expression.
+
+    options: {option name: value}, in the loss's declaration order once typed (text values straight
+             from :func:`parse_expression`); a canonical term holds only the values that differ from
+             the loss's defaults (see :func:`sflnet.losses.options.resolve`).
+    """
 
     name: str
     weight: float = 1.0
+    options: dict = field(default_factory=dict, hash=False)
 
 
-def _weight_text(weight):
-    """Shortest exact text of a weight: ``100``, ``0.00015``, ``1e-05``."""
-    text = repr(float(weight))
-    return text[:-2] if text.endswith(".0") else text
+def value_text(value):
+    """The canonical text of an option value: ``8``, ``0.5``, ``rect``, ``100:10:10``, ``true``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return number_text(value)
+    if isinstance(value, tuple):
+        return ":".join(number_text(v) for v in value)
+    return str(value)
+
+
+def term_text(term):
+    """``WEIGHT*NAME(OPTION=VALUE,...)``, weight 1 and empty options left out."""
+    text = term.name if term.weight == 1.0 else f"{number_text(term.weight)}*{term.name}"
+    if term.options:
+        text += "(" + ",".join(f"{key}={value_text(value)}" for key, value in term.options.items()) + ")"
+    return text
 
 
 def format_terms(terms):
     """The canonical expression of a term list: weights of 1 left out, except a lone ``1*sfl``."""
     if len(terms) == 1 and terms[0].name == "sfl" and terms[0].weight == 1.0:
-        return "1*sfl"
-    return "+".join(t.name if t.weight == 1.0 else f"{_weight_text(t.weight)}*{t.name}" for t in terms)
+        return "1*" + term_text(terms[0])
+    return "+".join(term_text(t) for t in terms)
+
+
+def _read_options(text, expression, name, option):
+    """``"window=8, stride=2"`` → {"window": "8", "stride": "2"} (text values); SflnetError if malformed."""
+    values = {}
+    if not text.strip():
+        return values
+    for part in text.split(","):
+        match = _OPTION.fullmatch(part)
+        if match is None:
+            raise SflnetError(f"{option} {expression!r}: cannot read the option {part.strip()!r} of {name!r}; "
+                              f"write {name}(OPTION=VALUE,OPTION=VALUE)")
+        key = match.group("key")
+        if key in values:
+            raise SflnetError(f"{option} {expression!r}: the option {key!r} of {name!r} is given twice")
+        values[key] = match.group("value")
+    return values
 
 
 def parse_expression(text, names, option="--loss"):
-    """``"pl+100*fft"`` → ``(Term("pl", 1.0), Term("fft", 100.0))``.
+    """``"pl+100*fft"`` → ``(Term("pl", 1.0), Term("fft", 100.0))``; options stay text here.
 
     names: the known loss names. Raises :class:`SflnetError` with one line that
     names the bad part of the expression.
@@ -77,7 +129,9 @@ def parse_expression(text, names, option="--loss"):
         if match is None or (end < len(text) and text[end] != "+"):
             stop = text.find("+", end)
             bad = text[position:stop if stop >= 0 else len(text)].strip() or text[position:].strip() or "(nothing)"
-            raise SflnetError(f"{option} {text!r}: cannot read the term {bad!r}; write NAME or WEIGHT*NAME "
+            forms = "NAME, WEIGHT*NAME or NAME(OPTION=VALUE,...)" if "(" in bad or ")" in bad \
+                else "NAME or WEIGHT*NAME"
+            raise SflnetError(f"{option} {text!r}: cannot read the term {bad!r}; write {forms} "
                               f"with NAME one of {', '.join(names)}")
         name = match.group("name").lower()
         if name not in names:
@@ -89,7 +143,8 @@ def parse_expression(text, names, option="--loss"):
         weight = float(match.group("weight")) if match.group("weight") is not None else 1.0
         if not math.isfinite(weight):
             raise SflnetError(f"{option} {text!r}: the weight of {name!r} is not a finite number")
-        terms.append(Term(name, weight))
+        options = _read_options(match.group("options") or "", text, name, option)
+        terms.append(Term(name, weight, options))
         if end == len(text):
             break
         position = end + 1   # past the '+'
@@ -99,11 +154,6 @@ def parse_expression(text, names, option="--loss"):
         raise SflnetError(f"{option} sfl is ambiguous: before sflnet 0.2 it meant the paper's objective, now "
                           f"written pl+sfl; for the SFL term alone write 1*sfl")
     return tuple(terms)
-
-
-def canonical_expression(text, names):
-    """The canonical form of an expression (SflnetError if it is malformed)."""
-    return format_terms(parse_expression(text, names))
 
 
 def extra_term_names(terms):
@@ -117,9 +167,10 @@ def extra_column(name):
 
 
 class Objective:
-    """``E = Σ_t w_t E_t`` over the terms of an expression, with every term built from ``settings``.
+    """``E = Σ_t w_t E_t`` over the terms of an expression (built by :func:`sflnet.losses.make_objective`).
 
-    terms:    tuple of :class:`Term` (see :func:`parse_expression`)
+    terms:    tuple of canonical :class:`Term` (typed options, only those that differ from the defaults)
+    expression: their canonical text (:func:`format_terms`), e.g. ``pl+sfl`` or ``pl+stft(window=8)``
     losses:   {name: loss object} for every *measured* name: :data:`ALWAYS_MEASURED` first, then the
               objective's other terms in expression order
     trained:  the terms with a weight > 0 (the only ones backpropagated)

@@ -15,6 +15,13 @@ class PixelLoss(Loss):
     """
 
     name = "pl"
+    summary = "pixel loss, paper Eq. 4 / 9 (its channel weights come from the model)"
+    options = ()
+
+    @classmethod
+    def create(cls, settings, **values):
+        """The model's per-channel weights (``settings.pl_weights``); no user options."""
+        return cls(settings.pl_weights, **values)
 
     def __init__(self, weights=(1.0, 1.0, 1.0)):
         self.weights = tuple(float(w) for w in weights)

@@ -2,7 +2,7 @@
 
 from sflnet.backend import device_constant
 from sflnet.nn.fixed import LoGBank
-from sflnet.losses.base import Loss
+from sflnet.losses.base import Loss, Option
 
 
 def sigma_label(sigma):
@@ -13,6 +13,23 @@ def sigma_label(sigma):
 def subband_column(sigma):
     """The history column of the unit-weight SFL of one subband: ``sfl_0.8``."""
     return f"sfl_{sigma_label(sigma)}"
+
+
+def sigmas_problem(sigmas):
+    """Why a σ list is not allowed (one line), or None: at least one, all > 0, distinct as labelled."""
+    if not sigmas:
+        return "needs at least one value"
+    if not all(s > 0 for s in sigmas):
+        return "must all be > 0"
+    labels = [sigma_label(s) for s in sigmas]
+    if len(set(labels)) != len(labels):
+        return "must be distinct (as printed with 6 significant digits)"
+    return None
+
+
+def weights_problem(weights):
+    """Why an SFL weight list is not allowed, or None: all ≥ 0."""
+    return None if all(w >= 0 for w in weights) else "must all be >= 0"
 
 
 class SpatialFrequencyLoss(Loss):
@@ -28,6 +45,21 @@ class SpatialFrequencyLoss(Loss):
     """
 
     name = "sfl"
+    summary = "spatial frequency loss, paper Eq. 6 / 8 (history columns sfl_<σ> follow its sigmas)"
+    options = (
+        Option("sigmas", "floats", (0.8, 1.6, 3.2), "LoG scales σ of the subbands, colon-separated (> 0)",
+               check=sigmas_problem, alias="sigmas"),
+        Option("weights", "floats", (100.0, 10.0, 10.0), "one SFL weight per σ, colon-separated (>= 0)",
+               check=weights_problem, alias="sfl_weights"),
+    )
+
+    @classmethod
+    def options_problem(cls, values):
+        """One weight per σ."""
+        if len(values["sigmas"]) != len(values["weights"]):
+            return (f"sigmas has {len(values['sigmas'])} values but weights has {len(values['weights'])}; "
+                    f"give one weight per sigma")
+        return None
 
     def __init__(self, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
         if len(sigmas) != len(weights):

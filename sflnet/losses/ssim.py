@@ -182,6 +182,13 @@ class SSIMLoss(Loss):
     """
 
     name = "ssim"
+    summary = "1 − SSIM (Wang et al. 2004), valid 11x11 Gaussian window (its value range comes from the model)"
+    options = ()
+
+    @classmethod
+    def create(cls, settings, **values):
+        """On the model's value range (``settings.value_range``); no user options."""
+        return cls(settings.value_range, **values)
 
     def __init__(self, value_range=(-1.0, 1.0)):
         low, high = (float(v) for v in value_range)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 
 from sflnet.backend import get_array_module
-from sflnet.losses.base import Loss
 from sflnet.backend import device_constant
+from sflnet.losses.base import Loss, Option, at_least
 from sflnet.ops.spectral import half_spectrum_multiplicity, stft2, stft2_adjoint
 
 WINDOW_FUNCTIONS = ("hann", "rect")
@@ -141,6 +141,17 @@ class STFTLoss(Loss):
     """
 
     name = "stft"
+    summary = "STFT amplitude + phase loss (Dalal's β-VAE paper, Sec. 3.1)"
+    options = (
+        Option("window", "int", 16, "side h of the square window; images need at least h x h pixels",
+               check=at_least(2, integer=True), alias="stft_window"),
+        Option("stride", "int", 4, "pixels between window positions", check=at_least(1, integer=True),
+               alias="stft_stride"),
+        Option("window_fn", "str", "hann", "periodic 2-D Hann window or none (rect)", choices=WINDOW_FUNCTIONS,
+               alias="stft_window_fn"),
+        Option("phase_weight", "float", 9.0, "λ, the weight of the phase term (>= 0)", check=at_least(0),
+               alias="stft_phase_weight"),
+    )
 
     def __init__(self, window=16, stride=4, window_fn="hann", phase_weight=9.0):
         if int(window) != window or window < 2:
