@@ -97,8 +97,6 @@ def test_the_installed_plugin_is_in_the_help_and_its_own_checks_give_one_line(in
         LOSSES.forget_plugins()
 
 
-@pytest.mark.xfail(run=False, reason="sflnet gradcheck is not registry-driven on this branch; plug-in losses "
-                                     "join its checks when it is merged with the registry-driven gradcheck package")
 def test_gradcheck_checks_the_example_plugin(installed, tmp_path):
     done = _sflnet(["gradcheck", "--layer", "charbonnier", "--device", "cpu"], installed, tmp_path)
     assert done.returncode == 0 and "charbonnier" in done.stdout
@@ -220,3 +218,38 @@ def test_a_broken_entry_point_gets_one_line_naming_it(site, value, says):
 def test_a_plugin_name_must_be_a_lower_case_identifier_and_kl_is_taken(site, name, says):
     _distribution(site, "plug_names", SCALED_L1, {name: "plug_names:Scaled"})
     assert says in _refusal()
+
+
+SQUARED = '''
+from sflnet.losses import Loss
+
+class Squared(Loss):
+    """½ mean squared error per image (test plug-in); ``factor`` scales its backward (1 = right)."""
+
+    def __init__(self, factor=1.0):
+        self.factor = factor
+
+    def forward(self, recon, target, batch_count):
+        self.difference = recon - target
+        self.batch_count = batch_count
+        return 0.5 * (self.difference ** 2).mean(axis=(1, 2, 3)).sum() / batch_count, {}
+
+    def backward(self):
+        return self.factor * self.difference / (self.batch_count * self.difference[0].size)
+'''
+
+
+@pytest.mark.parametrize("factor, passes", [(1.0, True), (1.5, False)])
+def test_gradcheck_checks_a_plugin_and_a_wrong_backward_turns_it_red(site, factor, passes):
+    from sflnet import gradcheck  # noqa: PLC0415
+
+    source = SQUARED.replace("factor=1.0", f"factor={factor}")
+    module = f"plug_squared_{int(factor * 10)}"   # a new module per case: Python caches imported modules
+    _distribution(site, module, source, {"squared": f"{module}:Squared"})
+    report = gradcheck.run_suite(device="cpu", layer=["squared"])
+    rows = [row for row in report.rows if "squared" in row.layer]
+    checks = {row.check for row in rows}
+    assert "dense" in checks and "directional" in checks and len({row.layer for row in rows}) == 2, checks
+    assert all(row.passed for row in rows) is passes
+    if not passes:   # a 1.5× backward is a relative error of 1/5 (|1.5g − g| / (|1.5g| + |g|)), far above 1e-7
+        assert max(row.error for row in rows if row.check == "dense") > 0.1
