@@ -1,4 +1,4 @@
-"""``stft``: the local-frequency loss of seed 004, Sec. 3.1 (short-time amplitude and phase), and its gradient."""
+"""``stft``: the local-frequency loss of Dalal's β-VAE paper, Sec. 3.1 (short-time amplitude and phase), and its gradient."""
 
 import math
 
@@ -68,7 +68,7 @@ def abs_angle(z, magnitude):
 
 
 class STFTLoss(Loss):
-    """The short-time Fourier loss of seed 004, Sec. 3.1, as its paper describes it.
+    """The short-time Fourier loss of Dalal's paper (Deblurring Variational Autoencoders with Short-Time Fourier Transform), Sec. 3.1, as its paper describes it.
 
     Definition, per image i (recon ``f^L`` → ``o``, target ``f^1`` → ``i``), each channel c separately:
 
