@@ -120,7 +120,7 @@ def forward_stft(rng, xp):
     worst = max(worst, m.error)
     samples += [f"{shape_text(shape)} rect window {shape[-1]} = global DFT"] + m.samples
     return Measurement("(2,3,23,17) h8 s3; (1,3,37,53) h16 s4; (2,2,19,14) h5 s2 rect; (2,3,12,12) global",
-                       worst, None, "vs naive_stft_loss (numpy.fft.fft2 per frame) and the global DFT", samples)
+                       worst, None, "vs references.losses.stft_loss_forward (numpy.fft.fft2 per frame) and the global DFT", samples)
 
 
 # --- cases: (rng, xp, dtype, size) -> Case --------------------------------------
