@@ -1,7 +1,7 @@
 """The commands ``sflnet train``, ``reconstruct``, ``evaluate`` and ``filters``.
 
 They are thin: options are parsed here, the work is done by
-:mod:`sflnet.runner` (training runs), :mod:`sflnet.checkpoint`,
+:mod:`sflnet.training` (training runs), :mod:`sflnet.checkpoint`,
 :mod:`sflnet.data`, :mod:`sflnet.metrics` and :mod:`sflnet.figures`.
 User-fixable problems raise :class:`sflnet.SflnetError`, which ``sflnet``'s
 ``main`` prints as one line (``Error: ...``) with exit status 1.
@@ -22,12 +22,15 @@ from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
-from sflnet.losses import LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column
+from sflnet.losses import LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column, sigma_label
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
-from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, check_image_sizes,
-                           checkpoint_loss_settings, checkpoint_options, evaluate_model, load_training_data,
-                           model_from_checkpoint, run_training, sigma_label)
+from sflnet.training.callbacks import Reporter
+from sflnet.training.config import DTYPES, KEY_OPTIONS, RESUME_OPTIONS, TrainOptions
+from sflnet.training.data import check_image_sizes, load_training_data
+from sflnet.training.evaluation import (checkpoint_loss_settings, checkpoint_options, evaluate_model,
+                                       model_from_checkpoint)
+from sflnet.training.run import run_training
 
 EXIT_INTERRUPTED = 130
 SIDE_BY_SIDE_GAP = 4   # white pixels between original and reconstruction
@@ -318,7 +321,7 @@ def train(model, data, include, exclude, size, skip_bad, train_images, binarize,
 
 
 def _report_training(result):
-    from sflnet.distributed import current_world  # noqa: PLC0415
+    from sflnet.training.distributed import current_world  # noqa: PLC0415
 
     quiet = not current_world().is_root     # under MPI rank 0 speaks for all
     folder = result.folder

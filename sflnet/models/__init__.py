@@ -9,7 +9,7 @@ vae    Dalal's β-VAE (seed 004, model ``VAE1``)      Adam, triangular2   :mod:`
 
 A model module provides its parameter names and shapes, an ``init_params``,
 a model class (``loss_and_grads``, ``reconstruct``, ``params``) and its data;
-:class:`ModelSpec` gathers what the run machinery (:mod:`sflnet.runner`) and
+:class:`ModelSpec` gathers what the run machinery (:mod:`sflnet.training`) and
 the checkpoints (:mod:`sflnet.checkpoint`) need, so that neither hard-codes a
 model. A new model is one new module plus one line in :data:`REGISTRY`.
 """
@@ -29,7 +29,7 @@ class ModelSpec:
     optimizer:     "momentum-sgd" or "adam" (:data:`sflnet.optim.OPTIMIZERS`)
     value_range:   (low, high) of images and reconstructions
     channels:      image channels (3 for photos, 1 for digits)
-    defaults:      option values that differ from :class:`sflnet.runner.TrainOptions`' own defaults
+    defaults:      option values that differ from :class:`sflnet.training.config.TrainOptions`' own defaults
     unused:        options this model ignores; they must keep their "unset" value (None, () or False)
     logged_terms:  loss names always measured besides the objective's (a history column each)
     """

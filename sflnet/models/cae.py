@@ -142,7 +142,7 @@ def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, th
     device→host synchronisation, not one per scalar and per check.
 
     reduce: optional ``reduce(arrays) -> arrays``, the sum over the MPI ranks of data-parallel
-    training (:meth:`sflnet.distributed.World.allreduce_sum`): it is applied to every gradient and
+    training (:meth:`sflnet.training.distributed.World.allreduce_sum`): it is applied to every gradient and
     every loss total in one call, before ``then``, so each rank then holds the full batch's values.
     """
     names, labels = list(totals), list(part_totals)
