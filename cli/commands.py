@@ -1,8 +1,8 @@
 """The commands ``sflnet train``, ``reconstruct``, ``evaluate`` and ``filters``.
 
 They are thin: options are parsed here, the work is done by
-:mod:`sflnet.training` (training runs), :mod:`sflnet.checkpoint`,
-:mod:`sflnet.data`, :mod:`sflnet.metrics` and :mod:`sflnet.figures`.
+:mod:`sflnet.training` (training runs), :mod:`sflnet.io.checkpoint`,
+:mod:`sflnet.io.images`, :mod:`sflnet.metrics` and :mod:`sflnet.figures`.
 User-fixable problems raise :class:`sflnet.SflnetError`, which ``sflnet``'s
 ``main`` prints as one line (``Error: ...``) with exit status 1.
 """
@@ -20,8 +20,8 @@ from click.core import ParameterSource
 
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
-from sflnet.checkpoint import load_checkpoint, write_npz_atomic
-from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
+from sflnet.io.checkpoint import load_checkpoint, write_npz_atomic
+from sflnet.io.images import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
 from sflnet.losses import LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column, sigma_label
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
@@ -119,7 +119,7 @@ def data_options(size_default, data_default):
         command = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
                                help="Image file or folder (searched recursively); repeatable. "
                                     f"Default: {data_default}. Images over {MAX_IMAGE_PIXELS:,} pixels "
-                                    "(sflnet.data.MAX_IMAGE_PIXELS) are refused as possible "
+                                    "(sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
                                     "decompression bombs.")(command)
         return command
     return decorate
@@ -215,7 +215,7 @@ def _both(option):
                    "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
 @click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
               help="cae: image file or folder (searched recursively), repeatable; images over "
-                   f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.data.MAX_IMAGE_PIXELS) are refused as possible "
+                   f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
                    "decompression bombs. vae: one .npz "
                    "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one. "
                    "Default: the built-in demo photos (cae) or MNIST 5k digits, 4,000 train / 1,000 test (vae).")
@@ -427,8 +427,8 @@ def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, 
 def _digit_inputs(ckpt, inputs, skip_bad, count):
     """The images a VAE checkpoint reconstructs: digit pictures from ``inputs``, or the first ``count``
     test digits of its data. returns a Dataset of (1, 28, 28) images on [0, 1]."""
-    from sflnet.data import Dataset  # noqa: PLC0415
-    from sflnet.digits import DIGITS_SIZE  # noqa: PLC0415
+    from sflnet.io.images import Dataset  # noqa: PLC0415
+    from sflnet.io.digits import DIGITS_SIZE  # noqa: PLC0415
 
     options = checkpoint_options(ckpt)
     if not inputs:

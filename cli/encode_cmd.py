@@ -8,8 +8,8 @@ import numpy as np
 
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device
-from sflnet.checkpoint import load_checkpoint, write_text_atomic
-from sflnet.data import load_dataset
+from sflnet.io.checkpoint import load_checkpoint, write_text_atomic
+from sflnet.io.images import load_dataset
 from sflnet.features import DEFAULT_LAYER, DEFAULT_POOL, LAYERS, POOLS, check_layer_and_pool, encode_images
 from sflnet.training.evaluation import model_from_checkpoint
 from sflnet_cli.commands import _check_size, _data_warning, _refuse_existing

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from sflnet.backend import to_host
-from sflnet.data import image_to_uint8
+from sflnet.io.images import image_to_uint8
 from sflnet.layers import LoGBank, log_kernel
 from sflnet.training.run_folder import RunFolder
 

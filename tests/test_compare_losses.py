@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sflnet.data import demo_dir
+from sflnet.io.images import demo_dir
 from sflnet.training.history import read_history
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "validation" / "compare_losses.py"

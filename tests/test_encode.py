@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from sflnet.checkpoint import load_checkpoint
-from sflnet.data import load_image
+from sflnet.io.checkpoint import load_checkpoint
+from sflnet.io.images import load_image
 from sflnet.features import encode_images
 from sflnet.layers import Conv2D, ReLU, Tanh, Upsample2x
 from sflnet.training.evaluation import model_from_checkpoint

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from sflnet import figures
-from sflnet.data import demo_dir
+from sflnet.io.images import demo_dir
 from sflnet.layers import log_kernel
 
 SIGMAS = (0.8, 1.6, 3.2)

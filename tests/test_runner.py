@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sflnet import checkpoint as ck
+from sflnet.io import checkpoint as ck
 from sflnet.training import config, history, signals, trainer
 from sflnet.training.run import run_training
 from sflnet.training.callbacks import Reporter

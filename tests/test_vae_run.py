@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sflnet import SflnetError
-from sflnet.checkpoint import load_checkpoint
+from sflnet.io.checkpoint import load_checkpoint
 from sflnet import optim
 from sflnet.optim import triangular2_lr
 from sflnet.training.config import TrainOptions

@@ -56,8 +56,8 @@ import numpy as np
 from sflnet import SflnetError, figures
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
 from sflnet.bench import cae_epoch, group_by_shape, make_model
-from sflnet.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
-from sflnet.data import load_dataset
+from sflnet.io.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
+from sflnet.io.images import load_dataset
 from sflnet.losses import LossSettings, make_loss
 from sflnet.models.cae import Autoencoder, init_params
 from sflnet.training.callbacks import Reporter

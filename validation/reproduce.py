@@ -48,9 +48,9 @@ import time
 import numpy as np
 
 from sflnet import SflnetError, figures
-from sflnet.checkpoint import load_checkpoint
+from sflnet.io.checkpoint import load_checkpoint
 from sflnet.backend import device_name, select_device, to_device, to_host
-from sflnet.data import load_dataset
+from sflnet.io.images import load_dataset
 from sflnet.metrics import mean_psnr_ssim
 from sflnet.models.cae import DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
 from sflnet.training.config import TrainOptions

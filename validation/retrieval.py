@@ -28,8 +28,8 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from sflnet.checkpoint import load_checkpoint  # noqa: E402
-from sflnet.data import load_dataset  # noqa: E402
+from sflnet.io.checkpoint import load_checkpoint  # noqa: E402
+from sflnet.io.images import load_dataset  # noqa: E402
 from sflnet.features import encode_images  # noqa: E402
 from sflnet.training.config import TrainOptions  # noqa: E402
 from sflnet.training.evaluation import model_from_checkpoint  # noqa: E402

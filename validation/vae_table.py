@@ -45,7 +45,7 @@ import numpy as np
 
 from sflnet import SflnetError
 from sflnet.backend import select_device, to_device, to_host
-from sflnet.checkpoint import load_checkpoint, write_text_atomic
+from sflnet.io.checkpoint import load_checkpoint, write_text_atomic
 from sflnet.losses import LossSettings
 from sflnet.models.vae import decode_grid
 from sflnet.training.config import TrainOptions

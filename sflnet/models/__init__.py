@@ -10,7 +10,7 @@ vae    Dalal's β-VAE (seed 004, model ``VAE1``)      Adam, triangular2   :mod:`
 A model module provides its parameter names and shapes, an ``init_params``,
 a model class (``loss_and_grads``, ``reconstruct``, ``params``) and its data;
 :class:`ModelSpec` gathers what the run machinery (:mod:`sflnet.training`) and
-the checkpoints (:mod:`sflnet.checkpoint`) need, so that neither hard-codes a
+the checkpoints (:mod:`sflnet.io.checkpoint`) need, so that neither hard-codes a
 model. A new model is one new module plus one line in :data:`REGISTRY`.
 """
 
@@ -46,7 +46,7 @@ class ModelSpec:
 
     init: object = None           # (options, xp) -> {name: array}, the initial parameters
     build: object = None          # (params, loss, settings, options) -> the model object
-    load_data: object = None      # (options, split, warn) -> sflnet.data.Dataset; split "train" or "test"
+    load_data: object = None      # (options, split, warn) -> sflnet.io.images.Dataset; split "train" or "test"
 
     @property
     def param_names(self):

@@ -356,7 +356,7 @@ def build_for_run(params, loss, settings, options=None):
 
 def load_for_run(options, split="train", warn=None):
     """The images of a run: ``--data`` (or the built-in demo photos) at ``--size``; there is no test split."""
-    from sflnet.data import load_dataset  # noqa: PLC0415
+    from sflnet.io.images import load_dataset  # noqa: PLC0415
 
     del split
     return load_dataset(paths=list(options.data) if options.data else None, size=options.size,

@@ -291,8 +291,8 @@ def load_for_run(options, split="train", warn=None):
     With ``options.train_images`` = N (a multiple of 10), the training split keeps only the first N/10
     digits of each class (in split order), for quick trials; the test split is always whole.
     """
-    from sflnet.data import Dataset  # noqa: PLC0415
-    from sflnet.digits import load_digits_with_labels  # noqa: PLC0415
+    from sflnet.io.images import Dataset  # noqa: PLC0415
+    from sflnet.io.digits import load_digits_with_labels  # noqa: PLC0415
 
     del warn
     path = options.data[0] if options.data else None

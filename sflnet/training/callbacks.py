@@ -37,8 +37,8 @@ import time
 import numpy as np
 
 from sflnet.backend import to_host
-from sflnet.checkpoint import make_meta, save_checkpoint
-from sflnet.data import save_png
+from sflnet.io.checkpoint import make_meta, save_checkpoint
+from sflnet.io.images import save_png
 from sflnet.errors import SflnetError
 from sflnet.training.history import HistoryWriter, read_history
 from sflnet.training.run_folder import snapshot_name

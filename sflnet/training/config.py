@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from sflnet.backend import DEVICES
-from sflnet.checkpoint import MODEL_OPTIONS, same_value, upgrade_legacy_options, upgrade_model_options
+from sflnet.io.checkpoint import MODEL_OPTIONS, same_value, upgrade_legacy_options, upgrade_model_options
 from sflnet.errors import SflnetError
 from sflnet.losses import DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, sigma_label
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
@@ -235,7 +235,7 @@ class TrainOptions:
         """Rebuild from :meth:`to_config` output; SflnetError if malformed.
 
         legacy: the options come from sflnet 0.1 (--loss "pl"/"sfl", no stft options),
-        see :func:`sflnet.checkpoint.upgrade_legacy_options`.
+        see :func:`sflnet.io.checkpoint.upgrade_legacy_options`.
         """
         known = {f.name for f in fields(cls)}
         config = upgrade_legacy_options(config) if legacy else upgrade_model_options(config)

@@ -21,7 +21,7 @@ def data_fingerprint(images):
 
 
 def load_training_data(options, warn=None, split="train"):
-    """The :class:`sflnet.data.Dataset` selected by the options (the model's built-in images when ``data``
+    """The :class:`sflnet.io.images.Dataset` selected by the options (the model's built-in images when ``data``
     is None); ``split`` "test" is the VAE's held-out digits (the CAE has no split)."""
     return options.spec.load_data(options, split, warn)
 

@@ -23,7 +23,7 @@ import contextlib
 import csv
 import os
 
-from sflnet.checkpoint import write_text_atomic
+from sflnet.io.checkpoint import write_text_atomic
 from sflnet.errors import SflnetError
 from sflnet.losses import extra_column, extra_term_names, parse, subband_column
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from sflnet import __version__
 from sflnet.backend import device_name, select_device, to_device, use_device_for_rank
-from sflnet.checkpoint import EPOCH_MEANING, load_checkpoint, write_text_atomic
+from sflnet.io.checkpoint import EPOCH_MEANING, load_checkpoint, write_text_atomic
 from sflnet.errors import SflnetError
 from sflnet.kernels import get_num_threads, set_num_threads
 from sflnet.training.callbacks import Reporter, default_callbacks

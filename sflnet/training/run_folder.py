@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 
-from sflnet.checkpoint import write_text_atomic
+from sflnet.io.checkpoint import write_text_atomic
 from sflnet.errors import SflnetError
 from sflnet.training.runlock import LOCK_FILE
 

@@ -50,7 +50,7 @@ class Trainer:
     """The state of one training loop (model, optimiser, RNG, data) and the loop itself.
 
     options:    the run's :class:`sflnet.training.config.TrainOptions`
-    dataset:    a :class:`sflnet.data.Dataset`; its images (C, H_i, W_i) are moved to ``xp``
+    dataset:    a :class:`sflnet.io.images.Dataset`; its images (C, H_i, W_i) are moved to ``xp``
     params:     {name: array on xp}, the model's parameters
     state:      the optimiser's arrays {prefix: {name: host array}} (empty for a fresh run)
     rng:        the mini-batch shuffling generator (also the VAE's ε)
