@@ -88,7 +88,7 @@ import numpy as np
 from sflnet import __version__
 from sflnet.errors import SflnetError
 from sflnet.losses import LEGACY_EXPRESSIONS, LossSettings, canonical
-from sflnet.models import BY_ARCHITECTURE, CAE
+from sflnet.models import BY_ARCHITECTURE, CAE, REGISTRY
 from sflnet.optim import OPTIMIZER_STATE
 
 FORMAT_NAME = "sflnet-checkpoint"
@@ -99,8 +99,7 @@ ADDED_OPTIONS = {"stft_window": LossSettings.stft_window, "stft_stride": LossSet
                  "stft_window_fn": LossSettings.stft_window_fn,
                  "stft_phase_weight": LossSettings.stft_phase_weight}
 # Options added in format 3 (the models): absent from older files, whose runs were all CAE runs.
-MODEL_OPTIONS = {"model": "cae", "beta": None, "lr_min": None, "lr_max": None, "lr_step": None, "binarize": None,
-                 "train_images": None}
+MODEL_OPTIONS = {"model": "cae", **{name: None for spec in REGISTRY.values() for name in spec.added_options}}
 EPOCH_MEANING = ("parameters after `epoch` updates (0 = initialisation); history.csv row "
                  "epoch+1 holds the losses measured with these parameters")
 FLOAT_DTYPES = ("float32", "float64")

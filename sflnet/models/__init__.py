@@ -8,10 +8,13 @@ vae    Dalal's β-VAE (seed 004, model ``VAE1``)      Adam, triangular2   :mod:`
 =====  ============================================  ==================  ===============
 
 A model module provides its parameter names and shapes, an ``init_params``,
-a model class (``loss_and_grads``, ``reconstruct``, ``params``) and its data;
-:class:`ModelSpec` gathers what the run machinery (:mod:`sflnet.training`) and
-the checkpoints (:mod:`sflnet.io.checkpoint`) need, so that neither hard-codes a
-model. A new model is one new module plus one line in :data:`REGISTRY`.
+a model class (a :class:`sflnet.models.base.Model` with ``loss_and_grads``,
+``reconstruct`` and ``params``), its data, its own options and their checks, and
+its optimiser; :class:`ModelSpec` gathers what the run machinery
+(:mod:`sflnet.training`) and the checkpoints (:mod:`sflnet.io.checkpoint`) need,
+so that neither hard-codes a model. A new model is one new module plus one line
+in :data:`REGISTRY` (its own hyperparameters still need a field of
+:class:`sflnet.training.config.TrainOptions`).
 """
 
 from dataclasses import dataclass, field
@@ -32,6 +35,9 @@ class ModelSpec:
     defaults:      option values that differ from :class:`sflnet.training.config.TrainOptions`' own defaults
     unused:        options this model ignores; they must keep their "unset" value (None, () or False)
     logged_terms:  loss names always measured besides the objective's (a history column each)
+    own_options:   the options only this model uses; the other models must leave them unset (None)
+    added_options: the options this model added to config.json and checkpoints in format 3; files
+                   written before (all CAE runs) get them as None
     """
 
     name: str
@@ -47,6 +53,12 @@ class ModelSpec:
     init: object = None           # (options, xp) -> {name: array}, the initial parameters
     build: object = None          # (params, loss, settings, options) -> the model object
     load_data: object = None      # (options, split, warn) -> sflnet.io.images.Dataset; split "train" or "test"
+    own_options: tuple = ()
+    added_options: tuple = ()
+    validate: object = None       # (options) -> None, SflnetError for a bad value of the model's own options
+    make_optimizer: object = None  # (options) -> (optimizer, schedule or None), see sflnet.optim
+    rate_label: object = None     # (options) -> "lr 0.02", the learning rate in the curves' title
+    smaller_rate: object = None   # (options) -> "--lr 0.002", what a diverged run should try
 
     @property
     def param_names(self):
@@ -56,7 +68,9 @@ class ModelSpec:
 
 CAE = ModelSpec(name="cae", architecture=cae.ARCHITECTURE, param_shapes=dict(cae.PARAM_SHAPES),
                 optimizer="momentum-sgd", value_range=(-1.0, 1.0), channels=3,
-                init=cae.init_for_run, build=cae.build_for_run, load_data=cae.load_for_run)
+                init=cae.init_for_run, build=cae.build_for_run, load_data=cae.load_for_run,
+                own_options=cae.OWN_OPTIONS, validate=cae.validate_options, make_optimizer=cae.make_optimizer,
+                rate_label=cae.rate_label, smaller_rate=cae.smaller_rate)
 VAE = ModelSpec(
     name="vae", architecture=vae.ARCHITECTURE, param_shapes=dict(vae.PARAM_SHAPES), optimizer="adam",
     value_range=vae.VALUE_RANGE, channels=1,
@@ -64,7 +78,9 @@ VAE = ModelSpec(
               "beta": vae.DEFAULT_BETA, "lr_min": 1e-4, "lr_max": 1e-3, "lr_step": 2000, "binarize": True,
               "lr": None, "momentum": None, "init_std": None, "size": None},
     unused=("lr", "momentum", "init_std", "size", "include", "exclude", "skip_bad"),
-    logged_terms=("kl",), init=vae.init_for_run, build=vae.build_for_run, load_data=vae.load_for_run)
+    logged_terms=("kl",), init=vae.init_for_run, build=vae.build_for_run, load_data=vae.load_for_run,
+    own_options=vae.OWN_OPTIONS, added_options=vae.OWN_OPTIONS, validate=vae.validate_options,
+    make_optimizer=vae.make_optimizer, rate_label=vae.rate_label, smaller_rate=vae.smaller_rate)
 
 REGISTRY = {"cae": CAE, "vae": VAE}
 MODEL_NAMES = tuple(REGISTRY)

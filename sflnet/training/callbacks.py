@@ -192,8 +192,7 @@ class CurvesCallback(Callback):
         rows = read_history(self.folder.history, self.columns)
         if rows:
             options = self.options
-            rate = f"lr {options.lr:g}" if options.lr is not None else f"lr {options.lr_min:g}-{options.lr_max:g}"
-            title = f"{options.model} {options.loss} run, {self.n_images} images, {rate}"
+            title = f"{options.model} {options.loss} run, {self.n_images} images, {options.spec.rate_label(options)}"
             try:
                 plot_curves(rows, list(options.sigmas), self.folder.curves, title=title)
             except OSError as exc:   # disk full, read-only folder: the figure is optional, the data is safe
@@ -273,8 +272,7 @@ class DivergenceGuard(Callback):
     def on_train_end(self, trainer, status):
         if status != "diverged":
             return
-        options = trainer.options
-        smaller = f"--lr {options.lr / 10:g}" if options.lr is not None else f"--lr-max {options.lr_max / 10:g}"
+        smaller = trainer.spec.smaller_rate(trainer.options)
         raise SflnetError(f"training diverged: {trainer.diverged}; {self.checkpoint_path} keeps the last finite "
                           f"state (epoch {trainer.saved_epoch}); try a smaller learning rate, e.g. {smaller}")
 

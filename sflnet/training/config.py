@@ -4,16 +4,14 @@
 :data:`RESUME_OPTIONS` are those a resume may change (:func:`merge_resume_options`).
 """
 
-import math
 from dataclasses import dataclass, fields
 
-import numpy as np
-
 from sflnet.backend import DEVICES
-from sflnet.io.checkpoint import MODEL_OPTIONS, same_value, upgrade_legacy_options, upgrade_model_options
 from sflnet.errors import SflnetError
+from sflnet.io.checkpoint import same_value, upgrade_legacy_options, upgrade_model_options
 from sflnet.losses import DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, sigma_label
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
+from sflnet.models.base import is_finite_number, is_whole_number
 from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
 from sflnet.training.history import extra_terms, history_columns
 
@@ -28,14 +26,6 @@ KEY_OPTIONS = ("model", "data", "include", "exclude", "size", "skip_bad", "loss"
 CONFIG_VERSION = 3
 # Options a resume may change.
 RESUME_OPTIONS = ("epochs", "device", "snapshot_every")
-
-
-def _finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _whole(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def default_snapshot_every(epochs):
@@ -108,67 +98,42 @@ class TrainOptions:
         return get_spec(self.model)
 
     def _validate_model_options(self):
-        """The options only one model uses: set for it, unset (None, (), False) for the other."""
+        """The options only one model uses: set for it, unset (None, (), False) for the others; then the
+        model's own checks (:attr:`sflnet.models.ModelSpec.validate`)."""
         spec = self.spec
         for name in spec.unused:
             if getattr(self, name) not in (None, (), False):
                 raise SflnetError(f"--{name.replace('_', '-')} is not used by --model {self.model}; leave it out")
-        if self.model == "cae":
-            for name in (n for n in MODEL_OPTIONS if n != "model"):   # the vae's own options
-                if getattr(self, name) is not None:
-                    raise SflnetError(f"--{name.replace('_', '-')} is only used by --model vae; leave it out")
-            if not _finite(self.lr) or self.lr <= 0:
-                raise SflnetError(f"--lr must be a finite number > 0, got {self.lr!r}")
-            if not _finite(self.momentum) or not 0 <= self.momentum < 1:
-                raise SflnetError(f"--momentum must be in [0, 1), got {self.momentum!r}")
-            if not _finite(self.init_std) or self.init_std < 0:
-                raise SflnetError(f"--init-std must be a finite number >= 0, got {self.init_std!r}")
-            if not _whole(self.size) or self.size < 0:
-                raise SflnetError(f"--size must be 0 (native size) or a positive number of pixels, "
-                                  f"got {self.size!r}")
-            return
-        if not _finite(self.beta) or self.beta < 0:
-            raise SflnetError(f"--beta must be a finite number >= 0, got {self.beta!r}")
-        for name in ("lr_min", "lr_max"):
-            value = getattr(self, name)
-            if not _finite(value) or value <= 0:
-                raise SflnetError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value!r}")
-        if self.lr_min > self.lr_max:
-            raise SflnetError(f"--lr-min {self.lr_min:g} is larger than --lr-max {self.lr_max:g}")
-        if not _whole(self.lr_step) or self.lr_step < 1:
-            raise SflnetError(f"--lr-step must be a whole number >= 1, got {self.lr_step!r}")
-        if self.train_images is not None and (not _whole(self.train_images) or self.train_images % 10
-                                              or not 10 <= self.train_images <= 4000):
-            raise SflnetError(f"--train-images must be a multiple of 10 from 10 to 4000 (N/10 digits of each "
-                              f"class), got {self.train_images!r}")
-        if not isinstance(self.binarize, bool):
-            raise SflnetError(f"binarize must be true or false, got {self.binarize!r}")
-        if self.data is not None and len(self.data) != 1:
-            raise SflnetError(f"--model vae takes one --data file (an .npz of digits), got {len(self.data)}")
+        for other in (get_spec(name) for name in MODEL_NAMES if name != self.model):
+            for name in other.own_options:
+                if name not in spec.own_options and getattr(self, name) is not None:
+                    raise SflnetError(f"--{name.replace('_', '-')} is only used by --model {other.name}; "
+                                      f"leave it out")
+        spec.validate(self)
 
     def validate(self):
         """Raise :class:`SflnetError` (one line naming the option) for any bad value; returns self."""
         if self.model not in MODEL_NAMES:
             raise SflnetError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
-        if not _whole(self.epochs) or self.epochs < 1:
+        if not is_whole_number(self.epochs) or self.epochs < 1:
             raise SflnetError(f"--epochs must be a whole number >= 1, got {self.epochs!r}")
         self._validate_model_options()
-        if not _whole(self.seed) or self.seed < 0:
+        if not is_whole_number(self.seed) or self.seed < 0:
             raise SflnetError(f"--seed must be a whole number >= 0, got {self.seed!r}")
-        if not _whole(self.batch_size) or self.batch_size < 0:
+        if not is_whole_number(self.batch_size) or self.batch_size < 0:
             raise SflnetError(f"--batch-size must be 0 (full batch) or positive, got {self.batch_size!r}")
-        if self.snapshot_every is not None and (not _whole(self.snapshot_every) or self.snapshot_every < 0):
+        if self.snapshot_every is not None and (not is_whole_number(self.snapshot_every) or self.snapshot_every < 0):
             raise SflnetError(f"--snapshot-every must be 0 (final epoch only) or positive, "
                               f"got {self.snapshot_every!r}")
         self.loss = canonical(self.loss)
-        if not _whole(self.stft_window) or self.stft_window < 1:
+        if not is_whole_number(self.stft_window) or self.stft_window < 1:
             raise SflnetError(f"--stft-window must be a whole number >= 1, got {self.stft_window!r}")
-        if not _whole(self.stft_stride) or self.stft_stride < 1:
+        if not is_whole_number(self.stft_stride) or self.stft_stride < 1:
             raise SflnetError(f"--stft-stride must be a whole number >= 1, got {self.stft_stride!r}")
         if self.stft_window_fn not in STFT_WINDOW_FNS:
             raise SflnetError(f"--stft-window-fn must be one of {', '.join(STFT_WINDOW_FNS)}, "
                               f"got {self.stft_window_fn!r}")
-        if not _finite(self.stft_phase_weight) or self.stft_phase_weight < 0:
+        if not is_finite_number(self.stft_phase_weight) or self.stft_phase_weight < 0:
             raise SflnetError(f"--stft-phase-weight must be a finite number >= 0, got {self.stft_phase_weight!r}")
         if self.device not in DEVICES:
             raise SflnetError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
@@ -176,19 +141,19 @@ class TrainOptions:
             raise SflnetError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not self.sigmas:
             raise SflnetError("--sigmas needs at least one value")
-        if not all(_finite(s) and s > 0 for s in self.sigmas):
+        if not all(is_finite_number(s) and s > 0 for s in self.sigmas):
             raise SflnetError(f"--sigmas must all be finite numbers > 0, got {_join(self.sigmas)}")
         labels = [sigma_label(s) for s in self.sigmas]
         if len(set(labels)) != len(labels):
             raise SflnetError(f"--sigmas must be distinct (as printed with 6 significant digits), "
                               f"got {','.join(labels)}")
-        if not all(_finite(w) and w >= 0 for w in self.sfl_weights):
+        if not all(is_finite_number(w) and w >= 0 for w in self.sfl_weights):
             raise SflnetError(f"--sfl-weights must all be finite numbers >= 0, got {_join(self.sfl_weights)}")
         if len(self.sfl_weights) != len(self.sigmas):
             raise SflnetError(f"--sfl-weights has {len(self.sfl_weights)} values but --sigmas has "
                               f"{len(self.sigmas)}; give one weight per sigma")
         channels = self.spec.channels
-        if len(self.pl_weights) != channels or not all(_finite(w) and w >= 0 for w in self.pl_weights):
+        if len(self.pl_weights) != channels or not all(is_finite_number(w) and w >= 0 for w in self.pl_weights):
             raise SflnetError(f"pl_weights must be {channels} finite number(s) >= 0 (one per channel), "
                               f"got {_join(self.pl_weights)}")
         return self
@@ -262,7 +227,7 @@ def show_value(value):
     if value is None:
         return "demo images"
     if isinstance(value, (list, tuple)):
-        return ",".join(f"{v:g}" if _finite(v) else str(v) for v in value) or "(none)"
+        return ",".join(f"{v:g}" if is_finite_number(v) else str(v) for v in value) or "(none)"
     return str(value)
 
 

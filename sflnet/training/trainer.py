@@ -12,24 +12,11 @@ import numpy as np
 
 from sflnet.backend import to_device
 from sflnet.errors import SflnetError
-from sflnet.optim import Adam, MomentumSGD, triangular2_lr
 from sflnet.training.callbacks import Diverged
 from sflnet.training.distributed import current_world, shard
 from sflnet.training.history import combine_rows
 from sflnet.training.signals import graceful_interrupts
 from sflnet.training.step import minibatch_order, train_step
-
-
-def make_optimizer(options):
-    """The optimiser of a run and its learning-rate schedule (a function of the step count, or None).
-
-    cae: momentum SGD at the constant ``lr`` (paper Sec. 4); vae: Adam with the triangular2 cyclical
-    learning rate between ``lr_min`` and ``lr_max`` with step size ``lr_step`` (Dalal's β-VAE).
-    """
-    if options.spec.optimizer == "momentum-sgd":
-        return MomentumSGD(options.lr, options.momentum), None
-    return Adam(lr=options.lr_max), lambda step: triangular2_lr(step, options.lr_min, options.lr_max,
-                                                                 options.lr_step)
 
 
 def collectively(world, action):
@@ -73,7 +60,7 @@ class Trainer:
         self.model = self.spec.build(params, options.loss, options.loss_settings, options)
         if hasattr(self.model, "noise"):   # the VAE samples z = μ + σε with ε from the run's generator
             self.model.noise = rng
-        self.optimizer, self.schedule = make_optimizer(options)
+        self.optimizer, self.schedule = self.spec.make_optimizer(options)
         self.optimizer.load_state_arrays({prefix: {n: to_device(v, xp) for n, v in arrays.items()}
                                           for prefix, arrays in state.items()}, step_count)
         self.rng = rng
