@@ -59,6 +59,12 @@ class ModelSpec:
     make_optimizer: object = None  # (options) -> (optimizer, schedule or None), see sflnet.optim
     rate_label: object = None     # (options) -> "lr 0.02", the learning rate in the curves' title
     smaller_rate: object = None   # (options) -> "--lr 0.002", what a diverged run should try
+    # What the commands need; a hook that is None means the command does not apply to the model.
+    reconstruct_inputs: object = None  # (options, inputs, size, skip_bad, count, warn) -> Dataset
+    evaluation_data: object = None     # (options, request) -> (load: () -> Dataset, description)
+    energy_text: object = None         # (model) -> " + 0.005·E_KL", what the model adds to E
+    sample_grid: object = None         # (model, count, quantile) -> image of a count × count latent grid
+    features: bool = False             # model.activation(x, layer) for ``sflnet encode``
 
     @property
     def param_names(self):
@@ -70,7 +76,8 @@ CAE = ModelSpec(name="cae", architecture=cae.ARCHITECTURE, param_shapes=dict(cae
                 optimizer="momentum-sgd", value_range=(-1.0, 1.0), channels=3,
                 init=cae.init_for_run, build=cae.build_for_run, load_data=cae.load_for_run,
                 own_options=cae.OWN_OPTIONS, validate=cae.validate_options, make_optimizer=cae.make_optimizer,
-                rate_label=cae.rate_label, smaller_rate=cae.smaller_rate)
+                rate_label=cae.rate_label, smaller_rate=cae.smaller_rate, reconstruct_inputs=cae.reconstruct_inputs,
+                evaluation_data=cae.evaluation_data, features=True)
 VAE = ModelSpec(
     name="vae", architecture=vae.ARCHITECTURE, param_shapes=dict(vae.PARAM_SHAPES), optimizer="adam",
     value_range=vae.VALUE_RANGE, channels=1,
@@ -80,12 +87,19 @@ VAE = ModelSpec(
     unused=("lr", "momentum", "init_std", "size", "include", "exclude", "skip_bad"),
     logged_terms=("kl",), init=vae.init_for_run, build=vae.build_for_run, load_data=vae.load_for_run,
     own_options=vae.OWN_OPTIONS, added_options=vae.OWN_OPTIONS, validate=vae.validate_options,
-    make_optimizer=vae.make_optimizer, rate_label=vae.rate_label, smaller_rate=vae.smaller_rate)
+    make_optimizer=vae.make_optimizer, rate_label=vae.rate_label, smaller_rate=vae.smaller_rate,
+    reconstruct_inputs=vae.reconstruct_inputs, evaluation_data=vae.evaluation_data, energy_text=vae.energy_text,
+    sample_grid=vae.decode_grid)
 
 REGISTRY = {"cae": CAE, "vae": VAE}
 MODEL_NAMES = tuple(REGISTRY)
 DEFAULT_MODEL = "cae"
 BY_ARCHITECTURE = {spec.architecture: spec for spec in REGISTRY.values()}
+
+
+def names_with(hook):
+    """The model names whose spec has ``hook`` (e.g. "sample_grid"), for the commands' messages."""
+    return tuple(name for name, spec in REGISTRY.items() if getattr(spec, hook))
 
 
 def get_spec(name):

@@ -287,6 +287,43 @@ def smaller_rate(options):
     return f"--lr {options.lr / 10:g}"
 
 
+
+# -- what the commands need (sflnet reconstruct / evaluate) ---------------------------------------
+
+def reconstruct_inputs(options, inputs, size, skip_bad, count, warn):
+    """The images ``sflnet reconstruct`` reads: the INPUT files/folders at ``size`` (default: the run's
+    --size), in the run's dtype; ``count`` is not used (there is no built-in test split)."""
+    from sflnet.io.images import load_dataset  # noqa: PLC0415
+
+    del count
+    if not inputs:
+        raise SflnetError("give at least one INPUT image file or folder to reconstruct")
+    size = options.size if size is None else size
+    return load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=np.dtype(options.dtype), warn=warn)
+
+
+def evaluation_data(options, request):
+    """What ``sflnet evaluate`` measures: ``request["data"]`` (absolute paths) with its include/exclude
+    patterns, or else the run's own data and patterns, at ``request["size"]`` (default: the run's).
+    returns (load: () -> Dataset, a description of the images for the report)."""
+    from sflnet.io.images import load_dataset  # noqa: PLC0415
+
+    if request["data"]:
+        paths, include, exclude, skip_bad = (list(request["data"]), request["include"], request["exclude"],
+                                             request["skip_bad"])
+    else:
+        paths = options.data
+        include = request["include"] or tuple(options.include or ())
+        exclude = request["exclude"] or tuple(options.exclude or ())
+        skip_bad = request["skip_bad"] or bool(options.skip_bad)
+    size = options.size if request["size"] is None else request["size"]
+
+    def load():
+        return load_dataset(paths=paths or None, size=size, include=include, exclude=exclude, skip_bad=skip_bad,
+                            dtype=np.dtype(options.dtype), warn=request["warn"])
+    return load, f"longer side {size if size else 'native'}{' px' if size else ''}"
+
+
 def init_for_run(options, xp):
     """Initial parameters of a run: :func:`init_params` with the options' seed, init_std and dtype."""
     return init_params(options.seed, options.init_std, np.dtype(options.dtype), xp)

@@ -311,6 +311,54 @@ def smaller_rate(options):
     return f"--lr-max {options.lr_max / 10:g}"
 
 
+
+# -- what the commands need (sflnet reconstruct / evaluate / sample) ---------------------------------
+
+def reconstruct_inputs(options, inputs, size, skip_bad, count, warn):
+    """The images ``sflnet reconstruct`` reads: digit pictures from ``inputs`` (square, resized to 28x28,
+    averaged to grey, binarised like the run's data), or the first ``count`` test digits.
+    returns a Dataset of (1, 28, 28) images on [0, 1] in the run's dtype."""
+    from sflnet.io.digits import DIGITS_SIZE  # noqa: PLC0415
+    from sflnet.io.images import Dataset, load_dataset  # noqa: PLC0415
+
+    if size is not None:
+        raise SflnetError("--size is not used with a vae checkpoint (digits are 28x28)")
+    if not inputs:
+        if count < 1:
+            raise SflnetError(f"--count must be >= 1, got {count}")
+        test = load_for_run(options, split="test")
+        return Dataset(test.names[:count], test.images[:count], test.source)
+    pictures = load_dataset(paths=list(inputs), size=DIGITS_SIZE, skip_bad=skip_bad, dtype=np.float64, warn=warn)
+    images = []
+    for name, picture in zip(pictures.names, pictures.images):
+        if picture.shape[1:] != (DIGITS_SIZE, DIGITS_SIZE):
+            raise SflnetError(f"image {name!r} is {picture.shape[1]}x{picture.shape[2]} at --size "
+                              f"{DIGITS_SIZE}; a vae checkpoint needs square digit pictures")
+        grey = (picture.mean(axis=0, keepdims=True) + 1.0) / 2.0          # [-1, 1] colour → [0, 1] grey
+        if options.binarize:
+            grey = (grey > 0.5).astype(np.float64)
+        images.append(grey.astype(np.dtype(options.dtype)))
+    return Dataset(pictures.names, images, pictures.source)
+
+
+def evaluation_data(options, request):
+    """What ``sflnet evaluate`` measures: the ``request["split"]`` (default "test") of the run's digits,
+    or of ``request["data"]`` (one .npz). returns (load: () -> Dataset, a description for the report)."""
+    if request["size"] is not None or request["include"] or request["exclude"] or request["skip_bad"]:
+        raise SflnetError("--size, --include, --exclude and --skip-bad are not used with a vae checkpoint")
+    if request["data"]:
+        options.data = request["data"]
+        options.validate()
+    split = request["split"] or "test"
+    description = "28x28 digits, " + ("z = μ + σε" if request["sample_latent"] else "z = μ")
+    return (lambda: load_for_run(options, split=split)), description
+
+
+def energy_text(model):
+    """What the model adds to the objective, as ``sflnet evaluate`` writes E: `` + β·E_KL``."""
+    return f" + {model.beta:g}·E_KL"
+
+
 def init_for_run(options, xp):
     """Initial parameters of a run: :func:`init_params` with the options' seed and dtype."""
     return init_params(options.seed, np.dtype(options.dtype), xp)
