@@ -8,7 +8,7 @@ import numpy as np
 from sflnet import SflnetError
 from sflnet import bench as harness
 from sflnet.backend import DEVICES, select_device
-from sflnet.data import load_dataset
+from sflnet.io.images import load_dataset
 from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS
 from sflnet_cli.commands import data_options
 

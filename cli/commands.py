@@ -1,8 +1,8 @@
 """The commands ``sflnet train``, ``reconstruct``, ``evaluate`` and ``filters``.
 
 They are thin: options are parsed here, the work is done by
-:mod:`sflnet.runner` (training runs), :mod:`sflnet.checkpoint`,
-:mod:`sflnet.data`, :mod:`sflnet.metrics` and :mod:`sflnet.figures`.
+:mod:`sflnet.training` (training runs), :mod:`sflnet.io.checkpoint`,
+:mod:`sflnet.io.images`, :mod:`sflnet.metrics` and :mod:`sflnet.figures`.
 User-fixable problems raise :class:`sflnet.SflnetError`, which ``sflnet``'s
 ``main`` prints as one line (``Error: ...``) with exit status 1.
 """
@@ -20,14 +20,17 @@ from click.core import ParameterSource
 
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
-from sflnet.checkpoint import load_checkpoint, write_npz_atomic
-from sflnet.data import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_dataset, load_image, save_png
-from sflnet.losses import STFT_WINDOW_FNS, LossSettings, canonical, extra_column
-from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
+from sflnet.io.checkpoint import load_checkpoint, write_npz_atomic
+from sflnet.io.images import MAX_IMAGE_PIXELS, demo_dir, find_image_files, load_image, save_png
+from sflnet.losses import LOSS_NAMES, STFT_WINDOW_FNS, LossSettings, canonical, extra_column, sigma_label
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, names_with
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
-from sflnet.runner import (DTYPES, KEY_OPTIONS, RESUME_OPTIONS, Reporter, TrainOptions, check_image_sizes,
-                           checkpoint_loss_settings, checkpoint_options, evaluate_model, load_training_data,
-                           model_from_checkpoint, run_training, sigma_label)
+from sflnet.training.callbacks import Reporter
+from sflnet.training.config import DTYPES, KEY_OPTIONS, RESUME_OPTIONS, TrainOptions
+from sflnet.training.data import check_image_sizes
+from sflnet.training.evaluation import (checkpoint_loss_settings, checkpoint_options, evaluate_model,
+                                       model_from_checkpoint)
+from sflnet.training.run import run_training
 from sflnet_cli.loss_help import LossHelpCommand
 
 EXIT_INTERRUPTED = 130
@@ -118,7 +121,7 @@ def data_options(size_default, data_default):
         command = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
                                help="Image file or folder (searched recursively); repeatable. "
                                     f"Default: {data_default}. Images over {MAX_IMAGE_PIXELS:,} pixels "
-                                    "(sflnet.data.MAX_IMAGE_PIXELS) are refused as possible "
+                                    "(sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
                                     "decompression bombs.")(command)
         return command
     return decorate
@@ -202,11 +205,10 @@ def _command_line(ctx):
 
 def _both(option):
     """``[default: X (cae), Y (vae)]`` for an option whose default depends on --model."""
-    cae, vae = TrainOptions.for_model("cae"), TrainOptions.for_model("vae")
-
     def show(value):
         return "unused" if value is None else _format_list(value) if isinstance(value, tuple) else str(value)
-    return f"  [default: {show(getattr(cae, option))} (cae), {show(getattr(vae, option))} (vae)]"
+    defaults = (f"{show(getattr(TrainOptions.for_model(name), option))} ({name})" for name in MODEL_NAMES)
+    return f"  [default: {', '.join(defaults)}]"
 
 
 @click.command(cls=LossHelpCommand)
@@ -215,7 +217,7 @@ def _both(option):
                    "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
 @click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
               help="cae: image file or folder (searched recursively), repeatable; images over "
-                   f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.data.MAX_IMAGE_PIXELS) are refused as possible "
+                   f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
                    "decompression bombs. vae: one .npz "
                    "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one. "
                    "Default: the built-in demo photos (cae) or MNIST 5k digits, 4,000 train / 1,000 test (vae).")
@@ -321,7 +323,7 @@ def train(model, data, include, exclude, size, skip_bad, train_images, binarize,
 
 
 def _report_training(result):
-    from sflnet.distributed import current_world  # noqa: PLC0415
+    from sflnet.training.distributed import current_world  # noqa: PLC0415
 
     quiet = not current_world().is_root     # under MPI rank 0 speaks for all
     folder = result.folder
@@ -392,17 +394,7 @@ def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, 
     ckpt = load_checkpoint(checkpoint)
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SflnetError(f"--out {out} exists and is not a folder")
-    vae = ckpt.spec.name == "vae"
-    if vae:
-        if size is not None:
-            raise SflnetError("--size is not used with a vae checkpoint (digits are 28x28)")
-        dataset = _digit_inputs(ckpt, inputs, skip_bad, count)
-    else:
-        if not inputs:
-            raise SflnetError("give at least one INPUT image file or folder to reconstruct")
-        size = ckpt.config["size"] if size is None else size
-        dataset = load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype,
-                               warn=_data_warning)
+    dataset = ckpt.spec.reconstruct_inputs(checkpoint_options(ckpt), inputs, size, skip_bad, count, _data_warning)
     targets, seen = [], {}
     for name in dataset.names:
         stem = os.path.splitext(name)[0]
@@ -422,32 +414,6 @@ def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, 
             gap = np.full((image.shape[0], image.shape[1], SIDE_BY_SIDE_GAP), value_range[1], dtype=image.dtype)
             save_png(np.concatenate([image, gap, recon], axis=2), side_target, value_range=value_range)
     click.echo(f"Wrote {len(targets)} reconstruction(s) to {out} (checkpoint epoch {ckpt.epoch}).")
-
-
-def _digit_inputs(ckpt, inputs, skip_bad, count):
-    """The images a VAE checkpoint reconstructs: digit pictures from ``inputs``, or the first ``count``
-    test digits of its data. returns a Dataset of (1, 28, 28) images on [0, 1]."""
-    from sflnet.data import Dataset  # noqa: PLC0415
-    from sflnet.digits import DIGITS_SIZE  # noqa: PLC0415
-
-    options = checkpoint_options(ckpt)
-    if not inputs:
-        if count < 1:
-            raise SflnetError(f"--count must be >= 1, got {count}")
-        test = load_training_data(options, split="test")
-        return Dataset(test.names[:count], test.images[:count], test.source)
-    pictures = load_dataset(paths=list(inputs), size=DIGITS_SIZE, skip_bad=skip_bad, dtype=np.float64,
-                            warn=_data_warning)
-    images = []
-    for name, picture in zip(pictures.names, pictures.images):
-        if picture.shape[1:] != (DIGITS_SIZE, DIGITS_SIZE):
-            raise SflnetError(f"image {name!r} is {picture.shape[1]}x{picture.shape[2]} at --size "
-                              f"{DIGITS_SIZE}; a vae checkpoint needs square digit pictures")
-        grey = (picture.mean(axis=0, keepdims=True) + 1.0) / 2.0          # [-1, 1] colour → [0, 1] grey
-        if options.binarize:
-            grey = (grey > 0.5).astype(np.float64)
-        images.append(grey.astype(ckpt.dtype))
-    return Dataset(pictures.names, images, pictures.source)
 
 
 # ---------------------------------------------------------------------------
@@ -499,35 +465,20 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     config = ckpt.config
     expression = canonical(loss) if loss is not None else config["loss"]
     settings = _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight)
-    vae = ckpt.spec.name == "vae"
-    if not vae and (split is not None or sample_latent):
-        raise SflnetError("--split and --sample-latent are only for vae checkpoints")
-    if vae and (size is not None or include or exclude or skip_bad):
-        raise SflnetError("--size, --include, --exclude and --skip-bad are not used with a vae checkpoint")
-    if vae:
-        options = checkpoint_options(ckpt)
-        if data:
-            options.data = _absolute_paths(data)
-            options.validate()
-        dataset = None
-    elif data:
-        paths = list(_absolute_paths(data))
-    else:
-        paths = config.get("data")
-        include = include or tuple(config.get("include") or ())
-        exclude = exclude or tuple(config.get("exclude") or ())
-        skip_bad = skip_bad or bool(config.get("skip_bad"))
+    spec = ckpt.spec
+    if spec.sample_grid is None and (split is not None or sample_latent):
+        raise SflnetError(f"--split and --sample-latent are only for {' and '.join(names_with('sample_grid'))} "
+                          f"checkpoints")
+    request = {"data": _absolute_paths(data), "include": include, "exclude": exclude, "size": size,
+               "skip_bad": skip_bad, "split": split, "sample_latent": sample_latent, "warn": _data_warning}
+    load_data, shape = spec.evaluation_data(checkpoint_options(ckpt), request)
     size = config["size"] if size is None else size
     if grads is not None:
         _refuse_existing([grads], overwrite)
         parent = os.path.dirname(os.path.abspath(grads))
         if not os.path.isdir(parent):
             raise SflnetError(f"--grads {grads}: folder {parent} does not exist")
-    if vae:
-        dataset = load_training_data(options, split=split or "test")
-    else:
-        dataset = load_dataset(paths=paths or None, size=size, include=include, exclude=exclude,
-                               skip_bad=skip_bad, dtype=ckpt.dtype, warn=_data_warning)
+    dataset = load_data()
     check_image_sizes(expression, settings, dataset)
     xp = select_device(device)
     model = model_from_checkpoint(ckpt, xp, loss=expression, loss_settings=settings)
@@ -552,11 +503,8 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     loss_text = "E = " + " + ".join(
         (column if t.weight == 1.0 else f"{t.weight:g}·{column}")
         for t, column in ((t, "E_" + t.name.upper()) for t in model.objective.terms))
-    if vae:
-        loss_text = f"{loss_text} + {model.beta:g}·E_KL"
-        shape = "28x28 digits, " + ("z = μ + σε" if sample_latent else "z = μ")
-    else:
-        shape = f"longer side {size if size else 'native'}{' px' if size else ''}"
+    if spec.energy_text is not None:
+        loss_text += spec.energy_text(model)
     low, high = ckpt.spec.value_range
     lines = [
         f"checkpoint  {checkpoint} (epoch {ckpt.epoch}: parameters after {ckpt.epoch} updates)",
@@ -615,21 +563,20 @@ def sample(checkpoint, out, grid, quantile, device, overwrite):
 
     Writes DIR/latent_grid.png: GRID x GRID digits, z1 growing left to right and z2 bottom to top.
     """
-    from sflnet.models.vae import decode_grid  # noqa: PLC0415
-
     if not 2 <= grid <= 100:
         raise SflnetError(f"--grid must be between 2 and 100, got {grid}")
     if not 0 < quantile < 0.5:
         raise SflnetError(f"--quantile must be in (0, 0.5), got {quantile}")
     ckpt = load_checkpoint(checkpoint)
-    if ckpt.spec.name != "vae":
-        raise SflnetError(f"{checkpoint} is a {ckpt.spec.name} checkpoint; sample needs one of --model vae")
+    if ckpt.spec.sample_grid is None:
+        raise SflnetError(f"{checkpoint} is a {ckpt.spec.name} checkpoint; sample needs one of --model "
+                          f"{', '.join(names_with('sample_grid'))}")
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SflnetError(f"--out {out} exists and is not a folder")
     target = os.path.join(out, SAMPLE_FILE)
     _refuse_existing([target], overwrite)
     model = model_from_checkpoint(ckpt, select_device(device))
-    save_png(decode_grid(model, grid, quantile), target, value_range=ckpt.spec.value_range)
+    save_png(ckpt.spec.sample_grid(model, grid, quantile), target, value_range=ckpt.spec.value_range)
     click.echo(f"Wrote {target} ({grid}x{grid} digits decoded from the latent grid; checkpoint epoch {ckpt.epoch}).")
 
 

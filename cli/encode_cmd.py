@@ -8,10 +8,11 @@ import numpy as np
 
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device
-from sflnet.checkpoint import load_checkpoint, write_text_atomic
-from sflnet.data import load_dataset
+from sflnet.io.checkpoint import load_checkpoint, write_text_atomic
+from sflnet.io.images import load_dataset
 from sflnet.features import DEFAULT_LAYER, DEFAULT_POOL, LAYERS, POOLS, check_layer_and_pool, encode_images
-from sflnet.runner import model_from_checkpoint
+from sflnet.models import names_with
+from sflnet.training.evaluation import model_from_checkpoint
 from sflnet_cli.commands import _check_size, _data_warning, _refuse_existing
 
 MANIFEST_FILE = "manifest.json"
@@ -43,8 +44,9 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
     check_layer_and_pool(layer, pool)
     _check_size(size)
     ckpt = load_checkpoint(checkpoint)
-    if ckpt.spec.name != "cae":
-        raise SflnetError(f"{checkpoint} is a {ckpt.spec.name} checkpoint; encode needs one of --model cae")
+    if not ckpt.spec.features:
+        raise SflnetError(f"{checkpoint} is a {ckpt.spec.name} checkpoint; encode needs one of --model "
+                          f"{', '.join(names_with('features'))}")
     if not inputs:
         raise SflnetError("give at least one INPUT image file or folder to encode")
     if os.path.lexists(out) and not os.path.isdir(out):

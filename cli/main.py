@@ -48,7 +48,7 @@ def _debug_requested(argv):
 
 def _world():
     """The MPI world when sflnet runs under mpiexec, else None (mpi4py is then never imported)."""
-    from sflnet.distributed import current_world, launched_size  # noqa: PLC0415
+    from sflnet.training.distributed import current_world, launched_size  # noqa: PLC0415
 
     return current_world() if launched_size() > 1 else None
 

@@ -6,7 +6,9 @@ import statistics
 import click
 
 from sflnet import SflnetError
-from sflnet.runner import CONFIG_FILE, HISTORY_FILE, RunFolder, _read_config, read_history, show_value
+from sflnet.training.config import show_value
+from sflnet.training.history import read_history
+from sflnet.training.run_folder import CONFIG_FILE, HISTORY_FILE, RunFolder, read_config
 
 SUMMARY_OPTIONS = ("data", "size", "epochs", "batch_size", "lr", "momentum", "init_std", "lr_min", "lr_max",
                    "lr_step", "beta", "seed", "sigmas", "sfl_weights", "dtype", "device", "snapshot_every")
@@ -22,7 +24,7 @@ def run_summary(folder):
     for path, name in ((folder.config, CONFIG_FILE), (folder.history, HISTORY_FILE)):
         if not os.path.isfile(path):
             raise SflnetError(f"{folder.path} is not an sflnet run folder (no {name})")
-    config = _read_config(folder)
+    config = read_config(folder)
     rows = read_history(folder.history)
     options = config["options"]
     lines = [f"run         {folder.path}",

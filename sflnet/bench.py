@@ -4,7 +4,7 @@ What is measured
 ----------------
 * **epoch**: one full-batch training step on all images (forward, loss,
   backward, momentum update), exactly as training runs it
-  (:func:`sflnet.train.train_step`), timed with ``time.perf_counter`` after
+  (:func:`sflnet.training.step.train_step`), timed with ``time.perf_counter`` after
   ``warmup`` untimed epochs; the figure quoted is the median of ``repeat``
   epochs. On the GPU every timed call ends with a device synchronisation.
 * **cae**: the same epoch with the pixel loss only and without the LoG bank
@@ -60,7 +60,7 @@ from sflnet.backend import device_name, synchronize, to_device, to_host
 from sflnet.errors import SflnetError
 from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
-from sflnet.train import train_step
+from sflnet.training.step import train_step
 
 BENCH_LOSSES = ("pl+sfl", "pl")   # the objectives the PyTorch reference also implements
 

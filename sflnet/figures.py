@@ -32,10 +32,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from sflnet.backend import to_host
-from sflnet.data import image_to_uint8
+from sflnet.io.images import image_to_uint8
 from sflnet.nn import LoGBank
 from sflnet.ops.filters import log_kernel
-from sflnet.runner import RunFolder
+from sflnet.training.run_folder import RunFolder
 
 #: Number of grey levels of the Fig. 4 quantisation ("uniform 10 levels in [0:255]").
 SUBBAND_LEVELS = 10

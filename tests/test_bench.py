@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sflnet import bench
 from sflnet.models.cae import PARAM_NAMES, Autoencoder, init_params
 from sflnet.optim import MomentumSGD
-from sflnet.train import train_step
+from sflnet.training.step import train_step
 
 
 def tiny_images(dtype=np.float64, seed=0):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from sflnet import checkpoint as ck
+from sflnet.io import checkpoint as ck
 from sflnet.errors import SflnetError
 from sflnet.models.cae import PARAM_NAMES, PARAM_SHAPES, init_params
 

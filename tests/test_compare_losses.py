@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from sflnet.data import demo_dir
-from sflnet.runner import read_history
+from sflnet.io.images import demo_dir
+from sflnet.training.history import read_history
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "validation" / "compare_losses.py"
 NAMES = ["pl", "pl_sfl", "l1", "ssim", "pl_fft", "pl_stft", "pl_stft_g", "ssim_stft_g", "ssim_stft"]

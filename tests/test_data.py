@@ -1,4 +1,4 @@
-"""Tests for sflnet.data: finding, decoding, resizing and saving images.
+"""Tests for sflnet.io.images: finding, decoding, resizing and saving images.
 
 All fixture images are generated here with Pillow inside pytest's tmp_path.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sflnet import data
+from sflnet.io import images as data
 from sflnet.errors import SflnetError
 
 

@@ -1,4 +1,4 @@
-"""Tests for sflnet.digits: the packaged MNIST subset, its fixed split, and bad files.
+"""Tests for sflnet.io.digits: the packaged MNIST subset, its fixed split, and bad files.
 
 Only the file shipped inside the package is read; bad files are written here
 into pytest's tmp_path.
@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from sflnet import digits
-from sflnet.data import Dataset
+from sflnet.io import digits
+from sflnet.io.images import Dataset
 from sflnet.errors import SflnetError
 
 NAME_PATTERN = re.compile(r"^mnist5k/(\d{5})_label(\d)$")

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from sflnet.checkpoint import load_checkpoint
-from sflnet.data import load_image
+from sflnet.io.checkpoint import load_checkpoint
+from sflnet.io.images import load_image
 from sflnet.features import encode_images
 from sflnet.nn import Conv2D, ReLU, Tanh, Upsample2x
-from sflnet.runner import model_from_checkpoint
+from sflnet.training.evaluation import model_from_checkpoint
 from tests.test_cli import assert_clean_error, run_cli, train_args, write_images
 
 SIZES = ((9, 12), (10, 10))

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from sflnet import figures
-from sflnet.data import demo_dir
-from sflnet.gradcheck.references import layers as references
+from sflnet.io.images import demo_dir
 from sflnet.ops.filters import log_kernel
+from sflnet.gradcheck.references import layers as references
 
 SIGMAS = (0.8, 1.6, 3.2)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

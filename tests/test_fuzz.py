@@ -1,13 +1,13 @@
 """Property-based fuzzing (Hypothesis) of the image loader and the checkpoint loader.
 
-Contract under test (sflnet.data, sflnet.checkpoint): whatever bytes a file holds,
+Contract under test (sflnet.io.images, sflnet.io.checkpoint): whatever bytes a file holds,
 loading it ends in either
 
 * a clean error: :class:`sflnet.errors.SflnetError` with a one-line message that
   names the file, or
 * a valid load: for images a ``(3, H, W)`` array of the requested float dtype with
   finite values in ``[-1, 1]`` (longer side = ``size``); for checkpoints a
-  :class:`sflnet.checkpoint.Checkpoint` whose arrays have the expected names,
+  :class:`sflnet.io.checkpoint.Checkpoint` whose arrays have the expected names,
   shapes and dtype, are finite, and whose documented properties work,
 
 never a traceback (any other exception fails the test), never a hang (Hypothesis
@@ -19,7 +19,7 @@ some checkpoints would create a file there if they were ever unpickled).
 Seeds: PNG and JPEG files made here with Pillow (several colour modes, 16-bit,
 palette with transparency, progressive, CMYK, EXIF orientation), one shipped demo
 photo read as bytes, and real checkpoints written with
-:func:`sflnet.checkpoint.save_checkpoint` (a CAE one in float32 and float64, a
+:func:`sflnet.io.checkpoint.save_checkpoint` (a CAE one in float32 and float64, a
 compressed copy, a VAE one). They are mutated with Hypothesis strategies:
 random bytes, truncation, bit flips, overwrites with random or "interesting"
 values, inserted/deleted/duplicated/repeated chunks, format tokens, splices of
@@ -72,8 +72,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from PIL import Image
 
-from sflnet import checkpoint as ck
-from sflnet.data import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, demo_dir, load_dataset, load_image
+from sflnet.io import checkpoint as ck
+from sflnet.io.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, demo_dir, load_dataset, load_image
 from sflnet.errors import SflnetError
 from sflnet.models import BY_ARCHITECTURE, CAE, VAE
 from sflnet.models import cae as cae_model

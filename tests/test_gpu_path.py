@@ -17,7 +17,7 @@ from sflnet.backend import to_device
 from sflnet.models.cae import Autoencoder, init_params
 from sflnet.models.vae import VAE
 from sflnet.models.vae import init_params as vae_init_params
-from sflnet.train import train_step
+from sflnet.training.step import train_step
 from tests.test_cli import run_cli
 
 

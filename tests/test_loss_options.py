@@ -6,7 +6,7 @@ import pytest
 from sflnet import losses
 from sflnet.errors import SflnetError
 from sflnet.losses import LossSettings, Term, canonical, make_objective, options_of, parse, resolve
-from sflnet.runner import TrainOptions
+from sflnet.training.config import TrainOptions
 
 
 @pytest.mark.parametrize("text, expected", [

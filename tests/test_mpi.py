@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sflnet.distributed import check_shardable, launched_size, shard, step_sizes
+from sflnet.training.distributed import check_shardable, launched_size, shard, step_sizes
 
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 try:
@@ -145,22 +145,22 @@ def test_resume_under_mpi_and_with_another_rank_count(tmp_path, images):
 
 FAIL_ON_RANK_1 = """
     import os, sys
-    from sflnet import runner
+    from sflnet.training import run, trainer
     from sflnet.errors import SflnetError
     rank = int(os.environ.get("PMI_RANK", "0"))
     mode = os.environ["FAIL_MODE"]
     if rank == 1 and mode == "data":
         def bad_data(*args, **kwargs):
             raise SflnetError("cannot read im3.png: truncated file (simulated on rank 1)")
-        runner.load_training_data = bad_data
+        run.load_training_data = bad_data
     if rank == 1 and mode == "crash":
-        real_step, calls = runner.train_step, []
+        real_step, calls = trainer.train_step, []
         def step(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:
                 raise RuntimeError("simulated crash of rank 1 in epoch 3")
             return real_step(*args, **kwargs)
-        runner.train_step = step
+        trainer.train_step = step
     from sflnet_cli.main import main
     main(sys.argv[1:])
 """

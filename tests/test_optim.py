@@ -9,7 +9,7 @@ import pytest
 from sflnet.backend import to_device, to_host
 from sflnet.models.cae import PARAM_NAMES, Autoencoder, init_params
 from sflnet.optim import Adam, MomentumSGD, triangular2_lr
-from sflnet.train import minibatch_order, train_epoch, train_step
+from sflnet.training.step import minibatch_order, train_epoch, train_step
 
 
 def test_two_momentum_steps_by_hand(xp):

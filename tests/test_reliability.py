@@ -35,8 +35,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from sflnet import data
-from sflnet.checkpoint import load_checkpoint
+from sflnet.io import images as data
+from sflnet.io.checkpoint import load_checkpoint
 from sflnet.errors import SflnetError
 from sflnet.models.cae import PARAM_NAMES
 from sflnet_cli.main import main

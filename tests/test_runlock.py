@@ -1,4 +1,4 @@
-"""The run-folder lock (sflnet.runlock): acquire/release, live, stale, foreign and corrupt locks,
+"""The run-folder lock (sflnet.training.runlock): acquire/release, live, stale, foreign and corrupt locks,
 the takeover race between many processes, and release leaving other processes' locks alone."""
 
 import json
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sflnet import runlock
+from sflnet.training import runlock
 from sflnet.errors import SflnetError
-from sflnet.runlock import LOCK_FILE, TAKEOVER_FILE, RunLock, read_lock
+from sflnet.training.runlock import LOCK_FILE, TAKEOVER_FILE, RunLock, read_lock
 
 REPO = str(Path(__file__).resolve().parent.parent)
 HOST = socket.gethostname()
@@ -288,7 +288,7 @@ RACER = """
 import json, sys
 sys.path.insert(0, sys.argv[2])
 from sflnet.errors import SflnetError
-from sflnet.runlock import RunLock
+from sflnet.training.runlock import RunLock
 warnings = []
 lock = RunLock(sys.argv[1], warn=warnings.append)
 print("ready", flush=True)

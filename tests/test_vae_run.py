@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from sflnet import SflnetError
-from sflnet.checkpoint import load_checkpoint
+from sflnet.io.checkpoint import load_checkpoint
 from sflnet import optim
 from sflnet.optim import triangular2_lr
-from sflnet.runner import TrainOptions, run_training
+from sflnet.training.config import TrainOptions
+from sflnet.training.run import run_training
 from tests.test_cli import run_cli
 
 TINY = ["--model", "vae", "--train-images", "20", "--batch-size", "8", "--snapshot-every", "0"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from sflnet import bench
 from sflnet.backend import select_device
-from sflnet.data import load_dataset
+from sflnet.io.images import load_dataset
 
 
 def willow_memory(folder, device):

@@ -22,7 +22,7 @@ What it does, using only the public ``sflnet`` API:
    (``runs/<name>/outcome.json``) and measured at its last good checkpoint.
 3. Trains the Table 1 CAE once per objective (:data:`OBJECTIVES`), all from the
    same initial weights, full batch, momentum SGD (lr 0.02, momentum 0.5), with
-   ``sflnet.runner.run_training``: each run is an ordinary run folder
+   ``sflnet.training.run.run_training``: each run is an ordinary run folder
    ``runs/<name>/`` (config.json, history.csv, checkpoint.npz, curves.png). An
    interrupted comparison continues exactly where it stopped when started
    again with the same options: finished runs are skipped, the others resume.
@@ -56,12 +56,16 @@ import numpy as np
 from sflnet import SflnetError, figures
 from sflnet.backend import device_name, select_device, synchronize, to_device, to_host
 from sflnet.bench import cae_epoch, group_by_shape, make_model
-from sflnet.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
-from sflnet.data import load_dataset
+from sflnet.io.checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
+from sflnet.io.images import load_dataset
 from sflnet.losses import LossSettings, make_loss
 from sflnet.models.cae import Autoencoder, init_params
-from sflnet.runner import CHECKPOINT_FILE, Reporter, TrainOptions, evaluate_model, model_from_checkpoint, \
-    read_history, run_training
+from sflnet.training.callbacks import Reporter
+from sflnet.training.config import TrainOptions
+from sflnet.training.evaluation import evaluate_model, model_from_checkpoint
+from sflnet.training.history import read_history
+from sflnet.training.run import run_training
+from sflnet.training.run_folder import CHECKPOINT_FILE
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared/data/willow"

@@ -16,7 +16,7 @@ What it does:
 3. For each trial: draws a delay uniformly from that phase (seeded),
    starts the same command in a subprocess, waits for its epoch-0 checkpoint,
    sleeps the delay and sends SIGKILL. Then it loads ``checkpoint.npz`` with
-   :func:`sflnet.checkpoint.load_checkpoint` (it must load and be finite),
+   :func:`sflnet.io.checkpoint.load_checkpoint` (it must load and be finite),
    notes the epoch found, the complete history rows, a cut last line and
    leftover temporary files, runs ``sflnet train --resume --out RUN`` to the
    end, and compares ``history.csv`` (without the seconds column) and the
@@ -42,7 +42,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from sflnet.checkpoint import load_checkpoint
+from sflnet.io.checkpoint import load_checkpoint
 from sflnet.errors import SflnetError
 from sflnet.models.cae import PARAM_NAMES
 

@@ -55,10 +55,10 @@ from scipy import ndimage
 from sflnet import __version__ as SFLNET_VERSION
 from sflnet import backend
 from sflnet.bench import BREAKDOWN_KEYS, group_by_shape, make_model
-from sflnet.data import load_dataset
+from sflnet.io.images import load_dataset
 from sflnet.gradcheck import run_suite
 from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS, init_params
-from sflnet.train import train_step
+from sflnet.training.step import train_step
 from sflnet_cli.main import cli as sflnet_command
 
 REPO = Path(__file__).resolve().parent.parent

@@ -48,12 +48,15 @@ import time
 import numpy as np
 
 from sflnet import SflnetError, figures
-from sflnet.checkpoint import load_checkpoint
+from sflnet.io.checkpoint import load_checkpoint
 from sflnet.backend import device_name, select_device, to_device, to_host
-from sflnet.data import load_dataset
+from sflnet.io.images import load_dataset
 from sflnet.metrics import mean_psnr_ssim
 from sflnet.models.cae import DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
-from sflnet.runner import TrainOptions, history_columns, model_from_checkpoint, run_training
+from sflnet.training.config import TrainOptions
+from sflnet.training.evaluation import model_from_checkpoint
+from sflnet.training.history import history_columns
+from sflnet.training.run import run_training
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared/data/willow"
@@ -197,7 +200,7 @@ def checkpoint_epoch(folder):
 def train_run(loss, folder, args, data, stops):
     """Train (or resume) one run in its folder, stopping at every epoch of ``stops`` (sorted, the last = --epochs).
 
-    Each stop ends a :func:`sflnet.runner.run_training` call whose final epoch leaves a checkpoint in
+    Each stop ends a :func:`sflnet.training.run.run_training` call whose final epoch leaves a checkpoint in
     ``checkpoints/`` (``snapshot_every = 0``: only the final epoch of a call). So the model after every
     stop epoch is kept for the figures, and an interrupted run resumes exactly from its last
     checkpoint.npz (``run_training(resume=True)``, as ``sflnet train --resume``). Both runs start from

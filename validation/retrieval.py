@@ -28,10 +28,12 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from sflnet.checkpoint import load_checkpoint  # noqa: E402
-from sflnet.data import load_dataset  # noqa: E402
+from sflnet.io.checkpoint import load_checkpoint  # noqa: E402
+from sflnet.io.images import load_dataset  # noqa: E402
 from sflnet.features import encode_images  # noqa: E402
-from sflnet.runner import TrainOptions, model_from_checkpoint, run_training  # noqa: E402
+from sflnet.training.config import TrainOptions  # noqa: E402
+from sflnet.training.evaluation import model_from_checkpoint  # noqa: E402
+from sflnet.training.run import run_training  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "retrieval")
 RUNS = {"PL": "pl", "PL+SFL": "pl+sfl"}

@@ -46,11 +46,14 @@ import numpy as np
 
 from sflnet import SflnetError
 from sflnet.backend import select_device, to_device, to_host
-from sflnet.checkpoint import load_checkpoint, write_text_atomic
+from sflnet.io.checkpoint import load_checkpoint, write_text_atomic
 from sflnet.losses import LossSettings
 from sflnet.models.vae import decode_grid
-from sflnet.runner import (TrainOptions, checkpoint_options, evaluate_model, load_training_data,
-                           model_from_checkpoint, read_history, run_training)
+from sflnet.training.config import TrainOptions
+from sflnet.training.data import load_training_data
+from sflnet.training.evaluation import checkpoint_options, evaluate_model, model_from_checkpoint
+from sflnet.training.history import read_history
+from sflnet.training.run import run_training
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "validation" / "results" / "vae"

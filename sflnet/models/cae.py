@@ -19,13 +19,14 @@ Groups are processed in chunks of at most ``max_chunk_pixels`` pixels and the
 gradient is accumulated, so peak memory does not grow with the batch.
 """
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from sflnet.backend import get_array_module, to_device, to_host
+from sflnet.backend import get_array_module, to_device
+from sflnet.errors import SflnetError
 from sflnet.nn import Conv2D, ReLU, Tanh, Upsample2x, UpsampleConv2D
 from sflnet.losses import DEFAULT_EXPRESSION, LossSettings, make_objective
+from sflnet.models.base import Model, accumulate_measured, is_finite_number, is_whole_number, loss_result
+from sflnet.optim import MomentumSGD
 
 PARAM_NAMES = ("w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5")
 PARAM_SHAPES = {
@@ -57,31 +58,6 @@ def init_params(seed=0, std=0.02, dtype=np.float32, xp=np):
             host = np.zeros(shape)
         params[name] = to_device(host.astype(dtype), xp)
     return params
-
-
-@dataclass
-class LossResult:
-    """What one pass over a batch measured (all floats on the host).
-
-    E:      the objective, ``Σ_t w_t E_t`` over the terms of its expression
-    E_PL:   Eq. 4 (measured for every objective)
-    E_SFL:  Eq. 6 with the configured subband weights (measured for every objective)
-    sfl:    (S,) unit-weight subband SFLs, one per σ
-    grads:  {name: array (param shape, device, dtype)} = ∂E/∂θ, or None if not computed
-    terms:  {loss name: unit-weight value E_t} for every measured loss (``pl``, ``sfl`` and the objective's)
-    parts:  {label: value} of the parts the losses log (``sfl_0.8`` …)
-    flags:  {name: bool} the device checks a ``then`` callback of ``loss_and_grads`` returned
-            (e.g. ``params_finite``), brought to the host with the scalars; empty without one
-    """
-
-    E: float
-    E_PL: float
-    E_SFL: float
-    sfl: np.ndarray
-    grads: dict = None
-    terms: dict = None
-    parts: dict = None
-    flags: dict = field(default_factory=dict)
 
 
 def as_groups(batch):
@@ -117,67 +93,15 @@ def _chunks(group, max_pixels):
     return [group[i:i + per] for i in range(0, n, per)]
 
 
-def _accumulate(totals, key, value, xp, dtype):
-    """``totals[key] += value`` on the device, starting from a 0-d zero of ``dtype``."""
-    if key not in totals:
-        totals[key] = xp.zeros((), dtype=dtype)
-    totals[key] += value
-
-
-def accumulate_measured(measured, totals, part_totals, xp, dtype):
-    """Add one chunk's ``{name: (share, parts)}`` (an :meth:`Objective.forward` result) to the batch totals."""
-    for name, (value, parts) in measured.items():
-        _accumulate(totals, name, value, xp, dtype)
-        for label, part in parts.items():
-            _accumulate(part_totals, label, part, xp, dtype)
-
-
-def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, then=None, reduce=None):
-    """The :class:`LossResult` of a batch from its device totals, with all the scalars brought to the host
-    in one transfer. ``E = objective.combine(terms)``, plus ``extra_energy(terms)`` if given (the VAE's β·KL).
-
-    then: optional ``then(grads) -> {name: device 0-d bool}``, called before the transfer (a training
-    step applies its update there and returns its health checks); the flags travel in the same
-    transfer as the losses and come back as ``LossResult.flags``. So a training step costs one
-    device→host synchronisation, not one per scalar and per check.
-
-    reduce: optional ``reduce(arrays) -> arrays``, the sum over the MPI ranks of data-parallel
-    training (:meth:`sflnet.distributed.World.allreduce_sum`): it is applied to every gradient and
-    every loss total in one call, before ``then``, so each rank then holds the full batch's values.
-    """
-    names, labels = list(totals), list(part_totals)
-    if reduce is not None:
-        grad_names = list(grads) if grads is not None else []
-        summed = reduce([grads[n] for n in grad_names] + [totals[n] for n in names]
-                        + [part_totals[k] for k in labels])
-        if grads is not None:
-            grads = dict(zip(grad_names, summed[:len(grad_names)]))
-        totals = dict(zip(names, summed[len(grad_names):len(grad_names) + len(names)]))
-        part_totals = dict(zip(labels, summed[len(grad_names) + len(names):]))
-    flags = then(grads) if then is not None else {}
-    flag_names = list(flags)
-    dtype = totals[names[0]].dtype
-    values = ([totals[n] for n in names] + [part_totals[k] for k in labels]
-              + [flags[f].astype(dtype) for f in flag_names])
-    host = to_host(xp.stack(values)).astype(np.float64)
-    terms = {n: float(v) for n, v in zip(names, host[:len(names)])}
-    parts = {k: float(v) for k, v in zip(labels, host[len(names):len(names) + len(labels)])}
-    flag_values = {f: bool(v != 0) for f, v in zip(flag_names, host[len(names) + len(labels):])}
-    subbands = np.array([parts[c] for c in objective.losses["sfl"].columns], dtype=np.float64)
-    energy = objective.combine(terms)
-    if extra_energy is not None:
-        energy += extra_energy(terms)
-    return LossResult(E=energy, E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands, grads=grads, terms=terms,
-                      parts=parts, flags=flag_values)
-
-
-class Autoencoder:
+class Autoencoder(Model):
     """The Table 1 CAE (layers 2-5) plus its losses (layer 6 and Eq. 4/6/7).
 
     ``layers`` is the ordered list walked by :meth:`forward`; :meth:`backward`
     walks it in reverse. Parameters live in the Conv2D layers and are exposed
     by name (w2 … b5) through :attr:`params` and :attr:`grads`.
     """
+
+    PARAM_SHAPES = PARAM_SHAPES
 
     def __init__(self, params, loss=DEFAULT_EXPRESSION, sigmas=DEFAULT_SIGMAS, sfl_weights=DEFAULT_SFL_WEIGHTS,
                  pl_weights=DEFAULT_PL_WEIGHTS, max_chunk_pixels=DEFAULT_MAX_CHUNK_PIXELS, loss_settings=None,
@@ -189,18 +113,7 @@ class Autoencoder:
         sfl_weights and pl_weights.
         fuse_upsample: layer 4 as one :class:`UpsampleConv2D` (the default, faster) or as
         :class:`Upsample2x` then :class:`Conv2D` (the readable reference; equal up to rounding)."""
-        missing = [n for n in PARAM_NAMES if n not in params]
-        if missing:
-            raise ValueError(f"missing parameters: {', '.join(missing)}")
-        for name in PARAM_NAMES:
-            if tuple(params[name].shape) != PARAM_SHAPES[name]:
-                raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, "
-                                 f"expected {PARAM_SHAPES[name]}")
-        dtypes = {params[n].dtype for n in PARAM_NAMES}
-        if len(dtypes) != 1:
-            raise ValueError(f"parameters mix dtypes {sorted(str(d) for d in dtypes)}")
-        self.dtype = dtypes.pop()
-        self.xp = get_array_module(params["w2"])
+        self.dtype, self.xp = self.check_params(params)
         if loss_settings is None:
             loss_settings = LossSettings(sigmas=tuple(sigmas), sfl_weights=tuple(sfl_weights),
                                          pl_weights=tuple(pl_weights))
@@ -288,7 +201,7 @@ class Autoencoder:
         reduce: optional sum over processes of the gradients and loss totals (see :func:`loss_result`).
         positions: the batch's positions in the whole step (used by models with per-image random
         draws; the CAE has none).
-        returns :class:`LossResult`; ``grads`` holds the full-batch gradient,
+        returns :class:`sflnet.models.base.LossResult`; ``grads`` holds the full-batch gradient,
         i.e. the mean over images of each image's gradient (Eq. 8, 9 and backprop).
 
         Every measured loss returns its share per chunk; the shares are summed
@@ -343,6 +256,74 @@ class Autoencoder:
 ARCHITECTURE = "ichimura-table1-cae"
 
 
+OWN_OPTIONS = ("lr", "momentum", "init_std", "size")   # the options only this model uses
+
+
+def validate_options(options):
+    """SflnetError (one line naming the option) for a bad value of this model's own options."""
+    if not is_finite_number(options.lr) or options.lr <= 0:
+        raise SflnetError(f"--lr must be a finite number > 0, got {options.lr!r}")
+    if not is_finite_number(options.momentum) or not 0 <= options.momentum < 1:
+        raise SflnetError(f"--momentum must be in [0, 1), got {options.momentum!r}")
+    if not is_finite_number(options.init_std) or options.init_std < 0:
+        raise SflnetError(f"--init-std must be a finite number >= 0, got {options.init_std!r}")
+    if not is_whole_number(options.size) or options.size < 0:
+        raise SflnetError(f"--size must be 0 (native size) or a positive number of pixels, "
+                          f"got {options.size!r}")
+
+
+def make_optimizer(options):
+    """Momentum SGD at the constant ``lr`` (paper Sec. 4); no schedule. returns (optimizer, None)."""
+    return MomentumSGD(options.lr, options.momentum), None
+
+
+def rate_label(options):
+    """The learning rate as the curves' title shows it."""
+    return f"lr {options.lr:g}"
+
+
+def smaller_rate(options):
+    """The option a diverged run should try: a ten times smaller ``--lr``."""
+    return f"--lr {options.lr / 10:g}"
+
+
+
+# -- what the commands need (sflnet reconstruct / evaluate) ---------------------------------------
+
+def reconstruct_inputs(options, inputs, size, skip_bad, count, warn):
+    """The images ``sflnet reconstruct`` reads: the INPUT files/folders at ``size`` (default: the run's
+    --size), in the run's dtype; ``count`` is not used (there is no built-in test split)."""
+    from sflnet.io.images import load_dataset  # noqa: PLC0415
+
+    del count
+    if not inputs:
+        raise SflnetError("give at least one INPUT image file or folder to reconstruct")
+    size = options.size if size is None else size
+    return load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=np.dtype(options.dtype), warn=warn)
+
+
+def evaluation_data(options, request):
+    """What ``sflnet evaluate`` measures: ``request["data"]`` (absolute paths) with its include/exclude
+    patterns, or else the run's own data and patterns, at ``request["size"]`` (default: the run's).
+    returns (load: () -> Dataset, a description of the images for the report)."""
+    from sflnet.io.images import load_dataset  # noqa: PLC0415
+
+    if request["data"]:
+        paths, include, exclude, skip_bad = (list(request["data"]), request["include"], request["exclude"],
+                                             request["skip_bad"])
+    else:
+        paths = options.data
+        include = request["include"] or tuple(options.include or ())
+        exclude = request["exclude"] or tuple(options.exclude or ())
+        skip_bad = request["skip_bad"] or bool(options.skip_bad)
+    size = options.size if request["size"] is None else request["size"]
+
+    def load():
+        return load_dataset(paths=paths or None, size=size, include=include, exclude=exclude, skip_bad=skip_bad,
+                            dtype=np.dtype(options.dtype), warn=request["warn"])
+    return load, f"longer side {size if size else 'native'}{' px' if size else ''}"
+
+
 def init_for_run(options, xp):
     """Initial parameters of a run: :func:`init_params` with the options' seed, init_std and dtype."""
     return init_params(options.seed, options.init_std, np.dtype(options.dtype), xp)
@@ -356,7 +337,7 @@ def build_for_run(params, loss, settings, options=None):
 
 def load_for_run(options, split="train", warn=None):
     """The images of a run: ``--data`` (or the built-in demo photos) at ``--size``; there is no test split."""
-    from sflnet.data import load_dataset  # noqa: PLC0415
+    from sflnet.io.images import load_dataset  # noqa: PLC0415
 
     del split
     return load_dataset(paths=list(options.data) if options.data else None, size=options.size,

@@ -31,10 +31,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sflnet.backend import get_array_module, to_device, to_host
+from sflnet.errors import SflnetError
 from sflnet.nn import Conv2D, ConvTranspose2D, Flatten, Linear, ReLU, Reparameterize, Reshape, Sigmoid
 from sflnet.losses import LossSettings, make_objective
 from sflnet.losses.kl import KLDivergence
-from sflnet.models.cae import accumulate_measured, loss_result
+from sflnet.models.base import Model, accumulate_measured, is_finite_number, is_whole_number, loss_result
+from sflnet.optim import Adam, triangular2_lr
 
 NAME = "vae"
 ARCHITECTURE = "dalal-vae1"
@@ -109,7 +111,7 @@ class VAEPass:
     logvar: object
 
 
-class VAE:
+class VAE(Model):
     """Dalal's VAE1 with its objective ``β·KL + Σ w_t E_t`` (see the module docstring).
 
     ``encoder`` and ``decoder`` are the ordered layer lists walked by
@@ -117,21 +119,14 @@ class VAE:
     Parameters live in the layers and are exposed by name through :attr:`params`.
     """
 
+    PARAM_SHAPES = PARAM_SHAPES
+
     def __init__(self, params, loss=DEFAULT_EXPRESSION, beta=DEFAULT_BETA, loss_settings=None,
                  max_chunk_images=DEFAULT_MAX_CHUNK_IMAGES):
         """params: {conv1_w … deconv3_b} (one dtype, one device; held, not copied).
         loss: the reconstruction expression (``--loss``); beta: the KL weight β ≥ 0.
         loss_settings: :class:`LossSettings` (its value_range is replaced by (0, 1); default: one pl weight)."""
-        for name, shape in PARAM_SHAPES.items():
-            if name not in params:
-                raise ValueError(f"missing parameter {name}")
-            if tuple(params[name].shape) != shape:
-                raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, expected {shape}")
-        dtypes = {params[n].dtype for n in PARAM_NAMES}
-        if len(dtypes) != 1:
-            raise ValueError(f"parameters mix dtypes {sorted(str(d) for d in dtypes)}")
-        self.dtype = dtypes.pop()
-        self.xp = get_array_module(params["conv1_w"])
+        self.dtype, self.xp = self.check_params(params)
         settings = loss_settings or LossSettings(pl_weights=(1.0,))
         self.loss_settings = replace(settings, value_range=VALUE_RANGE)
         self.objective = make_objective(loss, self.loss_settings)
@@ -220,7 +215,7 @@ class VAE:
 
         batch: (n, 1, 28, 28) array or a list of (1, 28, 28) images. ε for the whole batch is
         drawn first (from :attr:`noise`, if set), so chunking never changes the draws.
-        returns :class:`sflnet.models.cae.LossResult` (E includes β·KL) with ``terms`` holding every measured
+        returns :class:`sflnet.models.base.LossResult` (E includes β·KL) with ``terms`` holding every measured
         reconstruction loss and ``kl`` at unit weight.
         then, batch_count, reduce: as in :meth:`sflnet.models.cae.Autoencoder.loss_and_grads`.
         positions: with ``batch_count``, this batch's positions in the step: ε is drawn for all
@@ -274,6 +269,96 @@ class VAE:
 # What the run machinery calls (see sflnet.models.ModelSpec)
 # ---------------------------------------------------------------------------
 
+OWN_OPTIONS = ("beta", "lr_min", "lr_max", "lr_step", "binarize", "train_images")   # only this model uses these
+
+
+def validate_options(options):
+    """SflnetError (one line naming the option) for a bad value of this model's own options."""
+    if not is_finite_number(options.beta) or options.beta < 0:
+        raise SflnetError(f"--beta must be a finite number >= 0, got {options.beta!r}")
+    for name in ("lr_min", "lr_max"):
+        value = getattr(options, name)
+        if not is_finite_number(value) or value <= 0:
+            raise SflnetError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value!r}")
+    if options.lr_min > options.lr_max:
+        raise SflnetError(f"--lr-min {options.lr_min:g} is larger than --lr-max {options.lr_max:g}")
+    if not is_whole_number(options.lr_step) or options.lr_step < 1:
+        raise SflnetError(f"--lr-step must be a whole number >= 1, got {options.lr_step!r}")
+    if options.train_images is not None and (not is_whole_number(options.train_images) or options.train_images % 10
+                                             or not 10 <= options.train_images <= 4000):
+        raise SflnetError(f"--train-images must be a multiple of 10 from 10 to 4000 (N/10 digits of each "
+                          f"class), got {options.train_images!r}")
+    if not isinstance(options.binarize, bool):
+        raise SflnetError(f"binarize must be true or false, got {options.binarize!r}")
+    if options.data is not None and len(options.data) != 1:
+        raise SflnetError(f"--model vae takes one --data file (an .npz of digits), got {len(options.data)}")
+
+
+def make_optimizer(options):
+    """Adam with the triangular2 cyclical learning rate between ``lr_min`` and ``lr_max``, step size
+    ``lr_step`` updates (Dalal's protocol). returns (optimizer, schedule: step count -> lr)."""
+    return Adam(lr=options.lr_max), lambda step: triangular2_lr(step, options.lr_min, options.lr_max,
+                                                                 options.lr_step)
+
+
+def rate_label(options):
+    """The learning rate as the curves' title shows it."""
+    return f"lr {options.lr_min:g}-{options.lr_max:g}"
+
+
+def smaller_rate(options):
+    """The option a diverged run should try: a ten times smaller ``--lr-max``."""
+    return f"--lr-max {options.lr_max / 10:g}"
+
+
+
+# -- what the commands need (sflnet reconstruct / evaluate / sample) ---------------------------------
+
+def reconstruct_inputs(options, inputs, size, skip_bad, count, warn):
+    """The images ``sflnet reconstruct`` reads: digit pictures from ``inputs`` (square, resized to 28x28,
+    averaged to grey, binarised like the run's data), or the first ``count`` test digits.
+    returns a Dataset of (1, 28, 28) images on [0, 1] in the run's dtype."""
+    from sflnet.io.digits import DIGITS_SIZE  # noqa: PLC0415
+    from sflnet.io.images import Dataset, load_dataset  # noqa: PLC0415
+
+    if size is not None:
+        raise SflnetError("--size is not used with a vae checkpoint (digits are 28x28)")
+    if not inputs:
+        if count < 1:
+            raise SflnetError(f"--count must be >= 1, got {count}")
+        test = load_for_run(options, split="test")
+        return Dataset(test.names[:count], test.images[:count], test.source)
+    pictures = load_dataset(paths=list(inputs), size=DIGITS_SIZE, skip_bad=skip_bad, dtype=np.float64, warn=warn)
+    images = []
+    for name, picture in zip(pictures.names, pictures.images):
+        if picture.shape[1:] != (DIGITS_SIZE, DIGITS_SIZE):
+            raise SflnetError(f"image {name!r} is {picture.shape[1]}x{picture.shape[2]} at --size "
+                              f"{DIGITS_SIZE}; a vae checkpoint needs square digit pictures")
+        grey = (picture.mean(axis=0, keepdims=True) + 1.0) / 2.0          # [-1, 1] colour → [0, 1] grey
+        if options.binarize:
+            grey = (grey > 0.5).astype(np.float64)
+        images.append(grey.astype(np.dtype(options.dtype)))
+    return Dataset(pictures.names, images, pictures.source)
+
+
+def evaluation_data(options, request):
+    """What ``sflnet evaluate`` measures: the ``request["split"]`` (default "test") of the run's digits,
+    or of ``request["data"]`` (one .npz). returns (load: () -> Dataset, a description for the report)."""
+    if request["size"] is not None or request["include"] or request["exclude"] or request["skip_bad"]:
+        raise SflnetError("--size, --include, --exclude and --skip-bad are not used with a vae checkpoint")
+    if request["data"]:
+        options.data = request["data"]
+        options.validate()
+    split = request["split"] or "test"
+    description = "28x28 digits, " + ("z = μ + σε" if request["sample_latent"] else "z = μ")
+    return (lambda: load_for_run(options, split=split)), description
+
+
+def energy_text(model):
+    """What the model adds to the objective, as ``sflnet evaluate`` writes E: `` + β·E_KL``."""
+    return f" + {model.beta:g}·E_KL"
+
+
 def init_for_run(options, xp):
     """Initial parameters of a run: :func:`init_params` with the options' seed and dtype."""
     return init_params(options.seed, np.dtype(options.dtype), xp)
@@ -291,8 +376,8 @@ def load_for_run(options, split="train", warn=None):
     With ``options.train_images`` = N (a multiple of 10), the training split keeps only the first N/10
     digits of each class (in split order), for quick trials; the test split is always whole.
     """
-    from sflnet.data import Dataset  # noqa: PLC0415
-    from sflnet.digits import load_digits_with_labels  # noqa: PLC0415
+    from sflnet.io.images import Dataset  # noqa: PLC0415
+    from sflnet.io.digits import load_digits_with_labels  # noqa: PLC0415
 
     del warn
     path = options.data[0] if options.data else None

@@ -1,38 +1,45 @@
-"""Checkpoints: the network's parameters, the optimiser's velocity and the run's state in one ``.npz``.
+"""Checkpoints: the network's parameters, the optimiser's state and the run's state in one ``.npz``.
 
-File format (``FORMAT_VERSION`` 2)
+File format (``FORMAT_VERSION`` 3)
 ----------------------------------
 A plain NumPy ``.npz`` archive (a zip of ``.npy`` files), readable with
 ``numpy.load(path, allow_pickle=False)``. It holds only numeric arrays and one
 string, never pickled Python objects:
 
-==================  ===========================  ==========================================
-key                 shape                        what
-==================  ===========================  ==========================================
-``w2`` … ``b5``     PyTorch conv layout          the parameters (see ``sflnet.models.cae.PARAM_SHAPES``):
-                    (C_out, C_in, kh, kw), (C,)  weights of a cross-correlation, like ``torch.nn.Conv2d``
-``velocity_w2`` …   same as the parameter        momentum SGD velocity ``v`` (``v ← μv − ηg; θ ← θ + v``)
-``meta``            () unicode                   a JSON document, see below
-==================  ===========================  ==========================================
+===================  ===========================  ==========================================
+key                  shape                        what
+===================  ===========================  ==========================================
+parameters           the model's shapes           ``w2`` … ``b5`` for the CAE (see ``sflnet.models.cae.PARAM_SHAPES``:
+(``w2`` … ``b5``)    (C_out, C_in, kh, kw), (C,)  PyTorch conv layout, weights of a cross-correlation like
+                                                  ``torch.nn.Conv2d``), ``sflnet.models.vae.PARAM_SHAPES`` for the VAE
+``velocity_<name>``  same as the parameter        momentum SGD velocity ``v`` (``v ← μv − ηg; θ ← θ + v``)
+``adam_m_<name>``,   same as the parameter        Adam's first and second moments (VAE checkpoints)
+``adam_v_<name>``
+``meta``             () unicode                   a JSON document, see below
+===================  ===========================  ==========================================
 
-All parameter and velocity arrays have the run's dtype (float32 or float64)
+Which state arrays a model's optimiser keeps is :data:`sflnet.optim.OPTIMIZER_STATE`.
+All parameter and state arrays have the run's dtype (float32 or float64)
 and live on the host.
 
 ``meta`` (JSON) holds:
 
 * ``format`` (``"sflnet-checkpoint"``) and ``format_version``;
 * ``sflnet_version`` that wrote the file;
-* ``architecture``: ``{"name": "ichimura-table1-cae", "param_shapes": {...}}``;
+* ``architecture``: ``{"name": "ichimura-table1-cae", "param_shapes": {...}}`` (``"dalal-vae1"`` for the VAE);
+* ``optimizer``: ``{"name": "momentum-sgd" or "adam", "step_count": steps taken}`` (Adam's t, the
+  learning-rate schedule's position; new in format 3);
 * ``epoch``: the number of parameter updates (epochs) **already applied**.
   The checkpoint of "epoch k" holds the parameters after k epochs of
   training; ``epoch`` 0 is the initialisation. Row ``epoch = k + 1`` of the
   run's ``history.csv`` holds the losses measured with exactly these
   parameters (each history row is measured by the forward pass of its epoch,
   before that epoch's update);
-* ``config``: the training options (loss, sigmas, sfl_weights, pl_weights,
+* ``config``: the training options (model, loss, sigmas, sfl_weights, pl_weights,
   stft_window, stft_stride, stft_window_fn, stft_phase_weight, lr, momentum,
   init_std, seed, dtype, size, batch_size, data, include, exclude, skip_bad,
-  epochs, snapshot_every) and the data fingerprint. ``loss`` is the canonical
+  epochs, snapshot_every, and the VAE's beta, lr_min, lr_max, lr_step, binarize, train_images)
+  and the data fingerprint. ``loss`` is the canonical
   ``--loss`` expression (``"pl+sfl"``, ``"pl+100*fft"``, ``"pl+stft(window=8)"``); ``objective``
   (files written since the losses own their options; informative, never required) is the
   expression with every loss option resolved, the alias flags folded in
@@ -56,11 +63,12 @@ one with :func:`os.replace`, so a crash at any moment leaves either the old or
 the new checkpoint, never a half-written one. Non-finite parameters are never
 written.
 
-Version 1 (sflnet 0.1) differs only in ``config``: ``loss`` was ``"pl"`` or
-``"sfl"`` (the latter meaning ``pl+sfl``) and the stft options did not exist.
-:func:`load_checkpoint` reads it and returns the config upgraded to version 2
-(:func:`upgrade_legacy_options`), so old checkpoints evaluate, reconstruct and
-resume as before.
+Older files still load, evaluate, reconstruct and resume. Version 1 (sflnet 0.1)
+differs in ``config``: ``loss`` was ``"pl"`` or ``"sfl"`` (the latter meaning
+``pl+sfl``) and the stft options did not exist (:func:`upgrade_legacy_options`).
+Version 2 has no ``optimizer`` entry and no model options: all its runs were CAE
+runs with momentum SGD (:func:`upgrade_model_options`, :data:`MODEL_OPTIONS`).
+:func:`load_checkpoint` returns their config upgraded to today's form.
 
 Loading (:func:`load_checkpoint`) always uses ``allow_pickle=False`` and
 checks everything: a broken zip, a file that is not an ``.npz``, missing
@@ -83,7 +91,7 @@ import numpy as np
 from sflnet import __version__
 from sflnet.errors import SflnetError
 from sflnet.losses import LEGACY_EXPRESSIONS, LossSettings, canonical
-from sflnet.models import BY_ARCHITECTURE, CAE
+from sflnet.models import BY_ARCHITECTURE, CAE, REGISTRY
 from sflnet.optim import OPTIMIZER_STATE
 
 FORMAT_NAME = "sflnet-checkpoint"
@@ -94,8 +102,7 @@ ADDED_OPTIONS = {"stft_window": LossSettings.stft_window, "stft_stride": LossSet
                  "stft_window_fn": LossSettings.stft_window_fn,
                  "stft_phase_weight": LossSettings.stft_phase_weight}
 # Options added in format 3 (the models): absent from older files, whose runs were all CAE runs.
-MODEL_OPTIONS = {"model": "cae", "beta": None, "lr_min": None, "lr_max": None, "lr_step": None, "binarize": None,
-                 "train_images": None}
+MODEL_OPTIONS = {"model": "cae", **{name: None for spec in REGISTRY.values() for name in spec.added_options}}
 EPOCH_MEANING = ("parameters after `epoch` updates (0 = initialisation); history.csv row "
                  "epoch+1 holds the losses measured with these parameters")
 FLOAT_DTYPES = ("float32", "float64")

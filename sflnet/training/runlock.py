@@ -264,7 +264,7 @@ class RunLock:
     folder:  the run folder; the lock file is ``folder/.sflnet.lock``
     command: the command line (str or list), recorded in the lock file
     warn:    called with one line (without a ``warning:`` prefix, like
-             :func:`sflnet.data.load_dataset`'s ``warn``) when a stale lock is
+             :func:`sflnet.io.images.load_dataset`'s ``warn``) when a stale lock is
              taken over or the lock file cannot be removed; default: print
              ``warning: ...`` to stderr
 

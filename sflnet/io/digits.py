@@ -21,7 +21,7 @@ together are the whole file. A user file may have more per class; the images
 between the first 400 and the last 100 of a class are then in neither split.
 
 Every image becomes a float array of shape ``(1, 28, 28)`` (one grey channel,
-channels first like the colour images of :mod:`sflnet.data`) with the value
+channels first like the colour images of :mod:`sflnet.io.images`) with the value
 ``pixel / 255`` in ``[0, 1]`` -- not ``[-1, 1]`` as the colour photos: the
 VAE's decoder ends in a sigmoid and its pixels are Bernoulli probabilities.
 With ``binarize=True`` (the default, like the binarised MNIST of the paper)
@@ -37,7 +37,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from sflnet.data import Dataset, _check_dtype_argument, _one_line
+from sflnet.io.images import Dataset, check_dtype_argument, one_line
 from sflnet.errors import SflnetError
 
 #: Height and width of every digit image, in pixels.
@@ -63,7 +63,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 def digits_path() -> pathlib.Path:
     """The packaged ``mnist5k.npz`` (inside the installed ``sflnet`` package)."""
-    return pathlib.Path(__file__).resolve().parent / "digits_data" / "mnist5k.npz"
+    return pathlib.Path(__file__).resolve().parents[1] / "digits_data" / "mnist5k.npz"   # sflnet/digits_data/
 
 
 def _read_arrays(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +82,7 @@ def _read_arrays(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as handle:
             magic = handle.read(len(_ZIP_MAGIC))
     except OSError as exc:
-        raise SflnetError(f"cannot read digits file {path}: {_one_line(exc)}") from None
+        raise SflnetError(f"cannot read digits file {path}: {one_line(exc)}") from None
     if not magic:
         raise SflnetError(f"digits file {path} is empty (0 bytes)")
     if magic != _ZIP_MAGIC:
@@ -90,7 +90,7 @@ def _read_arrays(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SflnetError(f"cannot read digits file {path}: {_one_line(exc)}") from None
+        raise SflnetError(f"cannot read digits file {path}: {one_line(exc)}") from None
     with loaded:
         found = sorted(loaded.files)
         for key in ("images", "labels"):
@@ -103,7 +103,7 @@ def _read_arrays(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
             labels = loaded["labels"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             # ValueError also covers object arrays, which allow_pickle=False refuses
-            raise SflnetError(f"cannot read digits file {path}: {_one_line(exc)}") from None
+            raise SflnetError(f"cannot read digits file {path}: {one_line(exc)}") from None
 
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (DIGITS_SIZE, DIGITS_SIZE):
         raise SflnetError(
@@ -179,7 +179,7 @@ def load_digits_with_labels(
     """
     if split not in SPLITS:
         raise SflnetError(f"unknown digits split {split!r}: choose one of {', '.join(SPLITS)}")
-    dtype = _check_dtype_argument(dtype)
+    dtype = check_dtype_argument(dtype)
     packaged = path is None
     path = digits_path() if packaged else pathlib.Path(path)
     images, labels = _read_arrays(path)
@@ -212,7 +212,7 @@ def load_digits(
     dtype=np.float32,
     path: Optional[PathLike] = None,
 ) -> Dataset:
-    """The built-in MNIST digits as a :class:`sflnet.data.Dataset`.
+    """The built-in MNIST digits as a :class:`sflnet.io.images.Dataset`.
 
     Args:
         split: ``"train"`` (4,000 images), ``"test"`` (1,000) or ``"all"``

@@ -80,7 +80,7 @@ class Dataset:
             file name for a file given directly and for the demo images.
         images: one array per image, shape ``(3, H_i, W_i)``, floating dtype,
             values in ``[-1, 1]`` (:func:`load_dataset`); the built-in digits
-            of :mod:`sflnet.digits` are ``(1, 28, 28)`` with values in
+            of :mod:`sflnet.io.digits` are ``(1, 28, 28)`` with values in
             ``[0, 1]``.
         source: human-readable description of where the images came from,
             e.g. the folder path or ``"built-in demo images"``.
@@ -113,7 +113,7 @@ class _BadImageError(Exception):
 
 def demo_dir() -> pathlib.Path:
     """Folder holding the 8 built-in demo photos (shipped inside the package)."""
-    return pathlib.Path(__file__).resolve().parent / "demo_data"
+    return pathlib.Path(__file__).resolve().parents[1] / "demo_data"   # sflnet/demo_data/
 
 
 def _as_path_list(paths: Union[PathLike, Sequence[PathLike], None]) -> list[pathlib.Path]:
@@ -286,7 +286,7 @@ def _check_size_argument(size: object) -> int:
     return int(size)
 
 
-def _check_dtype_argument(dtype: object) -> np.dtype:
+def check_dtype_argument(dtype: object) -> np.dtype:
     """``dtype`` must be a floating NumPy dtype such as float32 or float64."""
     try:
         checked = np.dtype(dtype)
@@ -297,7 +297,7 @@ def _check_dtype_argument(dtype: object) -> np.dtype:
     return checked
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An exception as a single line of text (Pillow messages may hold newlines)."""
     text = " ".join(str(exc).split())
     return text if text else type(exc).__name__
@@ -329,7 +329,7 @@ def _too_large_reason(pixels: Optional[int] = None) -> str:
     detail = f"{pixels} pixels, " if pixels is not None else ""
     return (
         f"image is too large ({detail}limit is {MAX_IMAGE_PIXELS} pixels, "
-        f"see sflnet.data.MAX_IMAGE_PIXELS)"
+        f"see sflnet.io.images.MAX_IMAGE_PIXELS)"
     )
 
 
@@ -357,7 +357,7 @@ def _decode_file(path: pathlib.Path) -> np.ndarray:
     try:
         n_bytes = path.stat().st_size
     except OSError as exc:
-        raise _BadImageError(f"cannot read file ({_one_line(exc)})") from None
+        raise _BadImageError(f"cannot read file ({one_line(exc)})") from None
     if n_bytes == 0:
         raise _BadImageError("file is empty (0 bytes)")
 
@@ -369,7 +369,7 @@ def _decode_file(path: pathlib.Path) -> np.ndarray:
         except UnidentifiedImageError:
             raise _BadImageError("not a readable image (unknown format or corrupt file)") from None
         except Exception as exc:  # Pillow raises many types for broken headers
-            raise _BadImageError(f"cannot open image ({_one_line(exc)})") from None
+            raise _BadImageError(f"cannot open image ({one_line(exc)})") from None
 
         with img:
             width, height = img.size
@@ -385,7 +385,7 @@ def _decode_file(path: pathlib.Path) -> np.ndarray:
             except MemoryError:
                 raise _BadImageError("not enough memory to decode the image") from None
             except Exception as exc:  # OSError, SyntaxError, ValueError, ...
-                raise _BadImageError(f"cannot decode image ({_one_line(exc)})") from None
+                raise _BadImageError(f"cannot decode image ({one_line(exc)})") from None
 
 
 def _target_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -448,7 +448,7 @@ def load_image(path: PathLike, size: int = 300, dtype=np.float32) -> np.ndarray:
             :data:`MAX_IMAGE_PIXELS`.
     """
     size = _check_size_argument(size)
-    dtype = _check_dtype_argument(dtype)
+    dtype = check_dtype_argument(dtype)
     path = pathlib.Path(path)
     if not path.exists():
         raise SflnetError(f"image file does not exist: {path}")
@@ -496,7 +496,7 @@ def load_dataset(
             ``skip_bad``), or no image left after skipping.
     """
     size = _check_size_argument(size)
-    dtype = _check_dtype_argument(dtype)
+    dtype = check_dtype_argument(dtype)
     warn = _print_warning if warn is None else warn
 
     path_list = _as_path_list(paths)
@@ -553,7 +553,7 @@ def image_to_uint8(arr: np.ndarray, value_range=(-1.0, 1.0)) -> np.ndarray:
             any float dtype, values nominally in ``value_range``.
         value_range: ``(low, high)``: low maps to 0 and high to 255. The
             default ``(-1, 1)`` suits the autoencoder's images; use ``(0, 1)``
-            for the digits of :mod:`sflnet.digits`.
+            for the digits of :mod:`sflnet.io.digits`.
 
     Returns:
         ``uint8`` array of shape ``(H, W, 3)`` for RGB or ``(H, W)`` for grey:
@@ -589,4 +589,4 @@ def save_png(arr: np.ndarray, path: PathLike, value_range=(-1.0, 1.0)) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, format="PNG")
     except OSError as exc:
-        raise SflnetError(f"cannot write PNG file {path}: {_one_line(exc)}") from None
+        raise SflnetError(f"cannot write PNG file {path}: {one_line(exc)}") from None

@@ -26,7 +26,7 @@ def train_step(model, optimizer, batch, **sharing):
 
     sharing: for data-parallel training, ``batch_count``, ``reduce`` and ``positions`` of
     ``model.loss_and_grads`` (this process's share of the step, and the sum over processes).
-    returns the :class:`sflnet.models.cae.LossResult` measured before the update, with
+    returns the :class:`sflnet.models.base.LossResult` measured before the update, with
     ``flags`` = :func:`health_flags` after it. The update runs before the losses come to the
     host, so the whole step needs a single device→host transfer.
     """

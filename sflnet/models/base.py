@@ -1,0 +1,132 @@
+"""What every model shares: the :class:`Model` base class and the :class:`LossResult` of a pass.
+
+A model (:mod:`sflnet.models.cae`, :mod:`sflnet.models.vae`) holds its parameters in its layers,
+exposes them by name (:attr:`Model.params`) and measures a batch with ``loss_and_grads``:
+each chunk's losses are added up on the device (:func:`accumulate_measured`), then
+:func:`loss_result` brings every scalar (and the training step's health flags) to the host in
+one transfer. The losses follow the "share of the batch" convention (:mod:`sflnet.losses`),
+so chunking and MPI sum exactly.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sflnet.backend import get_array_module, to_host
+
+
+def is_finite_number(value):
+    """True for a finite int or float (bool excluded): the check of every numeric option."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole_number(value):
+    """True for a Python or NumPy integer (bool excluded)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclass
+class LossResult:
+    """What one pass over a batch measured (all floats on the host).
+
+    E:      the objective, ``Σ_t w_t E_t`` over the terms of its expression (plus a model's own
+            energy, the VAE's β·KL)
+    E_PL:   Eq. 4 (measured for every objective)
+    E_SFL:  Eq. 6 with the configured subband weights (measured for every objective)
+    sfl:    (S,) unit-weight subband SFLs, one per σ
+    grads:  {name: array (param shape, device, dtype)} = ∂E/∂θ, or None if not computed
+    terms:  {loss name: unit-weight value E_t} for every measured loss (``pl``, ``sfl``, the objective's
+            and the model's own, e.g. ``kl``)
+    parts:  {label: value} of the parts the losses log (``sfl_0.8`` …)
+    flags:  {name: bool} the device checks a ``then`` callback of ``loss_and_grads`` returned
+            (e.g. ``params_finite``), brought to the host with the scalars; empty without one
+    """
+
+    E: float
+    E_PL: float
+    E_SFL: float
+    sfl: np.ndarray
+    grads: dict = None
+    terms: dict = None
+    parts: dict = None
+    flags: dict = field(default_factory=dict)
+
+
+class Model:
+    """Base of the models: the parameter checks every model makes on construction.
+
+    PARAM_SHAPES: {name: shape} of the model's parameters, in the model's order (set by each model).
+    """
+
+    PARAM_SHAPES = {}
+
+    @classmethod
+    def check_params(cls, params):
+        """Check ``params`` {name: array} against :attr:`PARAM_SHAPES`: every name present, every shape
+        right, one dtype. returns (dtype, xp), the parameters' dtype and array module; ValueError otherwise."""
+        missing = [n for n in cls.PARAM_SHAPES if n not in params]
+        if missing:
+            raise ValueError(f"missing parameters: {', '.join(missing)}")
+        for name, shape in cls.PARAM_SHAPES.items():
+            if tuple(params[name].shape) != tuple(shape):
+                raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, expected {tuple(shape)}")
+        dtypes = {params[n].dtype for n in cls.PARAM_SHAPES}
+        if len(dtypes) != 1:
+            raise ValueError(f"parameters mix dtypes {sorted(str(d) for d in dtypes)}")
+        first = next(iter(cls.PARAM_SHAPES))
+        return dtypes.pop(), get_array_module(params[first])
+
+
+def _accumulate(totals, key, value, xp, dtype):
+    """``totals[key] += value`` on the device, starting from a 0-d zero of ``dtype``."""
+    if key not in totals:
+        totals[key] = xp.zeros((), dtype=dtype)
+    totals[key] += value
+
+
+def accumulate_measured(measured, totals, part_totals, xp, dtype):
+    """Add one chunk's ``{name: (share, parts)}`` (an :meth:`Objective.forward` result) to the batch totals."""
+    for name, (value, parts) in measured.items():
+        _accumulate(totals, name, value, xp, dtype)
+        for label, part in parts.items():
+            _accumulate(part_totals, label, part, xp, dtype)
+
+
+def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, then=None, reduce=None):
+    """The :class:`LossResult` of a batch from its device totals, with all the scalars brought to the host
+    in one transfer. ``E = objective.combine(terms)``, plus ``extra_energy(terms)`` if given (the VAE's β·KL).
+
+    then: optional ``then(grads) -> {name: device 0-d bool}``, called before the transfer (a training
+    step applies its update there and returns its health checks); the flags travel in the same
+    transfer as the losses and come back as ``LossResult.flags``. So a training step costs one
+    device→host synchronisation, not one per scalar and per check.
+
+    reduce: optional ``reduce(arrays) -> arrays``, the sum over the MPI ranks of data-parallel
+    training (:meth:`sflnet.training.distributed.World.allreduce_sum`): it is applied to every gradient and
+    every loss total in one call, before ``then``, so each rank then holds the full batch's values.
+    """
+    names, labels = list(totals), list(part_totals)
+    if reduce is not None:
+        grad_names = list(grads) if grads is not None else []
+        summed = reduce([grads[n] for n in grad_names] + [totals[n] for n in names]
+                        + [part_totals[k] for k in labels])
+        if grads is not None:
+            grads = dict(zip(grad_names, summed[:len(grad_names)]))
+        totals = dict(zip(names, summed[len(grad_names):len(grad_names) + len(names)]))
+        part_totals = dict(zip(labels, summed[len(grad_names) + len(names):]))
+    flags = then(grads) if then is not None else {}
+    flag_names = list(flags)
+    dtype = totals[names[0]].dtype
+    values = ([totals[n] for n in names] + [part_totals[k] for k in labels]
+              + [flags[f].astype(dtype) for f in flag_names])
+    host = to_host(xp.stack(values)).astype(np.float64)
+    terms = {n: float(v) for n, v in zip(names, host[:len(names)])}
+    parts = {k: float(v) for k, v in zip(labels, host[len(names):len(names) + len(labels)])}
+    flag_values = {f: bool(v != 0) for f, v in zip(flag_names, host[len(names) + len(labels):])}
+    subbands = np.array([parts[c] for c in objective.losses["sfl"].columns], dtype=np.float64)
+    energy = objective.combine(terms)
+    if extra_energy is not None:
+        energy += extra_energy(terms)
+    return LossResult(E=energy, E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands, grads=grads, terms=terms,
+                      parts=parts, flags=flag_values)

@@ -1,0 +1,256 @@
+"""The options of a training run (``sflnet train``): :class:`TrainOptions`, their checks and their config.json form.
+
+:data:`KEY_OPTIONS` are the options that define a run: a resumed run must use the same values;
+:data:`RESUME_OPTIONS` are those a resume may change (:func:`merge_resume_options`).
+"""
+
+from dataclasses import dataclass, fields
+
+from sflnet.backend import DEVICES
+from sflnet.errors import SflnetError
+from sflnet.io.checkpoint import same_value, upgrade_legacy_options, upgrade_model_options
+from sflnet.losses import DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, resolve, sigma_label
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
+from sflnet.models.base import is_finite_number, is_whole_number
+from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
+from sflnet.training.history import extra_terms, history_columns
+
+DTYPES = ("float32", "float64")
+
+# Options that define the run: a resumed run must use the same values.
+KEY_OPTIONS = ("model", "data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
+               "pl_weights", "stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight", "dtype", "lr",
+               "momentum", "init_std", "seed", "batch_size", "beta", "lr_min", "lr_max", "lr_step", "binarize",
+               "train_images")
+# 2: --loss is an expression and the stft options exist (absent: sflnet 0.1); 3: --model and the VAE's options
+CONFIG_VERSION = 3
+# Options a resume may change.
+RESUME_OPTIONS = ("epochs", "device", "snapshot_every")
+
+
+def default_snapshot_every(epochs):
+    """Snapshots about ten times per run: ``max(1, epochs // 10)`` (the final epoch always gets one)."""
+    return max(1, epochs // 10)
+
+
+@dataclass
+class TrainOptions:
+    """Every setting of a training run (the ``sflnet train`` options).
+
+    model:     "cae" (Ichimura's Table 1 autoencoder) or "vae" (Dalal's β-VAE), see :mod:`sflnet.models`
+    data:      tuple of absolute image file/folder paths (vae: one .npz of digits), or None for the
+               built-in images (cae: the demo photos; vae: the MNIST 5k digits)
+    size:      longer image side in pixels (0: native size); None for the vae (28×28 digits)
+    loss:      a --loss expression (:mod:`sflnet.losses.objective`); :meth:`validate` makes it canonical
+    sigmas, sfl_weights, pl_weights: tuples of floats (pl_weights is not a CLI option)
+    stft_window, stft_stride, stft_window_fn, stft_phase_weight: the stft loss's settings
+    batch_size: 0 for full batch, else images per mini-batch
+    snapshot_every: epochs between snapshots; 0 = only the final epoch; None = :func:`default_snapshot_every`
+    lr, momentum, init_std: the cae's momentum SGD and initialisation (None for the vae)
+    beta, lr_min, lr_max, lr_step, binarize: the vae's KL weight, triangular2 cyclical learning rate of
+               Adam (between lr_min and lr_max, step size lr_step updates) and data binarisation (None for the cae)
+    train_images: vae: train on the first train_images/10 digits of each class (None: all 4,000)
+
+    Each model's own defaults (:attr:`sflnet.models.ModelSpec.defaults`) replace the field defaults
+    below when the options are made with :meth:`for_model`.
+    """
+
+    model: str = DEFAULT_MODEL
+    data: tuple = None
+    include: tuple = ()
+    exclude: tuple = ()
+    size: int = 300
+    skip_bad: bool = False
+    loss: str = DEFAULT_EXPRESSION
+    epochs: int = 2000
+    lr: float = 0.02
+    momentum: float = 0.5
+    init_std: float = 0.02
+    seed: int = 0
+    sigmas: tuple = DEFAULT_SIGMAS
+    sfl_weights: tuple = DEFAULT_SFL_WEIGHTS
+    pl_weights: tuple = DEFAULT_PL_WEIGHTS
+    stft_window: int = LossSettings.stft_window
+    stft_stride: int = LossSettings.stft_stride
+    stft_window_fn: str = LossSettings.stft_window_fn
+    stft_phase_weight: float = LossSettings.stft_phase_weight
+    batch_size: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    snapshot_every: int = None
+    beta: float = None
+    lr_min: float = None
+    lr_max: float = None
+    lr_step: int = None
+    binarize: bool = None
+    train_images: int = None
+
+    @classmethod
+    def for_model(cls, model=DEFAULT_MODEL, **values):
+        """Options of a ``model`` run: its defaults (:attr:`ModelSpec.defaults`), then ``values``."""
+        if model not in MODEL_NAMES:
+            raise SflnetError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model!r}")
+        return cls(**{**get_spec(model).defaults, **values, "model": model})
+
+    @property
+    def spec(self):
+        """The :class:`sflnet.models.ModelSpec` of :attr:`model`."""
+        return get_spec(self.model)
+
+    def _validate_model_options(self):
+        """The options only one model uses: set for it, unset (None, (), False) for the others; then the
+        model's own checks (:attr:`sflnet.models.ModelSpec.validate`)."""
+        spec = self.spec
+        for name in spec.unused:
+            if getattr(self, name) not in (None, (), False):
+                raise SflnetError(f"--{name.replace('_', '-')} is not used by --model {self.model}; leave it out")
+        for other in (get_spec(name) for name in MODEL_NAMES if name != self.model):
+            for name in other.own_options:
+                if name not in spec.own_options and getattr(self, name) is not None:
+                    raise SflnetError(f"--{name.replace('_', '-')} is only used by --model {other.name}; "
+                                      f"leave it out")
+        spec.validate(self)
+
+    def validate(self):
+        """Raise :class:`SflnetError` (one line naming the option) for any bad value; returns self."""
+        if self.model not in MODEL_NAMES:
+            raise SflnetError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+        if not is_whole_number(self.epochs) or self.epochs < 1:
+            raise SflnetError(f"--epochs must be a whole number >= 1, got {self.epochs!r}")
+        self._validate_model_options()
+        if not is_whole_number(self.seed) or self.seed < 0:
+            raise SflnetError(f"--seed must be a whole number >= 0, got {self.seed!r}")
+        if not is_whole_number(self.batch_size) or self.batch_size < 0:
+            raise SflnetError(f"--batch-size must be 0 (full batch) or positive, got {self.batch_size!r}")
+        if self.snapshot_every is not None and (not is_whole_number(self.snapshot_every) or self.snapshot_every < 0):
+            raise SflnetError(f"--snapshot-every must be 0 (final epoch only) or positive, "
+                              f"got {self.snapshot_every!r}")
+        self.loss = canonical(self.loss)
+        if not is_whole_number(self.stft_window) or self.stft_window < 1:
+            raise SflnetError(f"--stft-window must be a whole number >= 1, got {self.stft_window!r}")
+        if not is_whole_number(self.stft_stride) or self.stft_stride < 1:
+            raise SflnetError(f"--stft-stride must be a whole number >= 1, got {self.stft_stride!r}")
+        if self.stft_window_fn not in STFT_WINDOW_FNS:
+            raise SflnetError(f"--stft-window-fn must be one of {', '.join(STFT_WINDOW_FNS)}, "
+                              f"got {self.stft_window_fn!r}")
+        if not is_finite_number(self.stft_phase_weight) or self.stft_phase_weight < 0:
+            raise SflnetError(f"--stft-phase-weight must be a finite number >= 0, got {self.stft_phase_weight!r}")
+        if self.device not in DEVICES:
+            raise SflnetError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise SflnetError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not self.sigmas:
+            raise SflnetError("--sigmas needs at least one value")
+        if not all(is_finite_number(s) and s > 0 for s in self.sigmas):
+            raise SflnetError(f"--sigmas must all be finite numbers > 0, got {_join(self.sigmas)}")
+        labels = [sigma_label(s) for s in self.sigmas]
+        if len(set(labels)) != len(labels):
+            raise SflnetError(f"--sigmas must be distinct (as printed with 6 significant digits), "
+                              f"got {','.join(labels)}")
+        if not all(is_finite_number(w) and w >= 0 for w in self.sfl_weights):
+            raise SflnetError(f"--sfl-weights must all be finite numbers >= 0, got {_join(self.sfl_weights)}")
+        if len(self.sfl_weights) != len(self.sigmas):
+            raise SflnetError(f"--sfl-weights has {len(self.sfl_weights)} values but --sigmas has "
+                              f"{len(self.sigmas)}; give one weight per sigma")
+        channels = self.spec.channels
+        if len(self.pl_weights) != channels or not all(is_finite_number(w) and w >= 0 for w in self.pl_weights):
+            raise SflnetError(f"pl_weights must be {channels} finite number(s) >= 0 (one per channel), "
+                              f"got {_join(self.pl_weights)}")
+        # The losses' inline options (--loss pl+stft(window=8)) set their alias fields (stft_window).
+        for name, value in resolve(self.loss, self.loss_settings).aliases.items():
+            setattr(self, name, value)
+        return self
+
+    @property
+    def loss_settings(self):
+        """The :class:`sflnet.losses.LossSettings` of these options (on the model's value range)."""
+        return LossSettings(sigmas=tuple(self.sigmas), sfl_weights=tuple(self.sfl_weights),
+                            pl_weights=tuple(self.pl_weights), value_range=self.spec.value_range,
+                            stft_window=self.stft_window, stft_stride=self.stft_stride,
+                            stft_window_fn=self.stft_window_fn, stft_phase_weight=self.stft_phase_weight)
+
+    @property
+    def logged_terms(self):
+        """The loss names with an ``E_<NAME>`` history column: the objective's extra terms, then the model's."""
+        return extra_terms(self.loss) + tuple(self.spec.logged_terms)
+
+    @property
+    def history_columns(self):
+        return history_columns(self.sigmas, self.logged_terms)
+
+    @property
+    def effective_snapshot_every(self):
+        if self.snapshot_every is None:
+            return default_snapshot_every(self.epochs)
+        return self.snapshot_every
+
+    def is_snapshot_epoch(self, epoch):
+        """True at multiples of ``snapshot_every`` and at the final epoch."""
+        every = self.effective_snapshot_every
+        return epoch == self.epochs or (every > 0 and epoch % every == 0)
+
+    def to_config(self):
+        """A JSON-friendly dict (tuples become lists), plus ``objective``: the loss with its options."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        out["snapshot_every"] = self.effective_snapshot_every
+        out["objective"] = resolve(self.loss, self.loss_settings).objective   # the loss with its options
+        return out
+
+    @classmethod
+    def from_config(cls, config, where="config.json", legacy=False):
+        """Rebuild from :meth:`to_config` output; SflnetError if malformed.
+
+        legacy: the options come from sflnet 0.1 (--loss "pl"/"sfl", no stft options),
+        see :func:`sflnet.io.checkpoint.upgrade_legacy_options`.
+        """
+        known = {f.name for f in fields(cls)}
+        config = upgrade_legacy_options(config) if legacy else upgrade_model_options(config)
+        try:
+            values = {}
+            for name in known:
+                if name not in config:
+                    raise SflnetError(f"{where} has no option {name!r}")
+                value = config[name]
+                if isinstance(value, list):
+                    value = tuple(value)
+                values[name] = value
+            options = cls(**values)
+        except TypeError as exc:
+            raise SflnetError(f"{where}: malformed options ({exc})") from None
+        return options.validate()
+
+
+def _join(values):
+    return ",".join(str(v) for v in values)
+
+
+def show_value(value):
+    if value is None:
+        return "demo images"
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if is_finite_number(v) else str(v) for v in value) or "(none)"
+    return str(value)
+
+
+def merge_resume_options(saved_options, overrides, config_path):
+    """The options of a resumed run: the saved ones, with ``overrides`` (options the user gave explicitly).
+
+    Run-defining options (:data:`KEY_OPTIONS`) must equal the saved values;
+    ``epochs``, ``device`` and ``snapshot_every`` may change.
+    """
+    values = saved_options.to_config()
+    for name, value in overrides.items():
+        if name in KEY_OPTIONS:
+            if not same_value(value, values[name]):
+                flag = "--data" if name == "data" else "--" + name.replace("_", "-")
+                raise SflnetError(f"{flag} {show_value(value)} differs from the run's {config_path} "
+                                  f"({show_value(values[name])}); a resumed run keeps its settings, start a "
+                                  f"new run (another --out) to change them")
+        elif name in RESUME_OPTIONS:
+            values[name] = value
+        else:
+            raise ValueError(f"unknown option {name!r}")
+    return TrainOptions.from_config(values, where=config_path)
