@@ -10,7 +10,7 @@ from sflnet import bench as harness
 from sflnet.backend import DEVICES, select_device
 from sflnet.io.images import load_dataset
 from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS
-from sflnet_cli.commands import data_options
+from sflnet_cli.options import data_options
 
 
 @click.command("bench")

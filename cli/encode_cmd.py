@@ -13,7 +13,7 @@ from sflnet.io.images import load_dataset
 from sflnet.features import DEFAULT_LAYER, DEFAULT_POOL, LAYERS, POOLS, check_layer_and_pool, encode_images
 from sflnet.models import names_with
 from sflnet.training.evaluation import model_from_checkpoint
-from sflnet_cli.commands import _check_size, _data_warning, _refuse_existing
+from sflnet_cli.options import check_size, data_warning, refuse_existing
 
 MANIFEST_FILE = "manifest.json"
 
@@ -42,7 +42,7 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
     for every image.
     """
     check_layer_and_pool(layer, pool)
-    _check_size(size)
+    check_size(size)
     ckpt = load_checkpoint(checkpoint)
     if not ckpt.spec.features:
         raise SflnetError(f"{checkpoint} is a {ckpt.spec.name} checkpoint; encode needs one of --model "
@@ -53,7 +53,7 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
         raise SflnetError(f"--out {out} exists and is not a folder")
     size = ckpt.config["size"] if size is None else size
     dataset = load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype,
-                           warn=_data_warning)
+                           warn=data_warning)
     targets, seen = [], {}
     for name in dataset.names:
         file = os.path.splitext(name)[0] + ".npy"
@@ -63,7 +63,7 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
         seen[file] = name
         targets.append(file)
     manifest_path = os.path.join(out, MANIFEST_FILE)
-    _refuse_existing([os.path.join(out, f) for f in targets] + [manifest_path], overwrite)
+    refuse_existing([os.path.join(out, f) for f in targets] + [manifest_path], overwrite)
     xp = select_device(device)
     model = model_from_checkpoint(ckpt, xp)
     features = encode_images(model, [to_device(image, xp) for image in dataset.images], layer, pool)

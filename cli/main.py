@@ -25,7 +25,11 @@ def cli(ctx, debug):
 
 # --- command registration (one line per command module) -------------------
 # (each module defines one or more click commands and is imported here)
-from sflnet_cli.commands import evaluate, filters, reconstruct, sample, train  # noqa: E402
+from sflnet_cli.evaluate_cmd import evaluate  # noqa: E402
+from sflnet_cli.filters_cmd import filters  # noqa: E402
+from sflnet_cli.reconstruct_cmd import reconstruct  # noqa: E402
+from sflnet_cli.sample_cmd import sample  # noqa: E402
+from sflnet_cli.train_cmd import train  # noqa: E402
 cli.add_command(train)
 cli.add_command(sample)
 cli.add_command(reconstruct)

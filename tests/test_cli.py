@@ -300,9 +300,9 @@ def test_ctrl_c_saves_flushes_and_exits_130(tmp_path, images, monkeypatch, defau
     """SIGINT during epoch 2 (sent from the progress hook): epoch 2 finishes, is saved, exit 130."""
     import signal
 
-    from sflnet_cli import commands
+    from sflnet_cli import options
 
-    original = commands.ProgressReporter.epoch
+    original = options.ProgressReporter.epoch
 
     def epoch_then_interrupt(self, row):
         original(self, row)
@@ -310,7 +310,7 @@ def test_ctrl_c_saves_flushes_and_exits_130(tmp_path, images, monkeypatch, defau
             os.kill(os.getpid(), signal.SIGINT)
 
     before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(commands.ProgressReporter, "epoch", epoch_then_interrupt)
+    monkeypatch.setattr(options.ProgressReporter, "epoch", epoch_then_interrupt)
     run = tmp_path / "run"
     result = run_cli(train_args(images, run, 5))
     assert result.code == 130, result

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from sflnet import losses
 from sflnet.errors import SflnetError
 from sflnet.losses import LOSSES, options_of, resolve
-from sflnet_cli.commands import evaluate, train
+from sflnet_cli.evaluate_cmd import evaluate
+from sflnet_cli.train_cmd import train
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin_loss"
 EXPRESSION = "pl+0.1*charbonnier(eps=0.01)"

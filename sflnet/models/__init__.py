@@ -4,7 +4,7 @@
 name   what                                          optimiser           module
 =====  ============================================  ==================  ===============
 cae    Ichimura's Table 1 autoencoder (the default)  momentum SGD        :mod:`.cae`
-vae    Dalal's β-VAE (seed 004, model ``VAE1``)      Adam, triangular2   :mod:`.vae`
+vae    Dalal's β-VAE (model ``VAE1``)                Adam, triangular2   :mod:`.vae`
 =====  ============================================  ==================  ===============
 
 A model module provides its parameter names and shapes, an ``init_params``,

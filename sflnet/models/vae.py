@@ -1,4 +1,5 @@
-"""The β-VAE of seed 004 (Dalal, model ``VAE1``): MNIST digits through a 2-D latent space.
+"""Dalal's β-VAE (model ``VAE1`` of *Deblurring Variational Autoencoders with Short-Time Fourier
+Transform*): MNIST digits through a 2-D latent space.
 
 ======  ================================================  ==========================
 part    what                                              parameters

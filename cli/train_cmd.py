@@ -1,0 +1,164 @@
+"""``sflnet train``: a training run into a run folder (the work is :func:`sflnet.training.run.run_training`).
+
+User-fixable problems raise :class:`sflnet.SflnetError`, which ``sflnet``'s ``main`` prints as one
+line (``Error: ...``) with exit status 1.
+"""
+
+import os
+import shlex
+import sys
+
+import click
+from click.core import ParameterSource
+
+from sflnet import SflnetError
+from sflnet.backend import DEVICES
+from sflnet.io.images import MAX_IMAGE_PIXELS
+from sflnet.losses import canonical, sigma_label
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
+from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
+from sflnet.training.config import DTYPES, KEY_OPTIONS, RESUME_OPTIONS, TrainOptions
+from sflnet.training.run import run_training
+from sflnet_cli.loss_help import LossHelpCommand
+from sflnet_cli.options import (EXIT_INTERRUPTED, LOSS_HELP, ProgressReporter, absolute_paths, both_defaults,
+                                command_line, default_out, format_list, parse_float_list, stft_options)
+
+
+@click.command(cls=LossHelpCommand)
+@click.option("--model", type=click.Choice(MODEL_NAMES), default=DEFAULT_MODEL, show_default=True,
+              help="cae: Ichimura's Table 1 autoencoder on photos (momentum SGD); vae: Dalal's β-VAE "
+                   "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
+@click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
+              help="cae: image file or folder (searched recursively), repeatable; images over "
+                   f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
+                   "decompression bombs. vae: one .npz "
+                   "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one. "
+                   "Default: the built-in demo photos (cae) or MNIST 5k digits, 4,000 train / 1,000 test (vae).")
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="cae: keep only images whose path relative to the data folder matches (repeatable).")
+@click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
+              help="cae: drop images whose path relative to the data folder matches (repeatable).")
+@click.option("--size", type=int, default=None,
+              help="cae: longer image side in pixels, aspect ratio kept; 0 keeps the native size." + both_defaults("size"))
+@click.option("--skip-bad", is_flag=True,
+              help="cae: skip unreadable image files with a warning instead of stopping.")
+@click.option("--train-images", type=int, default=None,
+              help="vae: train on the first N/10 training digits of each class (a multiple of 10, for quick "
+                   "trials).  [default: all 4000]")
+@click.option("--binarize/--no-binarize", default=None,
+              help="vae: binarise the digits at 0.5, as the seed paper does." + both_defaults("binarize"))
+@click.option("--loss", default=None, metavar="EXPR", help=LOSS_HELP + both_defaults("loss"))
+@click.option("--beta", type=float, default=None,
+              help="vae: β, the weight of the KL term (E = β·KL + the --loss terms)." + both_defaults("beta"))
+@click.option("--epochs", type=int, default=None, help="Total number of epochs (>= 1)." + both_defaults("epochs"))
+@click.option("--lr", type=float, default=None, help="cae: learning rate (> 0)." + both_defaults("lr"))
+@click.option("--momentum", type=float, default=None, help="cae: momentum, in [0, 1)." + both_defaults("momentum"))
+@click.option("--init-std", type=float, default=None,
+              help="cae: std of the normal initial weights (paper: N(0, 0.02)); biases start at 0. (The vae "
+                   "starts from Glorot-uniform weights.)" + both_defaults("init_std"))
+@click.option("--lr-min", type=float, default=None,
+              help="vae: lowest learning rate of Adam's triangular2 cycle (> 0)." + both_defaults("lr_min"))
+@click.option("--lr-max", type=float, default=None,
+              help="vae: highest learning rate of the cycle (>= --lr-min)." + both_defaults("lr_max"))
+@click.option("--lr-step", type=int, default=None,
+              help="vae: step size S of the cycle, in updates (a cycle is 2S updates, each peak half the "
+                   "previous)." + both_defaults("lr_step"))
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the initial weights, the mini-batch shuffling and (vae) the latent noise ε.")
+@click.option("--sigmas", default=format_list(DEFAULT_SIGMAS), show_default=True,
+              help="Comma-separated LoG scales σ of the subbands (> 0).")
+@click.option("--sfl-weights", default=format_list(DEFAULT_SFL_WEIGHTS), show_default=True,
+              help="Comma-separated SFL weight per σ (>= 0), same count as --sigmas.")
+@stft_options(defaults=True)
+@click.option("--batch-size", type=int, default=None,
+              help="Images per mini-batch, shuffled each epoch; 0 = full batch (the first paper)."
+                   + both_defaults("batch_size"))
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="gpu needs CuPy and a CUDA device; auto uses it when available.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+              help="Floating-point precision of images, parameters and arithmetic.")
+@click.option("--out", type=click.Path(), default=None, metavar="RUN_DIR",
+              help="Run folder. Default: runs/<YYYYmmdd-HHMMSS>.")
+@click.option("--snapshot-every", type=int, default=None,
+              help="Epochs between snapshots (checkpoints/epoch_NNNN.npz and reconstructions); "
+                   "0 = final epoch only. Default: max(1, epochs // 10); the final epoch always gets one.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its checkpoint.npz up to --epochs, exactly as if it had "
+                   "never stopped. Its settings come from its config.json.")
+@click.option("--overwrite", is_flag=True,
+              help="Allow --out to be an existing run or a non-empty folder (sflnet's own files are replaced).")
+def train(model, data, include, exclude, size, skip_bad, train_images, binarize, loss, beta, epochs, lr, momentum, init_std,
+          lr_min, lr_max, lr_step, seed, sigmas, sfl_weights, stft_window, stft_stride, stft_window_fn,
+          stft_phase_weight, batch_size, device, dtype, out, snapshot_every, resume, overwrite):
+    """Train a model (the Table 1 autoencoder by default, or --model vae) and write a run folder.
+
+    \b
+    RUN_DIR/config.json          every option, version, device, data names and sizes
+    RUN_DIR/history.csv          epoch,E,E_PL,E_SFL,sfl_<σ>...,[E_<TERM>...,]seconds;
+                                 row k = losses measured before epoch k's update
+    RUN_DIR/checkpoint.npz       latest epoch (parameters after that many updates)
+    RUN_DIR/checkpoints/         epoch_NNNN.npz at snapshot epochs
+    RUN_DIR/snapshots/           reconstructions of the first 8 images at snapshot epochs
+    RUN_DIR/curves.png           learning curves (paper Fig. 5 style)
+
+    Ctrl-C stops after the current epoch, saves and prints how to resume (exit 130); so does
+    SIGTERM, a scheduler's preemption (exit 143). A signal ignored at start (nohup) stays ignored.
+    """
+    ctx = click.get_current_context()
+    sigma_values = parse_float_list(sigmas, "--sigmas")
+    weight_values = parse_float_list(sfl_weights, "--sfl-weights")
+    values = {"model": model, "data": absolute_paths(data), "include": tuple(include),
+              "exclude": tuple(exclude), "size": size, "skip_bad": skip_bad, "train_images": train_images, "binarize": binarize, "loss": loss,
+              "beta": beta, "epochs": epochs, "lr": lr, "momentum": momentum, "init_std": init_std,
+              "lr_min": lr_min, "lr_max": lr_max, "lr_step": lr_step, "seed": seed, "sigmas": sigma_values,
+              "sfl_weights": weight_values, "stft_window": stft_window, "stft_stride": stft_stride,
+              "stft_window_fn": stft_window_fn, "stft_phase_weight": stft_phase_weight,
+              "batch_size": batch_size, "device": device, "dtype": dtype, "snapshot_every": snapshot_every}
+    if resume and ctx.get_parameter_source("loss") == ParameterSource.COMMANDLINE:
+        values["loss"] = canonical(loss)
+    reporter = ProgressReporter(sigma_values)
+    if resume:
+        if out is None:
+            raise SflnetError("--resume needs --out RUN_DIR, the run folder to continue")
+        given = {name for name in values if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+        overrides = {name: values[name] for name in given if name in KEY_OPTIONS + RESUME_OPTIONS}
+        if overwrite:
+            raise SflnetError("--resume and --overwrite contradict each other; give only one")
+        result = run_training(out=out, resume=True, overrides=overrides, reporter=reporter)
+        reporter.labels = [sigma_label(s) for s in result.options.sigmas]
+    else:
+        given = {name: value for name, value in values.items() if value is not None and name != "model"}
+        options = TrainOptions.for_model(model, **given).validate()
+        out = out if out is not None else default_out()
+        result = run_training(options, out, overwrite=overwrite, reporter=reporter,
+                              command=command_line(ctx))
+    _report_training(result)
+
+
+def _report_training(result):
+    from sflnet.training.distributed import current_world  # noqa: PLC0415
+
+    quiet = not current_world().is_root     # under MPI rank 0 speaks for all
+    folder = result.folder
+    if result.status == "up-to-date" and not quiet:
+        click.echo(f"Nothing to do: {folder} is already at epoch {result.epoch} (ask for more with --epochs).")
+        return
+    if result.status == "interrupted":
+        if not quiet:
+            command = shlex.join(["sflnet", "train", "--resume", "--out", folder])
+            click.echo(f"Interrupted. {os.path.join(folder, 'checkpoint.npz')} holds epoch {result.epoch} and "
+                       f"history.csv is flushed.", err=True)
+            click.echo(f"Resume with: {command}", err=True)
+        signum = result.extra.get("signal")
+        sys.exit(128 + signum if signum else EXIT_INTERRUPTED)   # 130 for SIGINT, 143 for SIGTERM
+    if quiet or result.status == "up-to-date":
+        return
+    row = result.last_row
+    summary = ""
+    if row:
+        summary = " ".join(f"{key}={row[key]:.6g}" for key in ("E", "E_PL", "E_SFL", *(
+            key for key in row if key.startswith("E_") and key not in ("E_PL", "E_SFL"))))
+    click.echo(f"Trained to epoch {result.epoch} in {result.seconds:.1f} s on "
+               f"{result.extra.get('device_name', '?')} ({result.extra.get('images', '?')} images). "
+               f"Last logged {summary}.")
+    click.echo(f"Run folder: {folder}")
