@@ -150,7 +150,7 @@ def test_torch_reference_matches_sflnet_float64(loss):
     """E, E_PL, E_SFL and every gradient of the PyTorch reference (literal 27×27 LoG conv, autograd)
     equal sflnet's (separable LoG, hand-written backward), on two sizes of float64 images."""
     pytest.importorskip("torch")
-    from sflnet.torch_reference import TorchReference  # noqa: PLC0415
+    from sflnet.bench.torch_reference import TorchReference  # noqa: PLC0415
 
     images = tiny_images()
     params = init_params(seed=2, std=0.3, dtype=np.float64)   # large weights: far from linear

@@ -333,7 +333,7 @@ def torch_cuda_available():
 def torch_epoch_ms(images, repeat, warmup):
     """PyTorch + cuDNN on the same images: channels-last, pl+sfl with the literal LoG conv, TF32 off."""
     import torch  # noqa: PLC0415
-    from sflnet.torch_reference import TorchReference  # noqa: PLC0415  (imports torch at its top)
+    from sflnet.bench.torch_reference import TorchReference  # noqa: PLC0415  (imports torch at its top)
 
     groups = group_by_shape(images, np, np.float32)
     reference = TorchReference(init_params(seed=0, dtype=np.float32), device="cuda", loss=LOSS,

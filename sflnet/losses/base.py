@@ -43,6 +43,10 @@ import math
 import re
 from dataclasses import dataclass
 
+from sflnet.ops.filters import PAPER_SIGMAS
+
+PAPER_SFL_WEIGHTS = (100.0, 10.0, 10.0)   # the SFL's subband weights (paper Sec. 4), the one place they are written
+
 OPTION_KINDS = ("int", "float", "floats", "str", "bool")
 
 
@@ -158,8 +162,8 @@ class LossSettings:
     stft_phase_weight: λ, the weight of the phase term (``--stft-phase-weight``)
     """
 
-    sigmas: tuple = (0.8, 1.6, 3.2)
-    sfl_weights: tuple = (100.0, 10.0, 10.0)
+    sigmas: tuple = PAPER_SIGMAS
+    sfl_weights: tuple = PAPER_SFL_WEIGHTS
     pl_weights: tuple = (1.0, 1.0, 1.0)
     value_range: tuple = (-1.0, 1.0)
     stft_window: int = 16

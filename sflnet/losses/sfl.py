@@ -2,7 +2,8 @@
 
 from sflnet.backend import device_constant
 from sflnet.nn.fixed import LoGBank
-from sflnet.losses.base import Loss, Option
+from sflnet.losses.base import PAPER_SFL_WEIGHTS, Loss, Option
+from sflnet.ops.filters import PAPER_SIGMAS
 
 
 def sigma_label(sigma):
@@ -47,9 +48,9 @@ class SpatialFrequencyLoss(Loss):
     name = "sfl"
     summary = "spatial frequency loss, paper Eq. 6 / 8 (history columns sfl_<σ> follow its sigmas)"
     options = (
-        Option("sigmas", "floats", (0.8, 1.6, 3.2), "LoG scales σ of the subbands, colon-separated (> 0)",
+        Option("sigmas", "floats", PAPER_SIGMAS, "LoG scales σ of the subbands, colon-separated (> 0)",
                check=sigmas_problem, alias="sigmas"),
-        Option("weights", "floats", (100.0, 10.0, 10.0), "one SFL weight per σ, colon-separated (>= 0)",
+        Option("weights", "floats", PAPER_SFL_WEIGHTS, "one SFL weight per σ, colon-separated (>= 0)",
                check=weights_problem, alias="sfl_weights"),
     )
 
@@ -61,7 +62,7 @@ class SpatialFrequencyLoss(Loss):
                     f"give one weight per sigma")
         return None
 
-    def __init__(self, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
+    def __init__(self, sigmas=PAPER_SIGMAS, weights=PAPER_SFL_WEIGHTS):
         if len(sigmas) != len(weights):
             raise ValueError(f"{len(sigmas)} sigmas but {len(weights)} SFL weights")
         self.bank = LoGBank(sigmas)

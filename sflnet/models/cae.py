@@ -24,7 +24,9 @@ import numpy as np
 from sflnet.backend import get_array_module, to_device
 from sflnet.errors import SflnetError
 from sflnet.nn import Conv2D, ReLU, Tanh, Upsample2x, UpsampleConv2D
+from sflnet.ops.filters import PAPER_SIGMAS
 from sflnet.losses import DEFAULT_EXPRESSION, LossSettings, make_objective
+from sflnet.losses.base import PAPER_SFL_WEIGHTS
 from sflnet.models.base import Model, accumulate_measured, is_finite_number, is_whole_number, loss_result
 from sflnet.optim import MomentumSGD
 
@@ -35,8 +37,8 @@ PARAM_SHAPES = {
     "w4": (32, 16, 3, 3), "b4": (32,),
     "w5": (3, 32, 3, 3), "b5": (3,),
 }
-DEFAULT_SIGMAS = (0.8, 1.6, 3.2)
-DEFAULT_SFL_WEIGHTS = (100.0, 10.0, 10.0)
+DEFAULT_SIGMAS = PAPER_SIGMAS              # the SFL's LoG scales and weights (Sec. 4), defined once in
+DEFAULT_SFL_WEIGHTS = PAPER_SFL_WEIGHTS    # sflnet.ops.filters and sflnet.losses.base
 DEFAULT_PL_WEIGHTS = (1.0, 1.0, 1.0)
 DEFAULT_MAX_CHUNK_PIXELS = 3 << 16   # 196608: two 300×300 or three 300×200 images per chunk
 

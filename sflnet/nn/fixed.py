@@ -9,6 +9,7 @@ symmetric; :mod:`sflnet.ops.filters`). Their ``params`` are empty.
 from sflnet.backend import get_array_module
 from sflnet.nn.base import Layer
 from sflnet.ops import filters, resample
+from sflnet.ops.filters import PAPER_SIGMAS
 
 
 # ---------------------------------------------------------------------------
@@ -77,7 +78,7 @@ class LoGBank(Layer):
     :func:`sflnet.ops.filters.log_kernel_factors`.
     """
 
-    def __init__(self, sigmas=(0.8, 1.6, 3.2)):
+    def __init__(self, sigmas=PAPER_SIGMAS):
         super().__init__()
         self.sigmas = tuple(float(s) for s in sigmas)
         self.factors = [filters.log_kernel_factors(s) for s in self.sigmas]

@@ -17,6 +17,8 @@ import numpy as np
 from sflnet.backend import device_constant, get_array_module
 from sflnet.ops.threads import along, parallel_ranges, split_axis
 
+PAPER_SIGMAS = (0.8, 1.6, 3.2)   # the LoG scales σ of the paper's SFL (Sec. 4), the one place they are written
+
 
 def _ndimage(xp):
     """``scipy.ndimage`` for NumPy arrays, ``cupyx.scipy.ndimage`` for CuPy arrays."""

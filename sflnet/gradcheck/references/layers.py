@@ -46,6 +46,7 @@ import numpy as np
 import scipy.signal
 
 from sflnet.ops import filters
+from sflnet.ops.filters import PAPER_SIGMAS
 
 def as_float64(*arrays):
     """The arguments as float64 NumPy arrays (copies only where a conversion is needed)."""
@@ -340,7 +341,7 @@ def log_bank_weights(sigmas, colours=3):
     return w6
 
 
-def log_bank_forward(f, sigmas=(0.8, 1.6, 3.2)):
+def log_bank_forward(f, sigmas=PAPER_SIGMAS):
     """Layer 6: Eq. 2 with the Eq. 5 weights of :func:`log_bank_weights`, no bias, identity activation.
 
     ``out[n, c] = Σ_{c'} K_{σ_c} ⋆ f[n, c']`` (zero "same" padding): the LoG of the sum of the colours.
@@ -350,7 +351,7 @@ def log_bank_forward(f, sigmas=(0.8, 1.6, 3.2)):
     return conv2d_forward(f, w6, np.zeros(len(sigmas)), 1, (w6.shape[-1] - 1) // 2)
 
 
-def log_bank_backward(dout, f_shape, sigmas=(0.8, 1.6, 3.2)):
+def log_bank_backward(dout, f_shape, sigmas=PAPER_SIGMAS):
     """Layer 6's input gradient: Eq. 2's backward with the fixed weights (their gradient is discarded).
 
     dout: (N, S, H, W); f_shape: (N, C, H, W) → ∂E/∂f: (N, C, H, W).

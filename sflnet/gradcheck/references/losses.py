@@ -36,7 +36,9 @@ import math
 import numpy as np
 
 from sflnet.gradcheck.references.layers import as_float64, log_bank_backward, log_bank_forward
+from sflnet.losses.base import PAPER_SFL_WEIGHTS
 from sflnet.losses.ssim import K1, K2, RADIUS, SIGMA, WINDOW
+from sflnet.ops.filters import PAPER_SIGMAS
 
 # ---------------------------------------------------------------------------
 # The paper's losses, Eq. 4 and 6
@@ -69,7 +71,7 @@ def pixel_loss_backward(recon, target, batch_count, weights=(1.0, 1.0, 1.0)):
 
 
 
-def sfl_forward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0), bank=None):
+def sfl_forward(recon, target, batch_count, sigmas=PAPER_SIGMAS, weights=PAPER_SFL_WEIGHTS, bank=None):
     """Eq. 6 term by term: ``E_SFL = (1/N_m) Σ_i Σ_c w_SFL[c] · ½ · mean_{x,y} (f^{L+1}_i − f^1_i(·|σ_c))²``.
 
     f^{L+1} = LoG bank of f^L and f^1(·|σ_c) = LoG bank of f^1, each filtered separately as in the paper.
@@ -90,7 +92,7 @@ def sfl_forward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(100
     return float(np.dot(weights, subbands)), subbands
 
 
-def sfl_backward(recon, target, batch_count, sigmas=(0.8, 1.6, 3.2), weights=(100.0, 10.0, 10.0)):
+def sfl_backward(recon, target, batch_count, sigmas=PAPER_SIGMAS, weights=PAPER_SFL_WEIGHTS):
     """Eq. 8, ``∂E_SFL/∂o^{L+1}[i, c] = w_SFL[c] / (N_m W H) · (f^{L+1}_i − f^1_i(·|σ_c))``,
     carried down to f^L by layer 6's backward (:func:`log_bank_backward`).
 

@@ -2,7 +2,7 @@
 
 PyTorch is **never** a dependency of sflnet. This module imports ``torch`` at
 the top, so only two places import it, and only when torch is installed:
-``sflnet bench --compare-torch`` (:mod:`sflnet.bench`) and the tests that skip
+``sflnet bench --compare-torch`` (:mod:`sflnet.bench.harness`) and the tests that skip
 without torch. It is written the plain way a PyTorch user would (autograd is
 fine here, in the reference only), so it checks sflnet's hand-written
 backward and is the baseline sflnet's speed is compared against:
@@ -23,7 +23,7 @@ Memory layouts: ``"nchw"`` (contiguous) and ``"channels_last"`` (NHWC in
 memory; often the faster one for oneDNN on CPUs).
 
 The benchmark runs this module in a child process (``python -m
-sflnet.torch_reference IN.npz``, see :func:`main`): PyTorch's OpenMP threads
+sflnet.bench.torch_reference IN.npz``, see :func:`main`): PyTorch's OpenMP threads
 and NumPy's OpenBLAS threads in one process fight over the cores and slow
 both down many times over, and a child also keeps torch out of sflnet's
 memory figures.
@@ -182,7 +182,7 @@ def time_round(variants, device):
 def main(argv=None):
     """Child-process entry, driven line by line over stdin/stdout (JSON lines).
 
-    ``python -m sflnet.torch_reference IN.npz --device cpu|cuda --loss pl+sfl|pl --warmup W``
+    ``python -m sflnet.bench.torch_reference IN.npz --device cpu|cuda --loss pl+sfl|pl --warmup W``
 
     IN.npz holds the parameters (keys w2 … b5) and the groups (keys group0,
     group1, …). The child builds every variant, runs ``W`` untimed warm-up
@@ -191,7 +191,7 @@ def main(argv=None):
     ``{"times": {name: seconds}}``; ``quit`` or end of input ends it. The
     parent interleaves these rounds with its own timings.
     """
-    parser = argparse.ArgumentParser(prog="python -m sflnet.torch_reference")
+    parser = argparse.ArgumentParser(prog="python -m sflnet.bench.torch_reference")
     parser.add_argument("input")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--loss", choices=("pl+sfl", "pl"), default="pl+sfl")

@@ -28,7 +28,7 @@ What is measured
   whole benchmark run, which holds several models at once.
 
 ``compare_torch=True`` also times the same network and loss written with
-PyTorch (:mod:`sflnet.torch_reference`) on the same images, parameters,
+PyTorch (:mod:`sflnet.bench.torch_reference`) on the same images, parameters,
 device and dtype, in the same run: in a child process (so that the two
 thread pools never compete), one round of torch steps after every round of
 sflnet steps, in both memory layouts (channels-last and NCHW). It reports
@@ -312,7 +312,7 @@ def run_benchmark(images, xp, dtype=np.float32, repeat=5, warmup=1, loss="pl+sfl
 
     images: list of (3, H_i, W_i) NumPy arrays (host). xp: numpy or cupy.
     dtype: numpy float dtype for parameters and images. loss: "pl+sfl" or "pl" (:data:`BENCH_LOSSES`).
-    compare_torch: also time :mod:`sflnet.torch_reference` (needs torch
+    compare_torch: also time :mod:`sflnet.bench.torch_reference` (needs torch
     installed; raises :class:`sflnet.errors.SflnetError` otherwise).
     log: optional callable(str) for progress lines.
     """
@@ -388,7 +388,7 @@ def torch_available():
 
 
 class TorchChild:
-    """:mod:`sflnet.torch_reference` running in a child process, timed one round at a time.
+    """:mod:`sflnet.bench.torch_reference` running in a child process, timed one round at a time.
 
     A child process, because PyTorch's OpenMP threads and NumPy's BLAS threads
     in one process compete for the cores and distort both timings; it also
@@ -403,7 +403,7 @@ class TorchChild:
         arrays = {name: to_host(p) for name, p in params.items()}
         arrays.update({f"group{i}": to_host(g) for i, g in enumerate(groups)})
         np.savez(path, **arrays)
-        command = [sys.executable, "-m", "sflnet.torch_reference", path,
+        command = [sys.executable, "-m", "sflnet.bench.torch_reference", path,
                    "--device", "cpu" if xp is np else "cuda", "--loss", loss, "--warmup", str(warmup)]
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True)
