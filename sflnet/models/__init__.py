@@ -49,7 +49,7 @@ class ModelSpec:
     optimizer:     "momentum-sgd" or "adam" (:data:`sflnet.optim.OPTIMIZERS`)
     value_range:   (low, high) of images and reconstructions
     channels:      image channels (3 for photos, 1 for digits)
-    defaults:      option values that differ from :class:`sflnet.training.config.TrainOptions`' own defaults
+    defaults:      shared option values that differ from :data:`sflnet.training.config.SHARED_OPTIONS`
     unused:        options this model ignores; they must keep their "unset" value (None, () or False)
     logged_terms:  loss names always measured besides the objective's (a history column each)
     hyperparameters: tuple of :class:`sflnet.models.base.Hyperparameter`, the options this model owns
