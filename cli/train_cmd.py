@@ -15,17 +15,54 @@ from sflnet import SflnetError
 from sflnet.backend import DEVICES
 from sflnet.io.images import MAX_IMAGE_PIXELS
 from sflnet.losses import canonical, sigma_label
-from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, hyperparameters
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
-from sflnet.training.config import DTYPES, KEY_OPTIONS, RESUME_OPTIONS, TrainOptions
+from sflnet.training.config import DTYPES, RESUME_OPTIONS, TrainOptions, key_options
 from sflnet.training.run import run_training
 from sflnet_cli.loss_help import LossHelpCommand
 from sflnet_cli.options import (EXIT_INTERRUPTED, LOSS_HELP, ProgressReporter, absolute_paths, both_defaults,
                                 command_line, default_out, format_list, parse_float_list, stft_options)
 
 
-@click.command(cls=LossHelpCommand)
-@click.option("--model", type=click.Choice(MODEL_NAMES), default=DEFAULT_MODEL, show_default=True,
+# Shared options whose default depends on --model: their help gets ``[default: X (cae), Y (vae)]``.
+MODEL_DEFAULTS_SHOWN = ("size", "loss", "epochs", "batch_size")
+
+
+def hyperparameter_option(option, models):
+    """The click option of one model hyperparameter (:class:`sflnet.models.base.Hyperparameter`), declared
+    by ``models`` (names): ``--name`` of its kind (a ``--name/--no-name`` pair for a "bool"), default None
+    (the model's own default applies), help prefixed by the models' names."""
+    shown = f"  [default: {option.default_help}]" if option.default_help else both_defaults(option.name)
+    text = f"{', '.join(models)}: {option.help}{shown}"
+    if option.kind == "bool":
+        return click.Option([f"{option.flag}/--no-{option.flag[2:]}"], default=None, help=text)
+    return click.Option([option.flag], type={"int": int, "float": float}[option.kind], default=None, help=text)
+
+
+class TrainCommand(LossHelpCommand):
+    """``sflnet train``: its model options are made from the registered models (plug-ins included)
+    the first time the command is used, not when ``sflnet`` starts: one flag per hyperparameter
+    (:func:`hyperparameter_option`), after --epochs, the --model choices, and the per-model defaults
+    of the shared options in :data:`MODEL_DEFAULTS_SHOWN`. A refused plug-in model is then a one-line error."""
+
+    models_read = False
+
+    def get_params(self, ctx):
+        if not self.models_read:
+            generated = [hyperparameter_option(option, models) for option, models in hyperparameters().values()]
+            for param in self.params:
+                if param.name == "model":
+                    param.type = click.Choice(tuple(MODEL_NAMES))
+                if param.name in MODEL_DEFAULTS_SHOWN:
+                    param.help += both_defaults(param.name)
+            at = [param.name for param in self.params].index("epochs") + 1
+            self.params[at:at] = generated
+            self.models_read = True
+        return super().get_params(ctx)
+
+
+@click.command(cls=TrainCommand)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,   # type: the registered names (TrainCommand)
               help="cae: Ichimura's Table 1 autoencoder on photos (momentum SGD); vae: Dalal's β-VAE "
                    "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
 @click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
@@ -39,30 +76,11 @@ from sflnet_cli.options import (EXIT_INTERRUPTED, LOSS_HELP, ProgressReporter, a
 @click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
               help="cae: drop images whose path relative to the data folder matches (repeatable).")
 @click.option("--size", type=int, default=None,
-              help="cae: longer image side in pixels, aspect ratio kept; 0 keeps the native size." + both_defaults("size"))
+              help="cae: longer image side in pixels, aspect ratio kept; 0 keeps the native size.")
 @click.option("--skip-bad", is_flag=True,
               help="cae: skip unreadable image files with a warning instead of stopping.")
-@click.option("--train-images", type=int, default=None,
-              help="vae: train on the first N/10 training digits of each class (a multiple of 10, for quick "
-                   "trials).  [default: all 4000]")
-@click.option("--binarize/--no-binarize", default=None,
-              help="vae: binarise the digits at 0.5, as the seed paper does." + both_defaults("binarize"))
-@click.option("--loss", default=None, metavar="EXPR", help=LOSS_HELP + both_defaults("loss"))
-@click.option("--beta", type=float, default=None,
-              help="vae: β, the weight of the KL term (E = β·KL + the --loss terms)." + both_defaults("beta"))
-@click.option("--epochs", type=int, default=None, help="Total number of epochs (>= 1)." + both_defaults("epochs"))
-@click.option("--lr", type=float, default=None, help="cae: learning rate (> 0)." + both_defaults("lr"))
-@click.option("--momentum", type=float, default=None, help="cae: momentum, in [0, 1)." + both_defaults("momentum"))
-@click.option("--init-std", type=float, default=None,
-              help="cae: std of the normal initial weights (paper: N(0, 0.02)); biases start at 0. (The vae "
-                   "starts from Glorot-uniform weights.)" + both_defaults("init_std"))
-@click.option("--lr-min", type=float, default=None,
-              help="vae: lowest learning rate of Adam's triangular2 cycle (> 0)." + both_defaults("lr_min"))
-@click.option("--lr-max", type=float, default=None,
-              help="vae: highest learning rate of the cycle (>= --lr-min)." + both_defaults("lr_max"))
-@click.option("--lr-step", type=int, default=None,
-              help="vae: step size S of the cycle, in updates (a cycle is 2S updates, each peak half the "
-                   "previous)." + both_defaults("lr_step"))
+@click.option("--loss", default=None, metavar="EXPR", help=LOSS_HELP)
+@click.option("--epochs", type=int, default=None, help="Total number of epochs (>= 1).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the initial weights, the mini-batch shuffling and (vae) the latent noise ε.")
 @click.option("--sigmas", default=format_list(DEFAULT_SIGMAS), show_default=True,
@@ -71,8 +89,7 @@ from sflnet_cli.options import (EXIT_INTERRUPTED, LOSS_HELP, ProgressReporter, a
               help="Comma-separated SFL weight per σ (>= 0), same count as --sigmas.")
 @stft_options(defaults=True)
 @click.option("--batch-size", type=int, default=None,
-              help="Images per mini-batch, shuffled each epoch; 0 = full batch (the first paper)."
-                   + both_defaults("batch_size"))
+              help="Images per mini-batch, shuffled each epoch; 0 = full batch (the first paper).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="gpu needs CuPy and a CUDA device; auto uses it when available.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
@@ -87,9 +104,9 @@ from sflnet_cli.options import (EXIT_INTERRUPTED, LOSS_HELP, ProgressReporter, a
                    "never stopped. Its settings come from its config.json.")
 @click.option("--overwrite", is_flag=True,
               help="Allow --out to be an existing run or a non-empty folder (sflnet's own files are replaced).")
-def train(model, data, include, exclude, size, skip_bad, train_images, binarize, loss, beta, epochs, lr, momentum, init_std,
-          lr_min, lr_max, lr_step, seed, sigmas, sfl_weights, stft_window, stft_stride, stft_window_fn,
-          stft_phase_weight, batch_size, device, dtype, out, snapshot_every, resume, overwrite):
+def train(model, data, include, exclude, size, skip_bad, loss, epochs, seed, sigmas, sfl_weights, stft_window,
+          stft_stride, stft_window_fn, stft_phase_weight, batch_size, device, dtype, out, snapshot_every, resume,
+          overwrite, **model_options):
     """Train a model (the Table 1 autoencoder by default, or --model vae) and write a run folder.
 
     \b
@@ -108,12 +125,11 @@ def train(model, data, include, exclude, size, skip_bad, train_images, binarize,
     sigma_values = parse_float_list(sigmas, "--sigmas")
     weight_values = parse_float_list(sfl_weights, "--sfl-weights")
     values = {"model": model, "data": absolute_paths(data), "include": tuple(include),
-              "exclude": tuple(exclude), "size": size, "skip_bad": skip_bad, "train_images": train_images, "binarize": binarize, "loss": loss,
-              "beta": beta, "epochs": epochs, "lr": lr, "momentum": momentum, "init_std": init_std,
-              "lr_min": lr_min, "lr_max": lr_max, "lr_step": lr_step, "seed": seed, "sigmas": sigma_values,
-              "sfl_weights": weight_values, "stft_window": stft_window, "stft_stride": stft_stride,
-              "stft_window_fn": stft_window_fn, "stft_phase_weight": stft_phase_weight,
-              "batch_size": batch_size, "device": device, "dtype": dtype, "snapshot_every": snapshot_every}
+              "exclude": tuple(exclude), "size": size, "skip_bad": skip_bad, "loss": loss, "epochs": epochs,
+              "seed": seed, "sigmas": sigma_values, "sfl_weights": weight_values, "stft_window": stft_window,
+              "stft_stride": stft_stride, "stft_window_fn": stft_window_fn, "stft_phase_weight": stft_phase_weight,
+              "batch_size": batch_size, "device": device, "dtype": dtype, "snapshot_every": snapshot_every,
+              **model_options}    # the registered models' hyperparameters (TrainCommand)
     if resume and ctx.get_parameter_source("loss") == ParameterSource.COMMANDLINE:
         values["loss"] = canonical(loss)
     reporter = ProgressReporter(sigma_values)
@@ -121,7 +137,7 @@ def train(model, data, include, exclude, size, skip_bad, train_images, binarize,
         if out is None:
             raise SflnetError("--resume needs --out RUN_DIR, the run folder to continue")
         given = {name for name in values if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-        overrides = {name: values[name] for name in given if name in KEY_OPTIONS + RESUME_OPTIONS}
+        overrides = {name: values[name] for name in given if name in key_options() + RESUME_OPTIONS}
         if overwrite:
             raise SflnetError("--resume and --overwrite contradict each other; give only one")
         result = run_training(out=out, resume=True, overrides=overrides, reporter=reporter)

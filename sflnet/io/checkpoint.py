@@ -67,7 +67,7 @@ Older files still load, evaluate, reconstruct and resume. Version 1 (sflnet 0.1)
 differs in ``config``: ``loss`` was ``"pl"`` or ``"sfl"`` (the latter meaning
 ``pl+sfl``) and the stft options did not exist (:func:`upgrade_legacy_options`).
 Version 2 has no ``optimizer`` entry and no model options: all its runs were CAE
-runs with momentum SGD (:func:`upgrade_model_options`, :data:`MODEL_OPTIONS`).
+runs with momentum SGD (:func:`upgrade_model_options`).
 :func:`load_checkpoint` returns their config upgraded to today's form.
 
 Loading (:func:`load_checkpoint`) always uses ``allow_pickle=False`` and
@@ -101,8 +101,6 @@ LEGACY_FORMAT_VERSION = 1     # sflnet 0.1: --loss "pl"/"sfl", no stft options
 ADDED_OPTIONS = {"stft_window": LossSettings.stft_window, "stft_stride": LossSettings.stft_stride,
                  "stft_window_fn": LossSettings.stft_window_fn,
                  "stft_phase_weight": LossSettings.stft_phase_weight}
-# Options added in format 3 (the models): absent from older files, whose runs were all CAE runs.
-MODEL_OPTIONS = {"model": "cae", **{name: None for spec in REGISTRY.values() for name in spec.added_options}}
 EPOCH_MEANING = ("parameters after `epoch` updates (0 = initialisation); history.csv row "
                  "epoch+1 holds the losses measured with these parameters")
 FLOAT_DTYPES = ("float32", "float64")
@@ -175,11 +173,17 @@ def upgrade_legacy_options(config):
 
 
 def upgrade_model_options(config):
-    """A copy of training options written before the models existed (format/config version ≤ 2):
-    ``model`` "cae" and the VAE's options unset (:data:`MODEL_OPTIONS`)."""
+    """A copy of training options with what files written before a model existed lack: ``model`` "cae"
+    (format/config version ≤ 2, all CAE runs), and the other models' hyperparameters
+    (:attr:`sflnet.models.ModelSpec.hyperparameters`, e.g. the VAE's, added in format 3) unset (None)."""
     config = dict(config)
-    for name, value in MODEL_OPTIONS.items():
-        config.setdefault(name, value)
+    config.setdefault("model", "cae")
+    model = config["model"]
+    own = {h.name for h in REGISTRY[model].hyperparameters} if isinstance(model, str) and model in REGISTRY else set()
+    for spec in REGISTRY.values():
+        for option in spec.hyperparameters:
+            if option.name not in own:
+                config.setdefault(option.name, None)
     return config
 
 

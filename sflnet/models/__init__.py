@@ -9,16 +9,33 @@ vae    Dalal's β-VAE (model ``VAE1``)                Adam, triangular2   :mod:`
 
 A model module provides its parameter names and shapes, an ``init_params``,
 a model class (a :class:`sflnet.models.base.Model` with ``loss_and_grads``,
-``reconstruct`` and ``params``), its data, its own options and their checks, and
-its optimiser; :class:`ModelSpec` gathers what the run machinery
-(:mod:`sflnet.training`) and the checkpoints (:mod:`sflnet.io.checkpoint`) need,
-so that neither hard-codes a model. A new model is one new module plus one line
-in :data:`REGISTRY` (its own hyperparameters still need a field of
-:class:`sflnet.training.config.TrainOptions`).
+``reconstruct`` and ``params``), its data, its hyperparameters
+(:class:`sflnet.models.base.Hyperparameter`: name, kind, default, help, check)
+and its optimiser; :class:`ModelSpec` gathers what the run machinery
+(:mod:`sflnet.training`), the checkpoints (:mod:`sflnet.io.checkpoint`) and the
+CLI need, so that none of them hard-codes a model: :class:`sflnet.training.config.TrainOptions`
+gets an attribute, and ``sflnet train`` a flag, for every declared hyperparameter.
+A new model is one new module plus one line in :data:`BUILTIN`.
+
+**Plug-ins.** Another installed package adds a model through an entry point in
+the group :data:`ENTRY_POINT_GROUP` (``sflnet.models``) that loads its
+:class:`ModelSpec`; the entry point's name is the ``--model`` value. In its
+``pyproject.toml``::
+
+    [project.entry-points."sflnet.models"]
+    tiny = "sflnet_tiny_model:SPEC"
+
+As for the losses (:mod:`sflnet.losses.registry`), the plug-ins are found the
+first time the registry is read, and a plug-in is refused with one line naming
+its entry point when its name clashes with a built-in model, differs from its
+spec's name, cannot be loaded or is not a :class:`ModelSpec`.
 """
 
+import importlib.metadata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sflnet.errors import SflnetError
 from sflnet.models import cae, vae
 
 
@@ -32,12 +49,13 @@ class ModelSpec:
     optimizer:     "momentum-sgd" or "adam" (:data:`sflnet.optim.OPTIMIZERS`)
     value_range:   (low, high) of images and reconstructions
     channels:      image channels (3 for photos, 1 for digits)
-    defaults:      option values that differ from :class:`sflnet.training.config.TrainOptions`' own defaults
+    defaults:      shared option values that differ from :data:`sflnet.training.config.SHARED_OPTIONS`
     unused:        options this model ignores; they must keep their "unset" value (None, () or False)
     logged_terms:  loss names always measured besides the objective's (a history column each)
-    own_options:   the options only this model uses; the other models must leave them unset (None)
-    added_options: the options this model added to config.json and checkpoints in format 3; files
-                   written before (all CAE runs) get them as None
+    hyperparameters: tuple of :class:`sflnet.models.base.Hyperparameter`, the options this model owns
+                   (checked by their own ``check``, then by :attr:`validate`); unset (None) for the others.
+                   Files written before a model existed lack its hyperparameters: they read as None.
+    exclusive:     shared options only this model uses (the cae's ``size``); the others leave them None
     """
 
     name: str
@@ -53,9 +71,9 @@ class ModelSpec:
     init: object = None           # (options, xp) -> {name: array}, the initial parameters
     build: object = None          # (params, loss, settings, options) -> the model object
     load_data: object = None      # (options, split, warn) -> sflnet.io.images.Dataset; split "train" or "test"
-    own_options: tuple = ()
-    added_options: tuple = ()
-    validate: object = None       # (options) -> None, SflnetError for a bad value of the model's own options
+    hyperparameters: tuple = ()
+    exclusive: tuple = ()
+    validate: object = None       # (options) -> None, SflnetError for what the hyperparameters' checks miss
     make_optimizer: object = None  # (options) -> (optimizer, schedule or None), see sflnet.optim
     rate_label: object = None     # (options) -> "lr 0.02", the learning rate in the curves' title
     smaller_rate: object = None   # (options) -> "--lr 0.002", what a diverged run should try
@@ -70,31 +88,141 @@ class ModelSpec:
     def param_names(self):
         return tuple(self.param_shapes)
 
+    @property
+    def own_options(self):
+        """The options only this model uses: its hyperparameters' names, then :attr:`exclusive`."""
+        return tuple(h.name for h in self.hyperparameters) + tuple(self.exclusive)
+
 
 
 CAE = ModelSpec(name="cae", architecture=cae.ARCHITECTURE, param_shapes=dict(cae.PARAM_SHAPES),
                 optimizer="momentum-sgd", value_range=(-1.0, 1.0), channels=3,
                 init=cae.init_for_run, build=cae.build_for_run, load_data=cae.load_for_run,
-                own_options=cae.OWN_OPTIONS, validate=cae.validate_options, make_optimizer=cae.make_optimizer,
+                hyperparameters=cae.HYPERPARAMETERS, exclusive=cae.EXCLUSIVE_OPTIONS,
+                validate=cae.validate_options, make_optimizer=cae.make_optimizer,
                 rate_label=cae.rate_label, smaller_rate=cae.smaller_rate, reconstruct_inputs=cae.reconstruct_inputs,
                 evaluation_data=cae.evaluation_data, features=True)
 VAE = ModelSpec(
     name="vae", architecture=vae.ARCHITECTURE, param_shapes=dict(vae.PARAM_SHAPES), optimizer="adam",
     value_range=vae.VALUE_RANGE, channels=1,
-    defaults={"loss": vae.DEFAULT_EXPRESSION, "epochs": 50, "batch_size": 32, "pl_weights": (1.0,),
-              "beta": vae.DEFAULT_BETA, "lr_min": 1e-4, "lr_max": 1e-3, "lr_step": 2000, "binarize": True,
-              "lr": None, "momentum": None, "init_std": None, "size": None},
+    defaults={"loss": vae.DEFAULT_EXPRESSION, "epochs": 50, "batch_size": 32, "pl_weights": (1.0,), "size": None},
     unused=("lr", "momentum", "init_std", "size", "include", "exclude", "skip_bad"),
     logged_terms=("kl",), init=vae.init_for_run, build=vae.build_for_run, load_data=vae.load_for_run,
-    own_options=vae.OWN_OPTIONS, added_options=vae.OWN_OPTIONS, validate=vae.validate_options,
+    hyperparameters=vae.HYPERPARAMETERS, validate=vae.validate_options,
     make_optimizer=vae.make_optimizer, rate_label=vae.rate_label, smaller_rate=vae.smaller_rate,
     reconstruct_inputs=vae.reconstruct_inputs, evaluation_data=vae.evaluation_data, energy_text=vae.energy_text,
     sample_grid=vae.decode_grid)
 
-REGISTRY = {"cae": CAE, "vae": VAE}
-MODEL_NAMES = tuple(REGISTRY)
+ENTRY_POINT_GROUP = "sflnet.models"
+# name → spec of the models that ship with sflnet. A new built-in model is one module plus one line here.
+BUILTIN = {"cae": CAE, "vae": VAE}
 DEFAULT_MODEL = "cae"
-BY_ARCHITECTURE = {spec.architecture: spec for spec in REGISTRY.values()}
+
+
+def _describe(entry_point):
+    return f"entry point {entry_point.name!r} = {entry_point.value!r} (group {ENTRY_POINT_GROUP})"
+
+
+def load_plugin(entry_point):
+    """The :class:`ModelSpec` of one entry point; SflnetError (one line naming it) if it is refused."""
+    if entry_point.name in BUILTIN:
+        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} clashes with sflnet's own model "
+                          f"{entry_point.name!r}; rename the entry point")
+    try:
+        loaded = entry_point.load()
+    except Exception as exc:  # an ImportError, or anything the plug-in's module raises on import
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} cannot be loaded "
+                          f"({type(exc).__name__}: {text})") from None
+    if not isinstance(loaded, ModelSpec):
+        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} loads {loaded!r}, which is not a "
+                          f"sflnet.models.ModelSpec")
+    if loaded.name != entry_point.name:
+        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} loads the spec of model "
+                          f"{loaded.name!r}; the names must agree")
+    if loaded.architecture in {spec.architecture for spec in BUILTIN.values()}:
+        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} clashes with the architecture "
+                          f"{loaded.architecture!r} of a built-in model")
+    return loaded
+
+
+def find_plugins():
+    """{name: spec} of every installed ``sflnet.models`` entry point, by name (SflnetError if refused)."""
+    found = {}
+    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if entry_point.name not in found:   # the same distribution seen twice on sys.path: the first wins
+            found[entry_point.name] = load_plugin(entry_point)
+    return found
+
+
+class ModelRegistry(Mapping):
+    """name → :class:`ModelSpec`: :data:`BUILTIN`, then the plug-ins, found on the first read and kept.
+
+    A refused plug-in's SflnetError is raised on every read, until the package is fixed or removed.
+    """
+
+    def __init__(self, builtin):
+        self.builtin = dict(builtin)
+        self._specs = None
+        self._error = None
+
+    def _all(self):
+        if self._specs is None and self._error is None:
+            try:
+                self._specs = {**self.builtin, **find_plugins()}
+            except SflnetError as exc:
+                self._error = exc
+        if self._error is not None:
+            raise SflnetError(str(self._error))
+        return self._specs
+
+    def __getitem__(self, name):
+        return self._all()[name]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+    def forget_plugins(self):
+        """Look for the plug-ins again on the next read (after a package was installed or sys.path changed)."""
+        self._specs = None
+        self._error = None
+
+
+class _Names(Sequence):
+    """The registered model names, read from :data:`REGISTRY` on every use (so plug-ins are included)."""
+
+    def __getitem__(self, index):
+        return tuple(REGISTRY)[index]
+
+    def __len__(self):
+        return len(REGISTRY)
+
+    def __repr__(self):
+        return repr(tuple(REGISTRY))
+
+
+class _ByArchitecture(Mapping):
+    """architecture name → :class:`ModelSpec`, read from :data:`REGISTRY` on every use."""
+
+    def _all(self):
+        return {spec.architecture: spec for spec in REGISTRY.values()}
+
+    def __getitem__(self, name):
+        return self._all()[name]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+
+REGISTRY = ModelRegistry(BUILTIN)
+MODEL_NAMES = _Names()
+BY_ARCHITECTURE = _ByArchitecture()
 
 
 def names_with(hook):
@@ -105,3 +233,14 @@ def names_with(hook):
 def get_spec(name):
     """The :class:`ModelSpec` of a ``--model`` name (KeyError if unknown)."""
     return REGISTRY[name]
+
+
+def hyperparameters():
+    """{name: (Hyperparameter, model names that declare it)} over every registered model, in registry
+    order (the first declaration of a name gives its kind and help)."""
+    found = {}
+    for spec in REGISTRY.values():
+        for option in spec.hyperparameters:
+            first, names = found.get(option.name, (option, ()))
+            found[option.name] = (first, names + (spec.name,))
+    return found

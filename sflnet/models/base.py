@@ -1,4 +1,5 @@
-"""What every model shares: the :class:`Model` base class and the :class:`LossResult` of a pass.
+"""What every model shares: the :class:`Model` base class, the :class:`LossResult` of a pass and
+the :class:`Hyperparameter` a model declares.
 
 A model (:mod:`sflnet.models.cae`, :mod:`sflnet.models.vae`) holds its parameters in its layers,
 exposes them by name (:attr:`Model.params`) and measures a batch with ``loss_and_grads``:
@@ -24,6 +25,59 @@ def is_finite_number(value):
 def is_whole_number(value):
     """True for a Python or NumPy integer (bool excluded)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+HYPERPARAMETER_KINDS = ("int", "float", "bool")
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One setting a model owns (``sflnet train --lr 0.02``), declared in the model's own module.
+
+    name:         the :class:`sflnet.training.config.TrainOptions` attribute and config.json key
+                  (``init_std``); the flag is ``--`` + the name with dashes (``--init-std``)
+    kind:         "int", "float" or "bool" (a ``--name/--no-name`` flag pair)
+    default:      the model's value when the user gives none
+    help:         one line for ``--help`` (the CLI prefixes the names of the models that declare it)
+    check:        optional ``check(value) -> None or str``: why a value is not allowed, e.g.
+                  ``"must be a finite number > 0"`` (the error reads ``--lr must be ..., got 0``)
+    default_help: what ``--help`` shows as the default instead of the value, e.g. ``"all 4000"``
+
+    An option is "unset" (None) in the runs of the models that do not declare it.
+    """
+
+    name: str
+    kind: str
+    default: object
+    help: str
+    check: object = None
+    default_help: str = None
+
+    @property
+    def flag(self):
+        """The command-line flag: ``--init-std`` for ``init_std``."""
+        return "--" + self.name.replace("_", "-")
+
+    def problem(self, value):
+        """The one-line error for a bad ``value`` of this option, or None."""
+        why = self.check(value) if self.check is not None else None
+        return None if why is None else f"{self.flag} {why}, got {value!r}"
+
+
+def number_above(low, inclusive=False):
+    """A :attr:`Hyperparameter.check`: a finite number > ``low`` (>= with ``inclusive``)."""
+    def check(value):
+        if is_finite_number(value) and (value >= low if inclusive else value > low):
+            return None
+        return f"must be a finite number {'>=' if inclusive else '>'} {low:g}"
+    return check
+
+
+def whole_number_from(low):
+    """A :attr:`Hyperparameter.check`: a whole number >= ``low``."""
+    def check(value):
+        return None if is_whole_number(value) and value >= low else f"must be a whole number >= {low:g}"
+    return check
 
 
 @dataclass

@@ -27,7 +27,8 @@ from sflnet.nn import Conv2D, ReLU, Tanh, Upsample2x, UpsampleConv2D
 from sflnet.ops.filters import PAPER_SIGMAS
 from sflnet.losses import DEFAULT_EXPRESSION, LossSettings, make_objective
 from sflnet.losses.base import PAPER_SFL_WEIGHTS
-from sflnet.models.base import Model, accumulate_measured, is_finite_number, is_whole_number, loss_result
+from sflnet.models.base import (Hyperparameter, Model, accumulate_measured, is_whole_number, loss_result,
+                                number_above)
 from sflnet.optim import MomentumSGD
 
 PARAM_NAMES = ("w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5")
@@ -258,17 +259,24 @@ class Autoencoder(Model):
 ARCHITECTURE = "ichimura-table1-cae"
 
 
-OWN_OPTIONS = ("lr", "momentum", "init_std", "size")   # the options only this model uses
+def _momentum_check(value):
+    return None if number_above(0, inclusive=True)(value) is None and value < 1 else "must be in [0, 1)"
+
+
+# The hyperparameters this model owns (``sflnet train --lr ...``); None in the other models' runs.
+HYPERPARAMETERS = (
+    Hyperparameter("lr", "float", 0.02, "learning rate (> 0).", check=number_above(0)),
+    Hyperparameter("momentum", "float", 0.5, "momentum, in [0, 1).", check=_momentum_check),
+    Hyperparameter("init_std", "float", 0.02, "std of the normal initial weights (paper: N(0, 0.02)); biases "
+                   "start at 0. (The vae starts from Glorot-uniform weights.)",
+                   check=number_above(0, inclusive=True)),
+)
+EXCLUSIVE_OPTIONS = ("size",)   # a shared option only this model uses (the other models leave it None)
 
 
 def validate_options(options):
-    """SflnetError (one line naming the option) for a bad value of this model's own options."""
-    if not is_finite_number(options.lr) or options.lr <= 0:
-        raise SflnetError(f"--lr must be a finite number > 0, got {options.lr!r}")
-    if not is_finite_number(options.momentum) or not 0 <= options.momentum < 1:
-        raise SflnetError(f"--momentum must be in [0, 1), got {options.momentum!r}")
-    if not is_finite_number(options.init_std) or options.init_std < 0:
-        raise SflnetError(f"--init-std must be a finite number >= 0, got {options.init_std!r}")
+    """SflnetError (one line naming the option) for a bad value of the options the declared checks
+    (:data:`HYPERPARAMETERS`) do not cover: ``size``."""
     if not is_whole_number(options.size) or options.size < 0:
         raise SflnetError(f"--size must be 0 (native size) or a positive number of pixels, "
                           f"got {options.size!r}")

@@ -36,7 +36,8 @@ from sflnet.errors import SflnetError
 from sflnet.nn import Conv2D, ConvTranspose2D, Flatten, Linear, ReLU, Reparameterize, Reshape, Sigmoid
 from sflnet.losses import LossSettings, make_objective
 from sflnet.losses.kl import KLDivergence
-from sflnet.models.base import Model, accumulate_measured, is_finite_number, is_whole_number, loss_result
+from sflnet.models.base import (Hyperparameter, Model, accumulate_measured, is_whole_number, loss_result,
+                                number_above, whole_number_from)
 from sflnet.optim import Adam, triangular2_lr
 
 NAME = "vae"
@@ -270,25 +271,33 @@ class VAE(Model):
 # What the run machinery calls (see sflnet.models.ModelSpec)
 # ---------------------------------------------------------------------------
 
-OWN_OPTIONS = ("beta", "lr_min", "lr_max", "lr_step", "binarize", "train_images")   # only this model uses these
+def _train_images_check(value):
+    if value is None or (is_whole_number(value) and value % 10 == 0 and 10 <= value <= 4000):
+        return None
+    return "must be a multiple of 10 from 10 to 4000 (N/10 digits of each class)"
+
+
+# The hyperparameters this model owns (``sflnet train --beta ...``); None in the other models' runs.
+HYPERPARAMETERS = (
+    Hyperparameter("beta", "float", DEFAULT_BETA, "β, the weight of the KL term (E = β·KL + the --loss terms).",
+                   check=number_above(0, inclusive=True)),
+    Hyperparameter("lr_min", "float", 1e-4, "lowest learning rate of Adam's triangular2 cycle (> 0).",
+                   check=number_above(0)),
+    Hyperparameter("lr_max", "float", 1e-3, "highest learning rate of the cycle (>= --lr-min).",
+                   check=number_above(0)),
+    Hyperparameter("lr_step", "int", 2000, "step size S of the cycle, in updates (a cycle is 2S updates, each "
+                   "peak half the previous).", check=whole_number_from(1)),
+    Hyperparameter("binarize", "bool", True, "binarise the digits at 0.5, as the seed paper does."),
+    Hyperparameter("train_images", "int", None, "train on the first N/10 training digits of each class (a "
+                   "multiple of 10, for quick trials).", check=_train_images_check, default_help="all 4000"),
+)
 
 
 def validate_options(options):
-    """SflnetError (one line naming the option) for a bad value of this model's own options."""
-    if not is_finite_number(options.beta) or options.beta < 0:
-        raise SflnetError(f"--beta must be a finite number >= 0, got {options.beta!r}")
-    for name in ("lr_min", "lr_max"):
-        value = getattr(options, name)
-        if not is_finite_number(value) or value <= 0:
-            raise SflnetError(f"--{name.replace('_', '-')} must be a finite number > 0, got {value!r}")
+    """SflnetError (one line naming the option) for what the declared checks (:data:`HYPERPARAMETERS`)
+    do not cover: the two rates' order, ``binarize``'s type and the number of --data files."""
     if options.lr_min > options.lr_max:
         raise SflnetError(f"--lr-min {options.lr_min:g} is larger than --lr-max {options.lr_max:g}")
-    if not is_whole_number(options.lr_step) or options.lr_step < 1:
-        raise SflnetError(f"--lr-step must be a whole number >= 1, got {options.lr_step!r}")
-    if options.train_images is not None and (not is_whole_number(options.train_images) or options.train_images % 10
-                                             or not 10 <= options.train_images <= 4000):
-        raise SflnetError(f"--train-images must be a multiple of 10 from 10 to 4000 (N/10 digits of each "
-                          f"class), got {options.train_images!r}")
     if not isinstance(options.binarize, bool):
         raise SflnetError(f"binarize must be true or false, got {options.binarize!r}")
     if options.data is not None and len(options.data) != 1:

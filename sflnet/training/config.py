@@ -1,27 +1,29 @@
 """The options of a training run (``sflnet train``): :class:`TrainOptions`, their checks and their config.json form.
 
-:data:`KEY_OPTIONS` are the options that define a run: a resumed run must use the same values;
+:class:`TrainOptions` holds the options every model shares (:data:`SHARED_OPTIONS`) and one
+attribute per hyperparameter a registered model declares
+(:attr:`sflnet.models.ModelSpec.hyperparameters`: ``options.lr``, ``options.beta``), so a new
+model's hyperparameters need no edit here.
+
+:func:`key_options` are the options that define a run: a resumed run must use the same values;
 :data:`RESUME_OPTIONS` are those a resume may change (:func:`merge_resume_options`).
 """
-
-from dataclasses import dataclass, fields
 
 from sflnet.backend import DEVICES
 from sflnet.errors import SflnetError
 from sflnet.io.checkpoint import same_value, upgrade_legacy_options, upgrade_model_options
 from sflnet.losses import DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, resolve, sigma_label
-from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec
+from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, get_spec, hyperparameters
 from sflnet.models.base import is_finite_number, is_whole_number
 from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
 from sflnet.training.history import extra_terms, history_columns
 
 DTYPES = ("float32", "float64")
 
-# Options that define the run: a resumed run must use the same values.
-KEY_OPTIONS = ("model", "data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
-               "pl_weights", "stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight", "dtype", "lr",
-               "momentum", "init_std", "seed", "batch_size", "beta", "lr_min", "lr_max", "lr_step", "binarize",
-               "train_images")
+# Shared options that define the run (with every model's hyperparameters, :func:`key_options`).
+SHARED_KEY_OPTIONS = ("model", "data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
+                      "pl_weights", "stft_window", "stft_stride", "stft_window_fn", "stft_phase_weight", "dtype",
+                      "seed", "batch_size")
 # 2: --loss is an expression and the stft options exist (absent: sflnet 0.1); 3: --model and the VAE's options
 CONFIG_VERSION = 3
 # Options a resume may change.
@@ -33,11 +35,50 @@ def default_snapshot_every(epochs):
     return max(1, epochs // 10)
 
 
-@dataclass
-class TrainOptions:
-    """Every setting of a training run (the ``sflnet train`` options).
+def key_options():
+    """The options that define a run (a resumed run must use the same values): the shared ones
+    (:data:`SHARED_KEY_OPTIONS`), then every registered model's hyperparameters."""
+    return SHARED_KEY_OPTIONS + tuple(hyperparameters())
 
-    model:     "cae" (Ichimura's Table 1 autoencoder) or "vae" (Dalal's β-VAE), see :mod:`sflnet.models`
+
+# The options every model shares, {name: default}, in config.json's order (the models' hyperparameters follow).
+SHARED_OPTIONS = {
+    "model": DEFAULT_MODEL,
+    "data": None,
+    "include": (),
+    "exclude": (),
+    "size": 300,
+    "skip_bad": False,
+    "loss": DEFAULT_EXPRESSION,
+    "epochs": 2000,
+    "seed": 0,
+    "sigmas": DEFAULT_SIGMAS,
+    "sfl_weights": DEFAULT_SFL_WEIGHTS,
+    "pl_weights": DEFAULT_PL_WEIGHTS,
+    "stft_window": LossSettings.stft_window,
+    "stft_stride": LossSettings.stft_stride,
+    "stft_window_fn": LossSettings.stft_window_fn,
+    "stft_phase_weight": LossSettings.stft_phase_weight,
+    "batch_size": 0,
+    "device": "auto",
+    "dtype": "float32",
+    "snapshot_every": None,
+}
+
+
+def option_defaults():
+    """{name: default} of every option: :data:`SHARED_OPTIONS`, then each registered model's
+    hyperparameters, at the default model's values (:data:`sflnet.models.DEFAULT_MODEL`) and None
+    for the options the default model does not declare."""
+    default_model = {h.name: h.default for h in get_spec(DEFAULT_MODEL).hyperparameters}
+    return {**SHARED_OPTIONS, **{name: default_model.get(name) for name in hyperparameters()}}
+
+
+class TrainOptions:
+    """Every setting of a training run (the ``sflnet train`` options), as attributes.
+
+    model:     a registered model name (:mod:`sflnet.models`): "cae" (Ichimura's Table 1 autoencoder),
+               "vae" (Dalal's β-VAE), or a plug-in's
     data:      tuple of absolute image file/folder paths (vae: one .npz of digits), or None for the
                built-in images (cae: the demo photos; vae: the MNIST 5k digits)
     size:      longer image side in pixels (0: native size); None for the vae (28×28 digits)
@@ -46,51 +87,48 @@ class TrainOptions:
     stft_window, stft_stride, stft_window_fn, stft_phase_weight: the stft loss's settings
     batch_size: 0 for full batch, else images per mini-batch
     snapshot_every: epochs between snapshots; 0 = only the final epoch; None = :func:`default_snapshot_every`
-    lr, momentum, init_std: the cae's momentum SGD and initialisation (None for the vae)
-    beta, lr_min, lr_max, lr_step, binarize: the vae's KL weight, triangular2 cyclical learning rate of
-               Adam (between lr_min and lr_max, step size lr_step updates) and data binarisation (None for the cae)
-    train_images: vae: train on the first train_images/10 digits of each class (None: all 4,000)
 
-    Each model's own defaults (:attr:`sflnet.models.ModelSpec.defaults`) replace the field defaults
-    below when the options are made with :meth:`for_model`.
+    and one attribute per hyperparameter of every registered model
+    (:attr:`sflnet.models.ModelSpec.hyperparameters`), None where the run's model does not declare it:
+    the cae's lr, momentum, init_std (momentum SGD and initialisation); the vae's beta, lr_min, lr_max,
+    lr_step, binarize (KL weight, triangular2 cyclical learning rate of Adam between lr_min and lr_max
+    with step size lr_step updates, data binarisation) and train_images (the first train_images/10
+    digits of each class; None: all 4,000).
+
+    ``TrainOptions(**values)`` starts from :func:`option_defaults` (the default model's);
+    :meth:`for_model` starts from a given model's defaults (its hyperparameters' and
+    :attr:`sflnet.models.ModelSpec.defaults`). An unknown name is a TypeError.
     """
 
-    model: str = DEFAULT_MODEL
-    data: tuple = None
-    include: tuple = ()
-    exclude: tuple = ()
-    size: int = 300
-    skip_bad: bool = False
-    loss: str = DEFAULT_EXPRESSION
-    epochs: int = 2000
-    lr: float = 0.02
-    momentum: float = 0.5
-    init_std: float = 0.02
-    seed: int = 0
-    sigmas: tuple = DEFAULT_SIGMAS
-    sfl_weights: tuple = DEFAULT_SFL_WEIGHTS
-    pl_weights: tuple = DEFAULT_PL_WEIGHTS
-    stft_window: int = LossSettings.stft_window
-    stft_stride: int = LossSettings.stft_stride
-    stft_window_fn: str = LossSettings.stft_window_fn
-    stft_phase_weight: float = LossSettings.stft_phase_weight
-    batch_size: int = 0
-    device: str = "auto"
-    dtype: str = "float32"
-    snapshot_every: int = None
-    beta: float = None
-    lr_min: float = None
-    lr_max: float = None
-    lr_step: int = None
-    binarize: bool = None
-    train_images: int = None
+    def __init__(self, **values):
+        defaults = option_defaults()
+        unknown = [name for name in values if name not in defaults]
+        if unknown:
+            raise TypeError(f"TrainOptions() got an unexpected option {unknown[0]!r}")
+        for name, default in defaults.items():
+            setattr(self, name, values.get(name, default))
+
+    @classmethod
+    def option_names(cls):
+        """Every option's name, in config.json's order."""
+        return tuple(option_defaults())
+
+    def __eq__(self, other):
+        return type(other) is type(self) and vars(self) == vars(other)
+
+    def __repr__(self):
+        return f"TrainOptions({', '.join(f'{name}={value!r}' for name, value in vars(self).items())})"
 
     @classmethod
     def for_model(cls, model=DEFAULT_MODEL, **values):
-        """Options of a ``model`` run: its defaults (:attr:`ModelSpec.defaults`), then ``values``."""
+        """Options of a ``model`` run: every hyperparameter unset (None) but the model's own at their
+        defaults, then the model's :attr:`ModelSpec.defaults` of shared options, then ``values``."""
         if model not in MODEL_NAMES:
             raise SflnetError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {model!r}")
-        return cls(**{**get_spec(model).defaults, **values, "model": model})
+        spec = get_spec(model)
+        own = {h.name: h.default for h in spec.hyperparameters}
+        unset = {name: None for name in hyperparameters()}
+        return cls(**{**unset, **own, **spec.defaults, **values, "model": model})
 
     @property
     def spec(self):
@@ -99,7 +137,7 @@ class TrainOptions:
 
     def _validate_model_options(self):
         """The options only one model uses: set for it, unset (None, (), False) for the others; then the
-        model's own checks (:attr:`sflnet.models.ModelSpec.validate`)."""
+        checks of the model's hyperparameters and its own (:attr:`sflnet.models.ModelSpec.validate`)."""
         spec = self.spec
         for name in spec.unused:
             if getattr(self, name) not in (None, (), False):
@@ -109,7 +147,12 @@ class TrainOptions:
                 if name not in spec.own_options and getattr(self, name) is not None:
                     raise SflnetError(f"--{name.replace('_', '-')} is only used by --model {other.name}; "
                                       f"leave it out")
-        spec.validate(self)
+        for option in spec.hyperparameters:
+            problem = option.problem(getattr(self, option.name))
+            if problem is not None:
+                raise SflnetError(problem)
+        if spec.validate is not None:
+            spec.validate(self)
 
     def validate(self):
         """Raise :class:`SflnetError` (one line naming the option) for any bad value; returns self."""
@@ -192,9 +235,9 @@ class TrainOptions:
     def to_config(self):
         """A JSON-friendly dict (tuples become lists), plus ``objective``: the loss with its options."""
         out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+        for name in self.option_names():
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
         out["snapshot_every"] = self.effective_snapshot_every
         out["objective"] = resolve(self.loss, self.loss_settings).objective   # the loss with its options
         return out
@@ -206,7 +249,7 @@ class TrainOptions:
         legacy: the options come from sflnet 0.1 (--loss "pl"/"sfl", no stft options),
         see :func:`sflnet.io.checkpoint.upgrade_legacy_options`.
         """
-        known = {f.name for f in fields(cls)}
+        known = cls.option_names()
         config = upgrade_legacy_options(config) if legacy else upgrade_model_options(config)
         try:
             values = {}
@@ -238,12 +281,13 @@ def show_value(value):
 def merge_resume_options(saved_options, overrides, config_path):
     """The options of a resumed run: the saved ones, with ``overrides`` (options the user gave explicitly).
 
-    Run-defining options (:data:`KEY_OPTIONS`) must equal the saved values;
+    Run-defining options (:func:`key_options`) must equal the saved values;
     ``epochs``, ``device`` and ``snapshot_every`` may change.
     """
     values = saved_options.to_config()
+    key = key_options()
     for name, value in overrides.items():
-        if name in KEY_OPTIONS:
+        if name in key:
             if not same_value(value, values[name]):
                 flag = "--data" if name == "data" else "--" + name.replace("_", "-")
                 raise SflnetError(f"{flag} {show_value(value)} differs from the run's {config_path} "

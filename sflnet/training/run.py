@@ -51,7 +51,7 @@ from sflnet.io.checkpoint import EPOCH_MEANING, load_checkpoint, write_text_atom
 from sflnet.errors import SflnetError
 from sflnet.ops.threads import get_num_threads, set_num_threads
 from sflnet.training.callbacks import Reporter, default_callbacks
-from sflnet.training.config import CONFIG_VERSION, KEY_OPTIONS, TrainOptions, merge_resume_options
+from sflnet.training.config import CONFIG_VERSION, TrainOptions, key_options, merge_resume_options
 from sflnet.training.data import check_image_sizes, check_same_data, describe_data, load_training_data
 from sflnet.training.distributed import check_shardable, current_world, local_size
 from sflnet.training.history import truncate_history
@@ -131,7 +131,7 @@ def _read_resume(folder, overrides, warn, world):
                                      legacy="config_version" not in config)
     options = merge_resume_options(saved, overrides, folder.config)
     xp = _select_device(options.device, world)
-    expect = {key: options.to_config()[key] for key in KEY_OPTIONS}
+    expect = {key: options.to_config()[key] for key in key_options()}
     expect["data_sha256"] = config["data"].get("sha256")
     checkpoint = load_checkpoint(folder.checkpoint, expect=expect)
     if checkpoint.epoch > options.epochs:
