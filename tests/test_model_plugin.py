@@ -27,7 +27,7 @@ import numpy as np
 from sflnet.backend import to_device
 from sflnet.losses import make_objective
 from sflnet.models import ModelSpec, cae
-from sflnet.models.base import Hyperparameter, Model, accumulate_measured, loss_result, number_above
+from sflnet.models.base import Hyperparameter, Model, number_above
 from sflnet.nn import Conv2D
 from sflnet.optim import MomentumSGD
 
@@ -54,24 +54,19 @@ class TinyAutoencoder(Model):
     def sigmas(self):
         return self.objective.losses["sfl"].sigmas
 
-    def loss_and_grads(self, batch, compute_grads=True, then=None, batch_count=None, reduce=None,
-                       positions=None):
-        del positions
-        xp = self.xp
+    # the Model base class runs the chunked loss-and-gradients loop through these four hooks
+    def chunks(self, batch, batch_count, positions):
         groups = cae.as_groups(batch)
-        batch_count = sum(g.shape[0] for g in groups) if batch_count is None else batch_count
-        totals, part_totals = {}, {}
-        grads = {n: xp.zeros_like(p) for n, p in self.params.items()} if compute_grads else None
-        self.objective.begin_batch()
-        for group in groups:
-            recon = self.conv.forward(group)
-            accumulate_measured(self.objective.forward(recon, group, batch_count), totals, part_totals, xp,
-                                self.dtype)
-            if compute_grads:
-                self.conv.backward(self.objective.backward(), need_dx=False)
-                for name, g in self.conv.grads.items():
-                    grads[name] += g
-        return loss_result(self.objective, totals, part_totals, grads, xp, then=then, reduce=reduce)
+        return (sum(g.shape[0] for g in groups) if batch_count is None else batch_count), groups
+
+    def measure(self, chunk, batch_count):
+        return self.objective.forward(self.conv.forward(chunk), chunk, batch_count)
+
+    def backward_measured(self):
+        self.conv.backward(self.objective.backward(), need_dx=False)
+
+    def layer_grads(self):
+        return dict(self.conv.grads)
 
     def reconstruct(self, images):
         return [self.conv.forward(image[None])[0] for image in images]

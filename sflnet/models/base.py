@@ -82,38 +82,93 @@ def whole_number_from(low):
 
 @dataclass
 class LossResult:
-    """What one pass over a batch measured (all floats on the host).
+    """What one pass over a batch measured (all floats on the host), as named terms and parts.
 
     E:      the objective, ``Σ_t w_t E_t`` over the terms of its expression (plus a model's own
             energy, the VAE's β·KL)
-    E_PL:   Eq. 4 (measured for every objective)
-    E_SFL:  Eq. 6 with the configured subband weights (measured for every objective)
-    sfl:    (S,) unit-weight subband SFLs, one per σ
-    grads:  {name: array (param shape, device, dtype)} = ∂E/∂θ, or None if not computed
     terms:  {loss name: unit-weight value E_t} for every measured loss (``pl``, ``sfl``, the objective's
             and the model's own, e.g. ``kl``)
-    parts:  {label: value} of the parts the losses log (``sfl_0.8`` …)
+    parts:  {label: value} of the parts the losses log (``sfl_0.8`` …), in the order they logged them
+    grads:  {name: array (param shape, device, dtype)} = ∂E/∂θ, or None if not computed
     flags:  {name: bool} the device checks a ``then`` callback of ``loss_and_grads`` returned
             (e.g. ``params_finite``), brought to the host with the scalars; empty without one
+
+    The paper's own columns are read from these (every objective measures ``pl`` and ``sfl``):
+    :attr:`E_PL` (Eq. 4), :attr:`E_SFL` (Eq. 6 with the configured subband weights) and :attr:`sfl`
+    (the unit-weight subband SFLs, one per σ).
     """
 
     E: float
-    E_PL: float
-    E_SFL: float
-    sfl: np.ndarray
+    terms: dict
+    parts: dict
     grads: dict = None
-    terms: dict = None
-    parts: dict = None
     flags: dict = field(default_factory=dict)
+
+    @property
+    def E_PL(self):
+        return self.terms["pl"]
+
+    @property
+    def E_SFL(self):
+        return self.terms["sfl"]
+
+    @property
+    def sfl(self):
+        """(S,) float64: the ``sfl_<σ>`` parts, in the SFL's σ order."""
+        return np.array([v for k, v in self.parts.items() if k.startswith("sfl_")], dtype=np.float64)
 
 
 class Model:
-    """Base of the models: the parameter checks every model makes on construction.
+    """Base of the models: the parameter checks, and the chunked loss-and-gradients loop.
 
     PARAM_SHAPES: {name: shape} of the model's parameters, in the model's order (set by each model).
+
+    A subclass sets ``xp``, ``dtype``, ``objective`` and ``params`` ({name: live array}) in its
+    ``__init__`` and implements the four hooks :meth:`loss_and_grads` calls:
+
+    * ``chunks(batch, batch_count, positions) -> (N_m, iterable of chunks)``: the batch cut into the
+      pieces one forward pass takes (checked on the way), and N_m, the images of the whole step;
+    * ``measure(chunk, batch_count) -> {name: (share, parts)}``: a forward pass of one chunk, measured
+      by every loss (the objective's, plus the model's own such as the VAE's KL);
+    * ``backward_measured()``: backpropagate the last measured chunk, filling the layers' grads;
+    * ``layer_grads() -> {name: array}``: the layers' parameter gradients of the last backward.
+
+    ``extra_energy(terms) -> float`` (optional) adds a model's own energy to E (the VAE's β·KL).
     """
 
     PARAM_SHAPES = {}
+    extra_energy = None
+
+    def loss_and_grads(self, batch, compute_grads=True, then=None, batch_count=None, reduce=None,
+                       positions=None):
+        """The objective E over a whole batch, and ∂E/∂θ if ``compute_grads``.
+
+        batch: the model's images (see its :meth:`chunks`); N_m is the number of images, or
+        ``batch_count`` when given (data parallel: this process holds only its share of a step of
+        ``batch_count`` images, at ``positions`` within it).
+        then: optional callback ``then(grads) -> {name: device bool}`` run before the scalars are
+        transferred (see :func:`loss_result`; a training step updates the parameters there).
+        reduce: optional sum over processes of the gradients and loss totals (see :func:`loss_result`).
+        returns :class:`LossResult`; ``grads`` holds the full-batch gradient, the mean over images of
+        each image's gradient.
+
+        Every measured loss returns its share per chunk; the shares are summed on the device in
+        chunk order, and all the scalars come to the host in one transfer.
+        """
+        xp = self.xp
+        batch_count, chunks = self.chunks(batch, batch_count, positions)
+        totals, part_totals = {}, {}
+        grads = {n: xp.zeros_like(p) for n, p in self.params.items()} if compute_grads else None
+        self.objective.begin_batch()
+        for chunk in chunks:
+            accumulate_measured(self.measure(chunk, batch_count), totals, part_totals, xp, self.dtype)
+            if not compute_grads:
+                continue
+            self.backward_measured()
+            for name, g in self.layer_grads().items():
+                grads[name] += g
+        return loss_result(self.objective, totals, part_totals, grads, xp, extra_energy=self.extra_energy,
+                           then=then, reduce=reduce)
 
     @classmethod
     def check_params(cls, params):
@@ -178,9 +233,7 @@ def loss_result(objective, totals, part_totals, grads, xp, extra_energy=None, th
     terms = {n: float(v) for n, v in zip(names, host[:len(names)])}
     parts = {k: float(v) for k, v in zip(labels, host[len(names):len(names) + len(labels)])}
     flag_values = {f: bool(v != 0) for f, v in zip(flag_names, host[len(names) + len(labels):])}
-    subbands = np.array([parts[c] for c in objective.losses["sfl"].columns], dtype=np.float64)
     energy = objective.combine(terms)
     if extra_energy is not None:
         energy += extra_energy(terms)
-    return LossResult(E=energy, E_PL=terms["pl"], E_SFL=terms["sfl"], sfl=subbands, grads=grads, terms=terms,
-                      parts=parts, flags=flag_values)
+    return LossResult(E=energy, terms=terms, parts=parts, grads=grads, flags=flag_values)

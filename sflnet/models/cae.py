@@ -27,8 +27,7 @@ from sflnet.nn import Conv2D, ReLU, Tanh, Upsample2x, UpsampleConv2D
 from sflnet.ops.filters import PAPER_SIGMAS
 from sflnet.losses import DEFAULT_EXPRESSION, LossSettings, make_objective
 from sflnet.losses.base import PAPER_SFL_WEIGHTS
-from sflnet.models.base import (Hyperparameter, Model, accumulate_measured, is_whole_number, loss_result,
-                                number_above)
+from sflnet.models.base import Hyperparameter, Model, is_whole_number, number_above
 from sflnet.optim import MomentumSGD
 
 PARAM_NAMES = ("w2", "b2", "w3", "b3", "w4", "b4", "w5", "b5")
@@ -163,7 +162,8 @@ class Autoencoder(Model):
         """{name: array} — the live parameter arrays (w2 … b5)."""
         return {f"{kind}{num}": conv.params[kind] for num, conv in self._convs.items() for kind in ("w", "b")}
 
-    def _layer_grads(self):
+    def layer_grads(self):
+        """{name: ∂E/∂θ of the last backward} from the Conv2D layers."""
         return {f"{kind}{num}": conv.grads[kind] for num, conv in self._convs.items() for kind in ("w", "b")}
 
     def forward(self, x):
@@ -193,44 +193,30 @@ class Autoencoder(Model):
         if get_array_module(group) is not self.xp:
             raise ValueError("images and parameters are on different devices")
 
-    def loss_and_grads(self, batch, compute_grads=True, then=None, batch_count=None, reduce=None,
-                       positions=None):
-        """The objective over a whole batch (Eq. 4, 6, 7 for ``pl+sfl``), and ∂E/∂θ if ``compute_grads``.
+    def chunks(self, batch, batch_count, positions):
+        """The batch (see :func:`as_groups`) as chunks of same-sized images, each group checked first.
 
-        batch: see :func:`as_groups`; N_m is the total number of images, or ``batch_count`` when
-        given (data parallel: this process holds only its share of a step of ``batch_count`` images).
-        then: optional callback ``then(grads) -> {name: device bool}`` run before the scalars are
-        transferred (see :func:`loss_result`; a training step updates the parameters there).
-        reduce: optional sum over processes of the gradients and loss totals (see :func:`loss_result`).
-        positions: the batch's positions in the whole step (used by models with per-image random
-        draws; the CAE has none).
-        returns :class:`sflnet.models.base.LossResult`; ``grads`` holds the full-batch gradient,
-        i.e. the mean over images of each image's gradient (Eq. 8, 9 and backprop).
-
-        Every measured loss returns its share per chunk; the shares are summed
-        on the device, and all the scalars come to the host in one transfer.
+        returns (N_m, chunk generator): N_m is the number of images unless ``batch_count`` is given;
+        ``positions`` are not used (the CAE has no per-image random draws).
         """
-        xp = self.xp
-        objective = self.objective
         del positions
         groups = as_groups(batch)
         if batch_count is None:
             batch_count = sum(g.shape[0] for g in groups)
-        totals, part_totals = {}, {}
-        grads = {n: xp.zeros_like(p) for n, p in self.params.items()} if compute_grads else None
-        objective.begin_batch()
-        for group in groups:
-            self._check_group(group)
-            for chunk in _chunks(group, self.max_chunk_pixels):
-                recon = self.forward(chunk)
-                accumulate_measured(objective.forward(recon, chunk, batch_count), totals, part_totals, xp,
-                                    self.dtype)
-                if not compute_grads:
-                    continue
-                self.backward(objective.backward())
-                for name, g in self._layer_grads().items():
-                    grads[name] += g
-        return loss_result(objective, totals, part_totals, grads, xp, then=then, reduce=reduce)
+
+        def each_chunk():
+            for group in groups:
+                self._check_group(group)
+                yield from _chunks(group, self.max_chunk_pixels)
+        return batch_count, each_chunk()
+
+    def measure(self, chunk, batch_count):
+        """Eq. 2-3 forward of one chunk (n, 3, H, W), then every measured loss (Eq. 4, 6 for ``pl+sfl``)."""
+        return self.objective.forward(self.forward(chunk), chunk, batch_count)
+
+    def backward_measured(self):
+        """∂E/∂f^L of the last chunk (Eq. 8, 9 for ``pl+sfl``) back through the layers."""
+        self.backward(self.objective.backward())
 
     def reconstruct(self, images):
         """f^L for each image. images: list of (3, H_i, W_i) → list of (3, H_i, W_i), same order.

@@ -36,8 +36,7 @@ from sflnet.errors import SflnetError
 from sflnet.nn import Conv2D, ConvTranspose2D, Flatten, Linear, ReLU, Reparameterize, Reshape, Sigmoid
 from sflnet.losses import LossSettings, make_objective
 from sflnet.losses.kl import KLDivergence
-from sflnet.models.base import (Hyperparameter, Model, accumulate_measured, is_whole_number, loss_result,
-                                number_above, whole_number_from)
+from sflnet.models.base import Hyperparameter, Model, is_whole_number, number_above, whole_number_from
 from sflnet.optim import Adam, triangular2_lr
 
 NAME = "vae"
@@ -166,7 +165,8 @@ class VAE(Model):
         """{name: array} — the live parameter arrays (conv1_w … deconv3_b)."""
         return {f"{layer}_{kind}": obj.params[kind] for layer, obj in self._trainable.items() for kind in ("w", "b")}
 
-    def _layer_grads(self):
+    def layer_grads(self):
+        """{name: ∂E/∂θ of the last backward} from the parameter layers."""
         return {f"{layer}_{kind}": obj.grads[kind] for layer, obj in self._trainable.items() for kind in ("w", "b")}
 
     # -- the network -----------------------------------------------------------
@@ -211,18 +211,14 @@ class VAE(Model):
         if get_array_module(batch) is not self.xp:
             raise ValueError("images and parameters are on different devices")
 
-    def loss_and_grads(self, batch, compute_grads=True, then=None, batch_count=None, reduce=None,
-                       positions=None):
-        """``E = β·KL + Σ w_t E_t`` over a batch, and ∂E/∂θ if ``compute_grads``.
+    def chunks(self, batch, batch_count, positions):
+        """The batch ((n, 1, 28, 28) array or a list of (1, 28, 28) images) as (images, ε) chunks.
 
-        batch: (n, 1, 28, 28) array or a list of (1, 28, 28) images. ε for the whole batch is
-        drawn first (from :attr:`noise`, if set), so chunking never changes the draws.
-        returns :class:`sflnet.models.base.LossResult` (E includes β·KL) with ``terms`` holding every measured
-        reconstruction loss and ``kl`` at unit weight.
-        then, batch_count, reduce: as in :meth:`sflnet.models.cae.Autoencoder.loss_and_grads`.
-        positions: with ``batch_count``, this batch's positions in the step: ε is drawn for all
-        ``batch_count`` images of the step and these rows are used, so every image gets the ε it
-        gets in a single process, however the step is split over processes.
+        ε for the whole batch is drawn first (from :attr:`noise`, if set), so chunking never changes
+        the draws. With ``batch_count``, ``positions`` are this batch's positions in the step: ε is
+        drawn for all ``batch_count`` images of the step and these rows are used, so every image gets
+        the ε it gets in a single process, however the step is split over processes.
+        returns (N_m, list of (x chunk, ε chunk or None)).
         """
         xp = self.xp
         x = as_batch(batch, xp)
@@ -234,24 +230,25 @@ class VAE(Model):
         if self.noise is not None:
             draws = self.noise.standard_normal((batch_count, LATENT)).astype(self.dtype)
             eps = to_device(draws if positions is None else draws[list(positions)], xp)
-        totals, part_totals = {}, {}
-        grads = {name: xp.zeros_like(p) for name, p in self.params.items()} if compute_grads else None
-        self.objective.begin_batch()
-        for start in range(0, n, self.max_chunk_images):
-            chunk = x[start:start + self.max_chunk_images]
-            chunk_eps = None if eps is None else eps[start:start + self.max_chunk_images]
-            out = self.forward(chunk, chunk_eps)
-            measured = dict(self.objective.forward(out.recon, chunk, batch_count))
-            measured["kl"] = self.kl.forward(out.mu, out.logvar, batch_count)
-            accumulate_measured(measured, totals, part_totals, xp, self.dtype)
-            if not compute_grads:
-                continue
-            kl_mu, kl_logvar = self.kl.backward()
-            self.backward(self.objective.backward(), self.beta * kl_mu, self.beta * kl_logvar)
-            for name, g in self._layer_grads().items():
-                grads[name] += g
-        return loss_result(self.objective, totals, part_totals, grads, xp,
-                           extra_energy=lambda terms: self.beta * terms["kl"], then=then, reduce=reduce)
+        step = self.max_chunk_images
+        return batch_count, [(x[s:s + step], None if eps is None else eps[s:s + step]) for s in range(0, n, step)]
+
+    def measure(self, chunk, batch_count):
+        """Forward one (x, ε) chunk; every reconstruction loss of the objective, and ``kl`` at unit weight."""
+        x, eps = chunk
+        out = self.forward(x, eps)
+        measured = dict(self.objective.forward(out.recon, x, batch_count))
+        measured["kl"] = self.kl.forward(out.mu, out.logvar, batch_count)
+        return measured
+
+    def backward_measured(self):
+        """The objective's ∂E/∂recon and β·∂KL/∂(μ, logvar) of the last chunk, back through the layers."""
+        kl_mu, kl_logvar = self.kl.backward()
+        self.backward(self.objective.backward(), self.beta * kl_mu, self.beta * kl_logvar)
+
+    def extra_energy(self, terms):
+        """β·KL, the VAE's own energy in E = β·KL + Σ w_t E_t."""
+        return self.beta * terms["kl"]
 
     def reconstruct(self, images):
         """Reconstructions with z = μ. images: list of (1, 28, 28) → list of (1, 28, 28), same order."""
