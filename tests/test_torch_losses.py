@@ -97,6 +97,27 @@ def test_value_and_gradient_equal_sflnets_own(expression):
     np.testing.assert_array_equal(pred.grad.numpy(), grad)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pl_plus_sfl_equals_the_same_loss_written_in_plain_torch(channels):
+    """Eq. 4 + Eq. 6 with torch's autograd: the literal LoG bank (one conv2d, zero 'same' padding) of
+    :func:`sflnet.ops.filters.log_bank_weights`, each kernel on every one of the C channels."""
+    from sflnet.losses.base import PAPER_SFL_WEIGHTS
+    from sflnet.ops.filters import PAPER_SIGMAS, log_bank_weights
+    pred, target = pair((2, channels, 19, 24), seed=18)
+    loss = st.Objective("pl+sfl")(pred, target)
+    loss.backward()
+    ours, pred.grad = pred.grad.clone(), None
+    bank = torch.from_numpy(log_bank_weights(PAPER_SIGMAS)[:, :1].repeat(channels, axis=1))
+    d = pred - target
+    e_pl = (0.5 * (d * d).mean(dim=(2, 3))).sum() / 2
+    bands = torch.nn.functional.conv2d(d, bank, padding=bank.shape[-1] // 2)
+    e_sfl = (torch.tensor(PAPER_SFL_WEIGHTS, dtype=torch.float64) * 0.5 * (bands * bands).mean(dim=(2, 3))).sum() / 2
+    plain = e_pl + e_sfl
+    plain.backward()
+    assert abs(loss.item() - plain.item()) <= 1e-12 * plain.item()
+    assert (ours - pred.grad).abs().max().item() <= 1e-12 * pred.grad.abs().max().item()
+
+
 def test_the_classes_build_their_one_term_expression():
     assert st.PixelLoss().expression == "pl"
     assert st.L1Loss().expression == "l1"
