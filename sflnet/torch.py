@@ -12,17 +12,16 @@ Usage, in any PyTorch training loop::
     loss = loss_fn(pred, target)                  # pred, target: (N, C, H, W) → scalar tensor
     loss.backward()                               # ∂loss/∂pred by sflnet's backward
 
-=========================  ===============================  ======================================
-class                      expression it computes           sflnet loss
-=========================  ===============================  ======================================
-:class:`Objective`         any ``--loss`` expression        :mod:`sflnet.losses`, plug-ins included
-:class:`PixelLoss`         ``1*pl``                         :class:`sflnet.losses.PixelLoss`
-:class:`SpatialFrequencyLoss` ``1*sfl(sigmas=…,weights=…)`` :class:`sflnet.losses.SpatialFrequencyLoss`
-:class:`L1Loss`            ``1*l1``                         :class:`sflnet.losses.L1Loss`
-:class:`SSIMLoss`          ``1*ssim``                       :class:`sflnet.losses.SSIMLoss`
-:class:`FocalFrequencyLoss` ``1*fft``                       :class:`sflnet.losses.FocalFrequencyLoss`
-:class:`STFTLoss`          ``1*stft(window=…,…)``           :class:`sflnet.losses.STFTLoss`
-=========================  ===============================  ======================================
+The classes, each the expression it computes (see the sflnet loss for the definition and the
+derivation of its backward):
+
+* :class:`Objective` — any ``--loss`` expression, plug-in losses included (:mod:`sflnet.losses`);
+* :class:`PixelLoss` — ``1*pl`` (:class:`sflnet.losses.PixelLoss`, every channel weight 1);
+* :class:`SpatialFrequencyLoss` — ``1*sfl(sigmas=…,weights=…)`` (:class:`sflnet.losses.SpatialFrequencyLoss`);
+* :class:`L1Loss` — ``1*l1`` (:class:`sflnet.losses.L1Loss`);
+* :class:`SSIMLoss` — ``1*ssim`` (:class:`sflnet.losses.SSIMLoss`);
+* :class:`FocalFrequencyLoss` — ``1*fft`` (:class:`sflnet.losses.FocalFrequencyLoss`);
+* :class:`STFTLoss` — ``1*stft(window=…,stride=…,window_fn=…,phase_weight=…)`` (:class:`sflnet.losses.STFTLoss`).
 
 **Convention.** Every term is a mean over the batch of a per-image value, each image normalised
 by its own size, exactly as in ``sflnet train``: the value is ``E = (1/N) Σ_i ℓ(pred_i, target_i)``
