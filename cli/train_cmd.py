@@ -12,12 +12,12 @@ import click
 from click.core import ParameterSource
 
 from sflnet import SflnetError
-from sflnet.backend import DEVICES
+from sflnet.backend import DEVICES, DTYPES
 from sflnet.io.images import MAX_IMAGE_PIXELS
 from sflnet.losses import canonical, sigma_label
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, hyperparameters
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
-from sflnet.training.config import DTYPES, RESUME_OPTIONS, TrainOptions, key_options
+from sflnet.training.config import RESUME_OPTIONS, TrainOptions, key_options
 from sflnet.training.run import run_training
 from sflnet_cli.loss_help import LossHelpCommand
 from sflnet_cli.options import (EXIT_INTERRUPTED, LOSS_HELP, ProgressReporter, absolute_paths, both_defaults,

@@ -23,6 +23,7 @@ import numpy as np
 from sflnet.errors import SflnetError
 
 DEVICES = ("auto", "cpu", "gpu")
+DTYPES = ("float32", "float64")   # the floating-point types sflnet computes in (float32 default, float64 checks)
 
 _announced_fallback = False
 

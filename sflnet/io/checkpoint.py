@@ -89,6 +89,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sflnet import __version__
+from sflnet.backend import DTYPES
 from sflnet.errors import SflnetError
 from sflnet.losses import LEGACY_EXPRESSIONS, LossSettings, canonical
 from sflnet.models import BY_ARCHITECTURE, CAE, REGISTRY
@@ -103,7 +104,6 @@ ADDED_OPTIONS = {"stft_window": LossSettings.stft_window, "stft_stride": LossSet
                  "stft_phase_weight": LossSettings.stft_phase_weight}
 EPOCH_MEANING = ("parameters after `epoch` updates (0 = initialisation); history.csv row "
                  "epoch+1 holds the losses measured with these parameters")
-FLOAT_DTYPES = ("float32", "float64")
 
 
 @dataclass
@@ -457,7 +457,7 @@ def _check_meta(meta, path):
     if not isinstance(pl_weights, list) or len(pl_weights) != spec.channels \
             or not all(_is_number(w) for w in pl_weights):
         raise SflnetError(f"corrupt checkpoint {path}: bad pl_weights {pl_weights!r}")
-    if config["dtype"] not in FLOAT_DTYPES:
+    if config["dtype"] not in DTYPES:
         raise SflnetError(f"corrupt checkpoint {path}: unknown dtype {config['dtype']!r}")
     size = config["size"]
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):

@@ -9,7 +9,7 @@ model's hyperparameters need no edit here.
 :data:`RESUME_OPTIONS` are those a resume may change (:func:`merge_resume_options`).
 """
 
-from sflnet.backend import DEVICES
+from sflnet.backend import DEVICES, DTYPES
 from sflnet.errors import SflnetError
 from sflnet.io.checkpoint import same_value, upgrade_legacy_options, upgrade_model_options
 from sflnet.losses import DEFAULT_EXPRESSION, STFT_WINDOW_FNS, LossSettings, canonical, resolve, sigma_label
@@ -18,7 +18,6 @@ from sflnet.models.base import is_finite_number, is_whole_number
 from sflnet.models.cae import DEFAULT_PL_WEIGHTS, DEFAULT_SFL_WEIGHTS, DEFAULT_SIGMAS
 from sflnet.training.history import extra_terms, history_columns
 
-DTYPES = ("float32", "float64")
 
 # Shared options that define the run (with every model's hyperparameters, :func:`key_options`).
 SHARED_KEY_OPTIONS = ("model", "data", "include", "exclude", "size", "skip_bad", "loss", "sigmas", "sfl_weights",
