@@ -145,7 +145,7 @@ def test_cli_compare_torch_without_torch_is_one_line_error(tmp_path, capsys):
 # The PyTorch reference (skipped where torch is not installed)
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("loss", ["sfl", "pl"])
+@pytest.mark.parametrize("loss", ["pl+sfl", "pl"])
 def test_torch_reference_matches_sflnet_float64(loss):
     """E, E_PL, E_SFL and every gradient of the PyTorch reference (literal 27×27 LoG conv, autograd)
     equal sflnet's (separable LoG, hand-written backward), on two sizes of float64 images."""
