@@ -72,6 +72,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from PIL import Image
 
+from sflnet.backend import DTYPES
 from sflnet.io import checkpoint as ck
 from sflnet.io.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, demo_dir, load_dataset, load_image
 from sflnet.errors import SflnetError
@@ -417,7 +418,7 @@ def assert_valid_checkpoint(checkpoint, path):
     assert spec in BY_ARCHITECTURE.values()
     assert checkpoint.path == os.fspath(path)
     dtype = checkpoint.dtype
-    assert dtype.name in ck.FLOAT_DTYPES
+    assert dtype.name in DTYPES
     assert set(checkpoint.params) == set(spec.param_names)
     assert set(checkpoint.state) == set(OPTIMIZER_STATE[spec.optimizer])
     for arrays in (checkpoint.params, *checkpoint.state.values()):
