@@ -83,6 +83,11 @@ def test_alias_flags_fill_what_the_expression_leaves_and_disagreeing_values_are_
     assert resolve("pl+stft(window=8)", LossSettings(stft_window=8)).objective == "pl+stft(window=8)"
     with pytest.raises(SflnetError, match=r"stft option window=8 but --stft-window 12; give it once"):
         resolve("pl+stft(window=8)", LossSettings(stft_window=12))
+    # an alias flag gets its option's own check, as an inline value does (no ValueError from the loss)
+    with pytest.raises(SflnetError, match=r"^--stft-window must be a whole number >= 2, got 1 \(the stft option window\)$"):
+        resolve("pl+stft", LossSettings(stft_window=1))
+    with pytest.raises(SflnetError, match=r"^--stft-window must be a whole number >= 2, got 1 "):
+        TrainOptions(loss="pl+stft", stft_window=1).validate()
     # evaluate: the checkpoint's settings are no flags, the inline value wins
     assert resolve("pl+stft(window=8)", LossSettings(stft_window=12), strict=False).values["stft"]["window"] == 8
 

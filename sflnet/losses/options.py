@@ -166,6 +166,10 @@ def resolve(expression, settings=LossSettings(), option="--loss", strict=True):
                 flag = getattr(settings, spec.alias)
                 if inline is _MISSING:
                     value = flag
+                    why = None if spec.same(flag, spec.default) else spec.problem(flag)
+                    if why:   # the alias flag gets the option's own check (--stft-window 1)
+                        raise SflnetError(f"{_alias_flag(spec.alias)} {why}, got {flag!r} "
+                                          f"(the {term.name} option {spec.name})")
                 elif strict and not spec.same(flag, spec.default) and not spec.same(flag, inline):
                     raise SflnetError(f"{option} {text!r}: {term.name} option {spec.name}={spec.text(inline)} "
                                       f"but {_alias_flag(spec.alias)} {spec.text(flag)}; give it once")
