@@ -245,7 +245,7 @@ def test_a_newly_registered_loss_is_checked_dense_and_directional(monkeypatch, l
     # registered the way a built-in is (a plug-in goes through the same mapping, see test_plugin_loss.py)
     losses.LOSSES.forget_plugins()
     monkeypatch.setitem(losses.LOSSES.builtin, "scaled_l1", loss_class)
-    monkeypatch.setattr(losses.LOSSES, "_losses", None)
+    monkeypatch.setattr(losses.LOSSES, "_entries", None)
     assert "scaled_l1_loss" in gradcheck.layer_names() and "network_scaled_l1" in gradcheck.layer_names()
     report = gradcheck.run_suite(device="cpu", layer="scaled_l1_loss")
     assert [(row.check, row.passed) for row in report.rows] == [("dense", passes), ("directional", passes)]

@@ -27,11 +27,8 @@ subclass. The error is raised on every read of the registry until the package
 is fixed or removed: a broken installation is never silently half-used.
 """
 
-import importlib.metadata
 import re
-from collections.abc import Mapping
 
-from sflnet.errors import SflnetError
 from sflnet.losses.base import Loss
 from sflnet.losses.fft import FocalFrequencyLoss
 from sflnet.losses.l1 import L1Loss
@@ -39,6 +36,7 @@ from sflnet.losses.pixel import PixelLoss
 from sflnet.losses.sfl import SpatialFrequencyLoss
 from sflnet.losses.ssim import SSIMLoss
 from sflnet.losses.stft import STFTLoss
+from sflnet.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "sflnet.losses"
 # name → class of the losses that ship with sflnet. A new built-in loss is one module plus one line here.
@@ -50,86 +48,23 @@ BUILTIN = {
     "fft": FocalFrequencyLoss,
     "stft": STFTLoss,
 }
-# Names no plug-in may take: the built-ins, and kl (the β-VAE's latent term, history column E_KL).
-RESERVED = (*BUILTIN, "kl")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def _describe(entry_point):
-    return f"entry point {entry_point.name!r} = {entry_point.value!r} (group {ENTRY_POINT_GROUP})"
-
-
-def load_plugin(entry_point):
-    """The loss class of one entry point; SflnetError (one line naming it) if it is refused."""
-    if entry_point.name in RESERVED:
-        raise SflnetError(f"plug-in loss refused: {_describe(entry_point)} clashes with sflnet's own loss "
-                          f"{entry_point.name!r}; rename the entry point")
+def _check_name(entry_point):
     if not _NAME.fullmatch(entry_point.name):
-        raise SflnetError(f"plug-in loss refused: {_describe(entry_point)}: a loss name must be lower-case "
-                          f"letters, digits and _, starting with a letter or _")
-    try:
-        loaded = entry_point.load()
-    except Exception as exc:  # an ImportError, or anything the plug-in's module raises on import
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise SflnetError(f"plug-in loss refused: {_describe(entry_point)} cannot be loaded "
-                          f"({type(exc).__name__}: {text})") from None
+        return ": a loss name must be lower-case letters, digits and _, starting with a letter or _"
+    return None
+
+
+def _check_loss(entry_point, loaded):
     if not (isinstance(loaded, type) and issubclass(loaded, Loss)):
-        raise SflnetError(f"plug-in loss refused: {_describe(entry_point)} loads {loaded!r}, which is not a "
-                          f"subclass of sflnet.losses.Loss")
-    return loaded
+        return f" loads {loaded!r}, which is not a subclass of sflnet.losses.Loss"
+    return None
 
 
-def find_plugins():
-    """{name: loss class} of every installed ``sflnet.losses`` entry point, by name (SflnetError if refused)."""
-    found = {}
-    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if entry_point.name in found:
-            continue   # the same distribution seen twice on sys.path: the first one wins, as for imports
-        found[entry_point.name] = load_plugin(entry_point)
-    return found
-
-
-class LossRegistry(Mapping):
-    """name → loss class: :data:`BUILTIN`, then the plug-ins, found on the first read and kept."""
-
-    def __init__(self, builtin):
-        self.builtin = dict(builtin)
-        self._losses = None   # the full mapping once the plug-ins are loaded
-        self._error = None    # the SflnetError of a refused plug-in, raised on every read
-
-    def _all(self):
-        if self._losses is None and self._error is None:
-            try:
-                self._losses = {**self.builtin, **find_plugins()}
-            except SflnetError as exc:
-                self._error = exc
-        if self._error is not None:
-            raise SflnetError(str(self._error))
-        return self._losses
-
-    def __getitem__(self, name):
-        return self._all()[name]
-
-    def __iter__(self):
-        return iter(self._all())
-
-    def __len__(self):
-        return len(self._all())
-
-    def __contains__(self, name):
-        return name in self._all()
-
-    def plugins(self):
-        """{name: class} of the loaded plug-ins only."""
-        return {name: cls for name, cls in self._all().items() if name not in self.builtin}
-
-    def forget_plugins(self):
-        """Look for the plug-ins again on the next read (after a package was installed or sys.path changed)."""
-        self._losses = None
-        self._error = None
-
-
-LOSSES = LossRegistry(BUILTIN)
+# name → loss class, built-ins first (the shared mechanism is sflnet.plugins.PluginRegistry)
+LOSSES = PluginRegistry(BUILTIN, ENTRY_POINT_GROUP, "loss", _check_loss, reserved=("kl",), check_name=_check_name)
 
 
 def registry():

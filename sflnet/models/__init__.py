@@ -31,12 +31,11 @@ its entry point when its name clashes with a built-in model, differs from its
 spec's name, cannot be loaded or is not a :class:`ModelSpec`.
 """
 
-import importlib.metadata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sflnet.errors import SflnetError
 from sflnet.models import cae, vae
+from sflnet.plugins import PluginRegistry
 
 
 @dataclass(frozen=True)
@@ -119,76 +118,23 @@ BUILTIN = {"cae": CAE, "vae": VAE}
 DEFAULT_MODEL = "cae"
 
 
-def _describe(entry_point):
-    return f"entry point {entry_point.name!r} = {entry_point.value!r} (group {ENTRY_POINT_GROUP})"
+def _check_spec(entry_point, loaded):
+    if not isinstance(loaded, ModelSpec):
+        return f" loads {loaded!r}, which is not a sflnet.models.ModelSpec"
+    if loaded.name != entry_point.name:
+        return f" loads the spec of model {loaded.name!r}; the names must agree"
+    if loaded.architecture in {spec.architecture for spec in BUILTIN.values()}:
+        return f" clashes with the architecture {loaded.architecture!r} of a built-in model"
+    return None
+
+
+# name → ModelSpec, built-ins first (the shared mechanism is sflnet.plugins.PluginRegistry)
+REGISTRY = PluginRegistry(BUILTIN, ENTRY_POINT_GROUP, "model", _check_spec)
 
 
 def load_plugin(entry_point):
     """The :class:`ModelSpec` of one entry point; SflnetError (one line naming it) if it is refused."""
-    if entry_point.name in BUILTIN:
-        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} clashes with sflnet's own model "
-                          f"{entry_point.name!r}; rename the entry point")
-    try:
-        loaded = entry_point.load()
-    except Exception as exc:  # an ImportError, or anything the plug-in's module raises on import
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} cannot be loaded "
-                          f"({type(exc).__name__}: {text})") from None
-    if not isinstance(loaded, ModelSpec):
-        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} loads {loaded!r}, which is not a "
-                          f"sflnet.models.ModelSpec")
-    if loaded.name != entry_point.name:
-        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} loads the spec of model "
-                          f"{loaded.name!r}; the names must agree")
-    if loaded.architecture in {spec.architecture for spec in BUILTIN.values()}:
-        raise SflnetError(f"plug-in model refused: {_describe(entry_point)} clashes with the architecture "
-                          f"{loaded.architecture!r} of a built-in model")
-    return loaded
-
-
-def find_plugins():
-    """{name: spec} of every installed ``sflnet.models`` entry point, by name (SflnetError if refused)."""
-    found = {}
-    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if entry_point.name not in found:   # the same distribution seen twice on sys.path: the first wins
-            found[entry_point.name] = load_plugin(entry_point)
-    return found
-
-
-class ModelRegistry(Mapping):
-    """name → :class:`ModelSpec`: :data:`BUILTIN`, then the plug-ins, found on the first read and kept.
-
-    A refused plug-in's SflnetError is raised on every read, until the package is fixed or removed.
-    """
-
-    def __init__(self, builtin):
-        self.builtin = dict(builtin)
-        self._specs = None
-        self._error = None
-
-    def _all(self):
-        if self._specs is None and self._error is None:
-            try:
-                self._specs = {**self.builtin, **find_plugins()}
-            except SflnetError as exc:
-                self._error = exc
-        if self._error is not None:
-            raise SflnetError(str(self._error))
-        return self._specs
-
-    def __getitem__(self, name):
-        return self._all()[name]
-
-    def __iter__(self):
-        return iter(self._all())
-
-    def __len__(self):
-        return len(self._all())
-
-    def forget_plugins(self):
-        """Look for the plug-ins again on the next read (after a package was installed or sys.path changed)."""
-        self._specs = None
-        self._error = None
+    return REGISTRY.load(entry_point)
 
 
 class _Names(Sequence):
@@ -220,7 +166,6 @@ class _ByArchitecture(Mapping):
         return len(self._all())
 
 
-REGISTRY = ModelRegistry(BUILTIN)
 MODEL_NAMES = _Names()
 BY_ARCHITECTURE = _ByArchitecture()
 
