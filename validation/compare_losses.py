@@ -224,36 +224,41 @@ def train_all(args, weights, device):
                                loss=expression(name, weights), epochs=args.epochs, seed=args.seed,
                                device=device, snapshot_every=0,
                                include=tuple(args.include_names or ()))
-        reporter = _Quiet(name, max(1, args.epochs // 10))
-        outcome = folder / "outcome.json"
-        if outcome.exists():
-            print(f"[{name}] {json.loads(outcome.read_text())['status']} earlier: not retried", flush=True)
-            continue
-        if (folder / CHECKPOINT_FILE).exists():
-            make_portable(folder)
-            done = load_checkpoint(folder / CHECKPOINT_FILE).epoch
-            if done >= args.epochs:
-                print(f"[{name}] complete ({done} epochs)", flush=True)
-                continue
-            print(f"[{name}] resuming from epoch {done}", flush=True)
-        try:
-            if (folder / CHECKPOINT_FILE).exists():
-                result = run_training(out=folder, resume=True, overrides={"epochs": args.epochs},
-                                      reporter=reporter)
-            else:
-                print(f"[{name}] training {options.loss} for {args.epochs} epochs", flush=True)
-                result = run_training(options, folder, overwrite=folder.exists(), reporter=reporter,
-                                      command="python validation/compare_losses.py " + " ".join(args.argv))
-        except SflnetError as exc:
-            if "diverged" not in str(exc):
-                raise
-            record_failure(folder, str(exc))
-            continue
-        if result.status != "completed":
-            raise SflnetError(f"the {name} run stopped ({result.status}) at epoch {result.epoch}; "
-                              f"start the comparison again to resume it")
-        make_portable(folder)
+        train_or_resume(folder, options, name, "python validation/compare_losses.py " + " ".join(args.argv))
     return folders
+
+
+def train_or_resume(folder, options, name, command):
+    """Train one run folder to ``options.epochs``: skipped when complete or recorded as failed
+    (outcome.json), resumed when it has a checkpoint, else started; a run that diverges or collapses
+    gets its outcome.json (:func:`record_failure`). The runs of :mod:`weight_sweep` go through here too."""
+    reporter = _Quiet(name, max(1, options.epochs // 10))
+    outcome = folder / "outcome.json"
+    if outcome.exists():
+        print(f"[{name}] {json.loads(outcome.read_text())['status']} earlier: not retried", flush=True)
+        return
+    if (folder / CHECKPOINT_FILE).exists():
+        make_portable(folder)
+        done = load_checkpoint(folder / CHECKPOINT_FILE).epoch
+        if done >= options.epochs:
+            print(f"[{name}] complete ({done} epochs)", flush=True)
+            return
+        print(f"[{name}] resuming from epoch {done}", flush=True)
+    try:
+        if (folder / CHECKPOINT_FILE).exists():
+            result = run_training(out=folder, resume=True, overrides={"epochs": options.epochs}, reporter=reporter)
+        else:
+            print(f"[{name}] training {options.loss} for {options.epochs} epochs", flush=True)
+            result = run_training(options, folder, overwrite=folder.exists(), reporter=reporter, command=command)
+    except SflnetError as exc:
+        if "diverged" not in str(exc):
+            raise
+        record_failure(folder, str(exc))
+        return
+    if result.status != "completed":
+        raise SflnetError(f"the {name} run stopped ({result.status}) at epoch {result.epoch}; "
+                          f"start the script again to resume it")
+    make_portable(folder)
 
 
 def record_failure(folder, message):
