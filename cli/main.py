@@ -43,6 +43,8 @@ from sflnet_cli.encode_cmd import encode  # noqa: E402
 cli.add_command(encode)
 from sflnet_cli.report_cmd import report  # noqa: E402
 cli.add_command(report)
+from sflnet_cli.calibrate_cmd import calibrate_command  # noqa: E402
+cli.add_command(calibrate_command)
 # ---------------------------------------------------------------------------
 
 

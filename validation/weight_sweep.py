@@ -2,7 +2,7 @@
 
 Run from the repository root after ``pip install .``::
 
-    python validation/weight_sweep.py           # 70 Willow images, 64 px, 200 epochs per run
+    python validation/weight_sweep.py           # 70 Willow images, 64 px, 150 epochs per run
     python validation/weight_sweep.py --quick   # the built-in demo images, 32 px, 20 epochs (about a minute)
 
 What it does, with the public ``sflnet`` API:
@@ -39,12 +39,14 @@ from compare_losses import (DEFAULT_DATA, DEFAULT_EXCLUDE, REPO_ROOT, measure, p
                             train_or_resume)
 from sflnet import SflnetError  # noqa: E402
 from sflnet.backend import device_name, select_device, to_device  # noqa: E402
+from sflnet.io.checkpoint import load_checkpoint  # noqa: E402
 from sflnet.training.calibrate import calibrate, initial_setup, suggestions  # noqa: E402
 from sflnet.training.config import TrainOptions  # noqa: E402
+from sflnet.training.run_folder import CHECKPOINT_FILE  # noqa: E402
 
 TERMS = ("sfl", "fft", "stft")
 MULTIPLES = (0.1, 1.0, 10.0, 100.0)
-FULL = {"size": 64, "epochs": 200, "out": "validation/results/weights"}
+FULL = {"size": 64, "epochs": 150, "out": "validation/results/weights"}
 QUICK = {"size": 32, "epochs": 20, "out": "validation/results/weights_quick"}
 FIGURE = "weights.png"
 
@@ -61,11 +63,14 @@ def parse_args(argv=None):
                         help="leave out matching folders/files (repeatable; default 'winebottle*': 70 Willow "
                              "images; none with --quick)")
     parser.add_argument("--size", type=int, default=None, help="longer image side in pixels (default 64; 32 quick)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 200; 20 quick)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 150; 20 quick)")
     parser.add_argument("--quick", action="store_true", help="the demo images, small and short (about a minute)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--seed", type=int, default=0, help="seed of the shared initial weights")
     parser.add_argument("--out", default=None, help="output folder (default validation/results/weights[_quick])")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: table and figure of the runs finished so far (the others are listed "
+                             "as pending)")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for key in ("size", "epochs"):
@@ -86,7 +91,7 @@ def run_names():
     """The runs, most telling first (so that a sweep cut short has its main comparisons):
     {name: (term or None, multiple of V or "G")}."""
     names = {"pl": (None, None)}
-    for multiple in (1.0, "G", 0.1, 10.0, 100.0):
+    for multiple in (1.0, 10.0, "G", 100.0, 0.1):
         for term in TERMS:
             names[f"{term}_{'g' if multiple == 'G' else f'v{multiple:g}'}"] = (term, multiple)
     return names
@@ -124,14 +129,24 @@ def expression_of(weights, term, multiple):
 
 
 def train_sweep(args, weights, options):
-    """Every run of :func:`run_names` (trained, resumed or skipped); returns {name: folder}."""
+    """Every run of :func:`run_names` (trained, resumed or skipped; with ``--table-only`` none is trained);
+    returns {name: folder} of the finished runs (complete, or recorded as diverged/collapsed)."""
     folders = {}
     for name, (term, multiple) in run_names().items():
         folder = args.out / "runs" / name
         run_options = TrainOptions(**{**vars(options), "loss": expression_of(weights, term, multiple)}).validate()
-        train_or_resume(folder, run_options, name, "python validation/weight_sweep.py " + " ".join(args.argv))
-        folders[name] = folder
+        if not args.table_only:
+            train_or_resume(folder, run_options, name, "python validation/weight_sweep.py " + " ".join(args.argv))
+        if finished(folder, args.epochs):
+            folders[name] = folder
     return folders
+
+
+def finished(folder, epochs):
+    """True for a run at ``epochs`` or recorded as diverged/collapsed (outcome.json)."""
+    if (folder / "outcome.json").exists():
+        return True
+    return (folder / CHECKPOINT_FILE).exists() and load_checkpoint(folder / CHECKPOINT_FILE).epoch >= epochs
 
 
 def collapsed(entry):
@@ -140,8 +155,11 @@ def collapsed(entry):
 
 
 def build_table(table, weights):
+    """{name: row} of the measured runs, in :func:`run_names` order."""
     rows = {}
     for name, (term, multiple) in run_names().items():
+        if name not in table:
+            continue
         entry = {k: v for k, v in table[name].items() if k not in ("recons",)}
         entry.update(term=term, rule=None if term is None else ("gradient" if multiple == "G" else "value"),
                      multiple=None if multiple in (None, "G") else multiple,
@@ -176,6 +194,9 @@ def write_markdown(path, rows, weights, settings):
                  *(f"{row['sfl'][s] * 1e3:.3g}" for s in sigmas), f"{row['E_PL'] * 1e3:.3g}",
                  f"{row['fft'] * 1e3:.3g}", f"{row['stft'] / 1e5:.4g}", flag]
         lines.append("| " + " | ".join(cells) + " |")
+    pending = [name for name in run_names() if name not in rows]
+    if pending:
+        lines += ["", f"Not finished yet (start the script again to continue): {', '.join(pending)}."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -187,7 +208,7 @@ def plot(path, rows):
 
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
-    first_sigma = next(iter(rows["pl"]["sfl"]))
+    first_sigma = next(iter(next(iter(rows.values()))["sfl"]))
     panels = [("psnr", "PSNR (dB)", lambda r: r["psnr"]),
               (f"sfl_{first_sigma}", f"unit-weight SFL σ={first_sigma}", lambda r: r["sfl"][first_sigma])]
     for index, (_, label, read) in enumerate(panels):
@@ -199,7 +220,8 @@ def plot(path, rows):
                 marker = "x" if r["collapsed_or_diverged"] else ("s" if r["rule"] == "gradient" else "o")
                 ax.plot([r["weight"]], [read(r)], marker, color=color, markersize=8 if marker == "s" else 5,
                         markerfacecolor="none" if marker == "s" else color)
-        ax.axhline(read(rows["pl"]), color="gray", linestyle="--", label="pl")
+        if "pl" in rows:
+            ax.axhline(read(rows["pl"]), color="gray", linestyle="--", label="pl")
         ax.set_xscale("log")
         if index == 1:
             ax.set_yscale("log")
@@ -243,7 +265,9 @@ def main(argv=None):
                 "device": device_name(xp),
                 "wall time of this invocation (s)": round(time.perf_counter() - started, 1)}
     safe = finite_or_none(rows)
-    (args.out / "table.json").write_text(json.dumps({"settings": settings, "weights": weights, "runs": safe},
+    pending = [name for name in run_names() if name not in rows]
+    (args.out / "table.json").write_text(json.dumps({"settings": settings, "weights": weights, "runs": safe,
+                                                     "pending": pending},
                                                     indent=2) + "\n")
     write_markdown(args.out / "table.md", rows, weights, settings)
     plot(args.out / FIGURE, rows)
