@@ -122,6 +122,8 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per objective")
     parser.add_argument("--train-images", type=int, default=None, help="digits used for training (default 4000)")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="a digits .npz instead of the built-in 5,000 (docs/data.md), e.g. the full MNIST")
     parser.add_argument("--only", default=None, help="comma-separated objective names to train now")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 100 training digits")
@@ -161,7 +163,8 @@ def sfl_weight(args):
     from sflnet.models.vae import VAE, init_params  # noqa: PLC0415
 
     base = TrainOptions.for_model("vae", loss="pl+sfl+0.00015*stft", **AUTHORS_OPTIONS,
-                                  **({"train_images": args.train_images} if args.train_images else {})).validate()
+                                  **({"train_images": args.train_images} if args.train_images else {}),
+                                  **({"data": (str(args.data.resolve()),)} if args.data else {})).validate()
     images = load_training_data(base, split="train").images
     ratios = []
     for seed in range(args.seeds):
@@ -183,6 +186,8 @@ def options_for(name, seed, args):
                   snapshot_every=0)
     if args.train_images is not None:
         values["train_images"] = args.train_images
+    if args.data is not None:
+        values["data"] = (str(args.data.resolve()),)
     return TrainOptions.for_model("vae", **values).validate()
 
 
@@ -299,7 +304,7 @@ def measure_authors(folder, seed, test_images, xp):
             "seconds_per_epoch": statistics.median(r["seconds"] for r in rows) if rows else None}
 
 
-def write_authors_table(args, names, test_images, xp):
+def write_authors_table(args, names, test_images, xp, train_count):
     """table.md / table.json of the authors' protocol from the runs finished so far (a row with fewer
     than ``args.seeds`` runs is marked with its count)."""
     summary = {}
@@ -320,14 +325,16 @@ def write_authors_table(args, names, test_images, xp):
         count = f"{len(runs)} of {args.seeds}" + ("" if len(runs) == args.seeds else " (incomplete)")
         lines.append(f"| {name} (`{expression}`) | {show(*psnr, 2)} | {show(*ssim, 3)} | "
                      f"{paper_psnr if paper_psnr is not None else '—'} | "
-                     f"{paper_ssim if paper_ssim is not None else '—'} | {show(*kl, 2)} | {show(*secs, 1)} | {count} |")
+                     f"{paper_ssim if paper_ssim is not None else '—'} | {show(*kl, 2)} | {show(*secs, 1)} | "
+                     f"{count} |")
     header = (f"Dalal's β-VAE (VAE1), the authors' code's protocol: linear output, TensorFlow 'same' transposed "
-              f"convolutions, {args.epochs} epochs, batch 32, {args.train_images or 4000} training digits; "
+              f"convolutions, {args.epochs} epochs, batch 32, {train_count} training digits; "
               f"evaluated on the {len(test_images)} test digits with z sampled from q (ε from the run's seed), "
               f"unclipped, data range 1 (`sflnet evaluate CHECKPOINT --sample-latent --seed SEED --split test`). "
               f"SFL+SSIM weight {sfl_weight(args):g}. Mean ± std over the finished seeds.\n\n")
     summary_all = {"protocol": "authors", "epochs": args.epochs, "seeds": args.seeds,
-                   "train_images": args.train_images or 4000, "batch_size": 32, "sfl_weight": sfl_weight(args),
+                   "train_images": train_count, "test_images": len(test_images), "batch_size": 32,
+                   "data": "built-in" if args.data is None else args.data.name, "sfl_weight": sfl_weight(args),
                    "rows": summary}
     write_text_atomic(args.out / "table.md", header + "\n".join(lines) + "\n", what="table")
     write_text_atomic(args.out / "table.json", json.dumps(summary_all, indent=1) + "\n", what="table")
@@ -343,12 +350,16 @@ def main_authors(args, names, chosen):
     xp = select_device(args.device)
     test = load_training_data(options_for(names[0], 0, args), split="test")
     test_images = [to_device(x, xp) for x in test.images]
+    count = len(load_training_data(options_for(names[0], 0, args), split="train").images)
+    trained = False
     if not args.table_only:
         for seed in range(args.seeds):
             for name in chosen:
                 train(name, seed, args)
-                write_authors_table(args, names, test_images, xp)
-    write_authors_table(args, names, test_images, xp)
+                write_authors_table(args, names, test_images, xp, count)
+                trained = True
+    if not trained:
+        write_authors_table(args, names, test_images, xp, count)
     return 0
 
 

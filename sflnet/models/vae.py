@@ -398,6 +398,13 @@ def energy_text(model):
     return f" + {model.beta:g}·E_KL"
 
 
+def scored_text(model):
+    """What ``sflnet evaluate``'s losses and metrics scored: the sigmoid output, or the raw linear one."""
+    if model.output == "linear":
+        return "the raw output of the last transposed convolution (--output linear), unclipped"
+    return "the sigmoid output in [0, 1] (--output sigmoid)"
+
+
 def init_for_run(options, xp):
     """Initial parameters of a run: :func:`init_params` with the options' seed and dtype."""
     return init_params(options.seed, np.dtype(options.dtype), xp)
@@ -447,12 +454,14 @@ def decode_grid(model, count, low_quantile=0.05):
     """Decode a ``count × count`` grid over the 2-D latent space into one picture.
 
     Row r (top to bottom) has z₂ = values[count − 1 − r], column c has z₁ = values[c], with
-    ``values = latent_grid_values(count, low_quantile)``. returns (1, 28·count, 28·count) host float64 on [0, 1].
+    ``values = latent_grid_values(count, low_quantile)``. returns (1, 28·count, 28·count) host float64 on [0, 1]
+    (a linear output is clipped to [0, 1] for the picture; a sigmoid output is already there).
     """
     values = latent_grid_values(count, low_quantile)
     z1, z2 = np.meshgrid(values, values[::-1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
-    digits = to_host(model.decode(to_device(z, model.xp))).astype(np.float64)    # (count², 1, 28, 28)
+    decoded = to_host(model.decode(to_device(z, model.xp))).astype(np.float64)    # (count², 1, 28, 28)
+    digits = np.clip(decoded, 0.0, 1.0)
     side = IMAGE_SHAPE[1]
     tiles = digits.reshape(count, count, side, side).transpose(0, 2, 1, 3)
     return tiles.reshape(1, count * side, count * side)
