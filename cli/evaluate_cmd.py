@@ -39,7 +39,8 @@ from sflnet_cli.options import (absolute_paths, check_size, data_options, data_w
 @click.option("--split", type=click.Choice(("test", "train")), default=None,
               help="vae: which digits to evaluate on.  [default: test]")
 @click.option("--sample-latent", is_flag=True,
-              help="vae: decode z = μ + σε (ε drawn with --seed) instead of z = μ.")
+              help="vae: decode z = μ + σε (ε drawn with --seed) instead of z = μ, for the losses and for "
+                   "PSNR/SSIM (the authors' evaluation: --sample-latent --seed SEED --split test).")
 @click.option("--seed", type=int, default=0, show_default=True, help="vae with --sample-latent: seed of ε.")
 def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_window, stft_stride, stft_window_fn,
              stft_phase_weight, as_json, grads, overwrite, device, split, sample_latent, seed):
@@ -50,7 +51,9 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     E (the --loss objective), E_PL, E_SFL, the unit-weight SFL per σ and each other term
     are computed exactly as in training (full batch); evaluating checkpoints/epoch_NNNN.npz
     with the run's own objective reproduces row NNNN+1 of the run's history.csv. PSNR and SSIM compare images on [-1, 1] with data_range = 2,
-    which equals 8-bit PSNR/SSIM.
+    which equals 8-bit PSNR/SSIM. A vae checkpoint: on [0, 1] with data_range 1, unclipped, scoring
+    the decoder's output as the run's --output made it (the sigmoid's, or the raw linear output);
+    the report's "scored" line says which.
     """
     check_size(size)
     ckpt = load_checkpoint(checkpoint)
@@ -118,6 +121,9 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
          "SSIM        n/a (an image is smaller than the 11x11 SSIM window)"),
         f"images      {report['images']}",
     ]
+    if spec.scored_text is not None:
+        lines.append(f"scored      {spec.scored_text(model)}, "
+                     + ("z = μ + σε (ε drawn with --seed)" if sample_latent else "z = μ"))
     if grads is not None:
         lines.append(f"gradient    written to {grads}")
     click.echo("\n".join(lines))

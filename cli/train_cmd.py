@@ -36,6 +36,8 @@ def hyperparameter_option(option, models):
     text = f"{', '.join(models)}: {option.help}{shown}"
     if option.kind == "bool":
         return click.Option([f"{option.flag}/--no-{option.flag[2:]}"], default=None, help=text)
+    if option.kind == "choice":
+        return click.Option([option.flag], type=click.Choice(option.choices), default=None, help=text)
     return click.Option([option.flag], type={"int": int, "float": float}[option.kind], default=None, help=text)
 
 

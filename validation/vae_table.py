@@ -5,6 +5,11 @@ Run from the repository root after ``pip install .``::
 
     python validation/vae_table.py            # 6 objectives x 3 seeds, 50 epochs each, 4,000 training digits
     python validation/vae_table.py --quick    # 6 objectives x 1 seed, 2 epochs on 100 digits (a minute)
+    python validation/vae_table.py --protocol authors   # the authors' code's protocol (see below)
+
+Two protocols. ``--protocol sflnet`` (the default, "sflnet scaling", results in
+``validation/results/vae/``) is described first; ``--protocol authors`` (results in
+``validation/results/vae_authors/``) is at the end of this docstring.
 
 What it does, with the public ``sflnet`` API only:
 
@@ -32,6 +37,27 @@ frequency term:
 * ``SFL+SSIM``: ``500*ssim+3.5*sfl``, Ichimura's SFL (subband weights 100, 10, 10) in the place of
   the STFT term, its weight chosen so that it starts at the STFT term's size (at initialisation, on the
   training digits, 3.5·E_SFL ≈ 0.00015·E_STFT ≈ 4.7 for each of the three seeds).
+
+``--protocol authors``: Dalal et al.'s code's protocol, as far as sflnet can run it. The same VAE1,
+optimiser, β, batch 32 and data, with
+
+* ``--output linear``: the losses and the metrics see the raw output of the last transposed
+  convolution, unclipped (the authors' ``decode(z, apply_sigmoid=False)``);
+* ``--tconv-padding tf-same``: TensorFlow's 'same' padding of the transposed convolutions;
+* L2 as the full mean squared error, ``2*pl`` (``pl`` is ½·MSE, Eq. 4 of Ichimura's paper);
+* the DFT row as their configuration ran it: one 28×28 window (stride 4, no taper), amplitude and
+  phase weights 1 and 1 (λ = 1), STFT weight 0.0015: ``0.0015*stft(window=28,window_fn=rect,phase_weight=1)``;
+* their STFT weights 0.0015 × (0.1·amplitude + 0.9·phase) = ``0.00015*stft`` (window 16, stride 4, Hann, λ = 9);
+* the SFL+SSIM weight chosen as above, on this network: at initialisation, on the training digits,
+  w·E_SFL = 0.00015·E_STFT, averaged over the seeds and rounded to two significant digits
+  (computed once, stored in ``sfl_weight.json`` and in the table);
+* their evaluation: z = μ + σε sampled from q with ε drawn with the run's seed, the whole test split,
+  unclipped, data range 1 — exactly ``sflnet evaluate CHECKPOINT --sample-latent --seed SEED --split test``
+  (each run's ``evaluate_args`` in table.json; ``run_dir`` is relative to the table's folder).
+
+Batch 32 and not the authors' configuration's 5: the paper names none, and 5 would make 800 updates
+per epoch of 4,000 digits instead of 125, several times the CPU time of a table that already takes
+hours (see docs/vae.md for the measurement). Each row also gets ``kl``, the KL term in nats on the test set.
 """
 
 import argparse
@@ -57,6 +83,7 @@ from sflnet.training.run import run_training
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "validation" / "results" / "vae"
+AUTHORS_OUT = REPO / "validation" / "results" / "vae_authors"
 SFL_WEIGHT = 3.5
 # name → (expression, extra options)
 OBJECTIVES = {
@@ -67,6 +94,17 @@ OBJECTIVES = {
     "STFT+SSIM": ("500*ssim+0.00015*stft", {}),
     "SFL+SSIM": (f"500*ssim+{SFL_WEIGHT:g}*sfl", {}),
 }
+# The authors' code's protocol (--protocol authors): expressions and the options every run shares.
+# "{sfl}" is replaced by the chosen SFL weight (sfl_weight()).
+AUTHORS_OBJECTIVES = {
+    "L2": ("2*pl", {}),
+    "L1": ("l1", {}),
+    "SSIM": ("500*ssim", {}),
+    "DFT+SSIM": ("500*ssim+0.0015*stft(window=28,window_fn=rect,phase_weight=1)", {}),
+    "STFT+SSIM": ("500*ssim+0.00015*stft", {}),
+    "SFL+SSIM": ("500*ssim+{sfl}*sfl", {}),
+}
+AUTHORS_OPTIONS = {"output": "linear", "tconv_padding": "tf-same"}
 # Dalal's paper, Table 1 (binarised MNIST, 60,000 training images, 50 epochs).
 PAPER = {"L2": (10.20, 0.41), "L1": (10.13, 0.32), "SSIM": (11.38, 0.495), "DFT+SSIM": (11.51, 0.486),
          "STFT+SSIM": (11.93, 0.492), "SFL+SSIM": (None, None)}
@@ -77,15 +115,23 @@ SHOWN_DIGITS = 12
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help="results folder")
+    parser.add_argument("--protocol", choices=("sflnet", "authors"), default="sflnet",
+                        help="sflnet scaling (default) or the authors' code's protocol")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="results folder (default validation/results/vae or vae_authors)")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per objective")
     parser.add_argument("--train-images", type=int, default=None, help="digits used for training (default 4000)")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="a digits .npz instead of the built-in 5,000 (docs/data.md), e.g. the full MNIST")
     parser.add_argument("--only", default=None, help="comma-separated objective names to train now")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 100 training digits")
     parser.add_argument("--table-only", action="store_true", help="measure and write the table, train nothing")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = AUTHORS_OUT if args.protocol == "authors" else DEFAULT_OUT
+    args.sfl_weight = None
     if args.quick:
         args.epochs, args.seeds, args.train_images = 2, 1, 100
     return args
@@ -95,12 +141,53 @@ def run_folder(out, name, seed):
     return out / "runs" / f"{name.replace('+', '_')}_seed{seed}"
 
 
+def objective(name, args):
+    """(expression, extra options) of one row under ``args.protocol``."""
+    if args.protocol == "sflnet":
+        return OBJECTIVES[name]
+    expression, extra = AUTHORS_OBJECTIVES[name]
+    if "{sfl}" in expression:
+        expression = expression.format(sfl=f"{sfl_weight(args):g}")
+    return expression, dict(AUTHORS_OPTIONS, **extra)
+
+
+def sfl_weight(args):
+    """The authors' protocol's SFL+SSIM weight: read from ``sfl_weight.json``, or chosen (see the module
+    docstring) and written there the first time."""
+    if args.sfl_weight is not None:
+        return args.sfl_weight
+    path = args.out / "sfl_weight.json"
+    if path.exists():
+        args.sfl_weight = json.loads(path.read_text(encoding="utf-8"))["weight"]
+        return args.sfl_weight
+    from sflnet.models.vae import VAE, init_params  # noqa: PLC0415
+
+    base = TrainOptions.for_model("vae", loss="pl+sfl+0.00015*stft", **AUTHORS_OPTIONS,
+                                  **({"train_images": args.train_images} if args.train_images else {}),
+                                  **({"data": (str(args.data.resolve()),)} if args.data else {})).validate()
+    images = load_training_data(base, split="train").images
+    ratios = []
+    for seed in range(args.seeds):
+        model = VAE(init_params(seed), loss=base.loss, loss_settings=base.loss_settings, **AUTHORS_OPTIONS)
+        terms = model.loss_and_grads(images, compute_grads=False).terms
+        ratios.append(0.00015 * terms["stft"] / terms["sfl"])
+    weight = float(f"{statistics.fmean(ratios):.2g}")
+    record = {"weight": weight, "ratios": ratios,
+              "rule": "w·E_SFL = 0.00015·E_STFT at initialisation on the training digits, mean over seeds, "
+                      "2 significant digits"}
+    write_text_atomic(path, json.dumps(record, indent=1) + "\n", what="SFL weight")
+    args.sfl_weight = weight
+    return weight
+
+
 def options_for(name, seed, args):
-    expression, extra = OBJECTIVES[name]
+    expression, extra = objective(name, args)
     values = dict(extra, loss=expression, seed=seed, epochs=args.epochs, device=args.device,
                   snapshot_every=0)
     if args.train_images is not None:
         values["train_images"] = args.train_images
+    if args.data is not None:
+        values["data"] = (str(args.data.resolve()),)
     return TrainOptions.for_model("vae", **values).validate()
 
 
@@ -198,6 +285,84 @@ def draw_digits(args, names, test_images, xp):
     fig.savefig(args.out / "digits.png", dpi=100)
 
 
+def evaluate_args(seed):
+    """The ``sflnet evaluate`` options (after the checkpoint) that give a run's authors'-protocol PSNR/SSIM."""
+    return ["--sample-latent", "--seed", str(seed), "--split", "test", "--device", "cpu"]
+
+
+def measure_authors(folder, seed, test_images, xp):
+    """The authors' evaluation of one run (z sampled with the run's seed, unclipped, data range 1):
+    PSNR, SSIM and KL (nats) on the test digits, as ``sflnet evaluate`` with :func:`evaluate_args`."""
+    ckpt = load_checkpoint(folder / "checkpoint.npz")
+    model = model_from_checkpoint(ckpt, xp)
+    model.noise = np.random.default_rng(seed)
+    report, _ = evaluate_model(model, test_images)
+    rows = read_history(str(folder / "history.csv"), checkpoint_options(ckpt).history_columns)
+    return {"seed": seed, "epoch": ckpt.epoch, "psnr": report["psnr"], "ssim": report["ssim"],
+            "kl": report["terms"]["kl"], "run_dir": str(folder.relative_to(folder.parent.parent)),
+            "evaluate_args": evaluate_args(seed),
+            "seconds_per_epoch": statistics.median(r["seconds"] for r in rows) if rows else None}
+
+
+def write_authors_table(args, names, test_images, xp, train_count):
+    """table.md / table.json of the authors' protocol from the runs finished so far (a row with fewer
+    than ``args.seeds`` runs is marked with its count)."""
+    summary = {}
+    lines = ["| loss | PSNR (dB) | SSIM | paper PSNR | paper SSIM | KL (nats) | s/epoch | runs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        runs = []
+        for seed in range(args.seeds):
+            folder = run_folder(args.out, name, seed)
+            if (folder / "checkpoint.npz").exists() and load_checkpoint(folder / "checkpoint.npz").epoch == args.epochs:
+                runs.append(measure_authors(folder, seed, test_images, xp))
+        psnr, ssim = mean_std([r["psnr"] for r in runs]), mean_std([r["ssim"] for r in runs])
+        kl, secs = mean_std([r["kl"] for r in runs]), mean_std([r["seconds_per_epoch"] for r in runs])
+        expression, options = objective(name, args)
+        summary[name] = {"expression": expression, "options": options, "psnr": psnr, "ssim": ssim, "kl": kl,
+                         "paper": PAPER[name], "complete": len(runs) == args.seeds, "runs": runs}
+        paper_psnr, paper_ssim = PAPER[name]
+        count = f"{len(runs)} of {args.seeds}" + ("" if len(runs) == args.seeds else " (incomplete)")
+        lines.append(f"| {name} (`{expression}`) | {show(*psnr, 2)} | {show(*ssim, 3)} | "
+                     f"{paper_psnr if paper_psnr is not None else '—'} | "
+                     f"{paper_ssim if paper_ssim is not None else '—'} | {show(*kl, 2)} | {show(*secs, 1)} | "
+                     f"{count} |")
+    header = (f"Dalal's β-VAE (VAE1), the authors' code's protocol: linear output, TensorFlow 'same' transposed "
+              f"convolutions, {args.epochs} epochs, batch 32, {train_count} training digits; "
+              f"evaluated on the {len(test_images)} test digits with z sampled from q (ε from the run's seed), "
+              f"unclipped, data range 1 (`sflnet evaluate CHECKPOINT --sample-latent --seed SEED --split test`). "
+              f"SFL+SSIM weight {sfl_weight(args):g}. Mean ± std over the finished seeds.\n\n")
+    summary_all = {"protocol": "authors", "epochs": args.epochs, "seeds": args.seeds,
+                   "train_images": train_count, "test_images": len(test_images), "batch_size": 32,
+                   "data": "built-in" if args.data is None else args.data.name, "sfl_weight": sfl_weight(args),
+                   "rows": summary}
+    write_text_atomic(args.out / "table.md", header + "\n".join(lines) + "\n", what="table")
+    write_text_atomic(args.out / "table.json", json.dumps(summary_all, indent=1) + "\n", what="table")
+    print(header + "\n".join(lines), flush=True)
+    drawn = [n for n in names if (run_folder(args.out, n, 0) / "checkpoint.npz").exists()]
+    if drawn:
+        draw_digits(args, drawn, test_images, xp)
+
+
+def main_authors(args, names, chosen):
+    """The authors' protocol: train (or resume) the chosen rows, seed 0 of every row first, and rewrite
+    the table after every run, so that an interrupted table holds every finished run."""
+    xp = select_device(args.device)
+    test = load_training_data(options_for(names[0], 0, args), split="test")
+    test_images = [to_device(x, xp) for x in test.images]
+    count = len(load_training_data(options_for(names[0], 0, args), split="train").images)
+    trained = False
+    if not args.table_only:
+        for seed in range(args.seeds):
+            for name in chosen:
+                train(name, seed, args)
+                write_authors_table(args, names, test_images, xp, count)
+                trained = True
+    if not trained:
+        write_authors_table(args, names, test_images, xp, count)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     names = list(OBJECTIVES)
@@ -206,6 +371,8 @@ def main(argv=None):
     if unknown:
         raise SflnetError(f"unknown objective {unknown[0]!r}; choose from {', '.join(names)}")
     os.makedirs(args.out, exist_ok=True)
+    if args.protocol == "authors":
+        return main_authors(args, names, chosen)
     if not args.table_only:
         for seed in range(args.seeds):
             for name in chosen:

@@ -26,6 +26,8 @@ def backward_targets():
         "upsample_conv": method(nn.UpsampleConv2D), "logbank": method(nn.LoGBank),
         "conv2d_valid_s1": method(nn.Conv2D), "conv2d_valid_s2": method(nn.Conv2D),
         "conv_transpose_s1": method(nn.ConvTranspose2D), "conv_transpose_s2": method(nn.ConvTranspose2D),
+        "conv_transpose_tf_same_s1": method(nn.ConvTranspose2D),
+        "conv_transpose_tf_same_s2": method(nn.ConvTranspose2D),
         "linear": method(nn.Linear), "sigmoid": method(nn.Sigmoid),
         "reparameterize": method(nn.Reparameterize), "kl_loss": method(losses.KLDivergence),
     }

@@ -85,7 +85,8 @@ Added losses: l1 keeps |recon - target| >= 0.05 (no kink within any eps); fft di
   that objective, directional only (their images must fit the 11x11 SSIM and 16x16 STFT windows).
 beta-VAE layers (conv2d_valid_s*, conv_transpose_s*, linear, sigmoid, reparameterize, kl_loss): directional
   rows use the VAE's MNIST shapes; conv_transpose is checked against a scatter of every input pixel times
-  the kernel and against its definition, Conv2D's input gradient; reparameterize keeps eps fixed.
+  the kernel and against its definition, Conv2D's input gradient; conv_transpose_tf_same_s* is TensorFlow's
+  'same' padding (the extra row/column at the bottom/right); reparameterize keeps eps fixed.
 network_vae (500*ssim+0.00015*stft), network_vae_sfl (500*ssim+3.5*sfl): the whole beta-VAE, E = 0.005 KL +
   the objective, w.r.t. all 14 parameter arrays, with eps FIXED (every draw of VAE.noise returns the same
   eps). Digit-like binary 28x28 images (dense: 2; directional: 3, in chunks of 2 + 1); He-scaled weights,

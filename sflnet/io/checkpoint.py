@@ -175,11 +175,16 @@ def upgrade_legacy_options(config):
 def upgrade_model_options(config):
     """A copy of training options with what files written before a model existed lack: ``model`` "cae"
     (format/config version ≤ 2, all CAE runs), and the other models' hyperparameters
-    (:attr:`sflnet.models.ModelSpec.hyperparameters`, e.g. the VAE's, added in format 3) unset (None)."""
+    (:attr:`sflnet.models.ModelSpec.hyperparameters`, e.g. the VAE's, added in format 3) unset (None);
+    the model's own options marked ``added_later`` (e.g. the VAE's ``output``) at their default."""
     config = dict(config)
     config.setdefault("model", "cae")
     model = config["model"]
-    own = {h.name for h in REGISTRY[model].hyperparameters} if isinstance(model, str) and model in REGISTRY else set()
+    own_options = REGISTRY[model].hyperparameters if isinstance(model, str) and model in REGISTRY else ()
+    own = {h.name for h in own_options}
+    for option in own_options:
+        if option.added_later:
+            config.setdefault(option.name, option.default)
     for spec in REGISTRY.values():
         for option in spec.hyperparameters:
             if option.name not in own:

@@ -20,6 +20,14 @@ For a file with exactly 500 images per class (the packaged one), train and test
 together are the whole file. A user file may have more per class; the images
 between the first 400 and the last 100 of a class are then in neither split.
 
+A user file (``--data FILE.npz``) has one of two layouts:
+
+* ``images`` + ``labels`` (as above): the fixed 400/100-per-class split;
+* ``x_train``, ``y_train``, ``x_test``, ``y_test`` (the layout of Keras' ``mnist.npz``: uint8
+  ``(N, 28, 28)`` images and uint8 ``(N,)`` labels each): its own split, ``"train"`` is every
+  ``x_train`` image and ``"test"`` every ``x_test`` image, in file order (``"all"``: train then test).
+  The full MNIST (60,000 + 10,000 digits) in this layout gives Dalal et al.'s training set.
+
 Every image becomes a float array of shape ``(1, 28, 28)`` (one grey channel,
 channels first like the colour images of :mod:`sflnet.io.images`) with the value
 ``pixel / 255`` in ``[0, 1]`` -- not ``[-1, 1]`` as the colour photos: the
@@ -66,8 +74,14 @@ def digits_path() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[1] / "digits_data" / "mnist5k.npz"   # sflnet/digits_data/
 
 
-def _read_arrays(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read and check ``images`` (uint8, (N, 28, 28)) and ``labels`` (uint8, (N,)).
+#: The arrays of a file that brings its own train/test split (Keras' ``mnist.npz`` layout).
+SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read_arrays(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, Optional[int]]:
+    """Read and check ``images`` (uint8, (N, 28, 28)) and ``labels`` (uint8, (N,)), or the four arrays of
+    :data:`SPLIT_KEYS`. returns (images, labels, n_train): n_train None for the fixed per-class split,
+    else the file's own split (the first n_train images, ``x_train``, are the training split).
 
     Raises:
         SflnetError: one line naming the file and the problem.
@@ -91,40 +105,58 @@ def _read_arrays(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise SflnetError(f"cannot read digits file {path}: {one_line(exc)}") from None
+    n_train = None
     with loaded:
         found = sorted(loaded.files)
-        for key in ("images", "labels"):
+        own_split = "images" not in found and all(key in found for key in SPLIT_KEYS)
+        for key in (SPLIT_KEYS if own_split else ("images", "labels")):
             if key not in found:
                 raise SflnetError(
-                    f"digits file {path} has no array {key!r} (it holds: {', '.join(found) or 'nothing'})"
+                    f"digits file {path} has no array {key!r} (it holds: {', '.join(found) or 'nothing'}; "
+                    f"expected images and labels, or {', '.join(SPLIT_KEYS)})"
                 )
         try:
-            images = loaded["images"]
-            labels = loaded["labels"]
+            if own_split:
+                arrays = {key: loaded[key] for key in SPLIT_KEYS}
+            else:
+                images = loaded["images"]
+                labels = loaded["labels"]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             # ValueError also covers object arrays, which allow_pickle=False refuses
             raise SflnetError(f"cannot read digits file {path}: {one_line(exc)}") from None
+    if own_split:
+        for part in ("train", "test"):
+            _check_arrays(path, arrays[f"x_{part}"], arrays[f"y_{part}"], f"x_{part}", f"y_{part}")
+        n_train = int(arrays["x_train"].shape[0])
+        images = np.concatenate([arrays["x_train"], arrays["x_test"]])
+        labels = np.concatenate([arrays["y_train"], arrays["y_test"]])
+        return images, labels, n_train
+    _check_arrays(path, images, labels, "images", "labels")
+    return images, labels, None
+
+
+def _check_arrays(path, images, labels, images_key, labels_key):
+    """SflnetError (one line) unless images are uint8 (N, 28, 28) and labels uint8 (N,) digits, N ≥ 1."""
 
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (DIGITS_SIZE, DIGITS_SIZE):
         raise SflnetError(
-            f"digits file {path}: 'images' must be uint8 of shape (N, {DIGITS_SIZE}, {DIGITS_SIZE}), "
+            f"digits file {path}: {images_key!r} must be uint8 of shape (N, {DIGITS_SIZE}, {DIGITS_SIZE}), "
             f"got {images.dtype} {images.shape}"
         )
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise SflnetError(
-            f"digits file {path}: 'labels' must be uint8 of shape (N,), got {labels.dtype} {labels.shape}"
+            f"digits file {path}: {labels_key!r} must be uint8 of shape (N,), got {labels.dtype} {labels.shape}"
         )
     if labels.shape[0] != images.shape[0]:
         raise SflnetError(
-            f"digits file {path} has {images.shape[0]} images but {labels.shape[0]} labels"
+            f"digits file {path} has {images.shape[0]} {images_key} but {labels.shape[0]} {labels_key}"
         )
     if images.shape[0] == 0:
-        raise SflnetError(f"digits file {path} holds no images")
+        raise SflnetError(f"digits file {path} holds no images in {images_key!r}")
     if labels.max() >= NUM_CLASSES:
         raise SflnetError(
-            f"digits file {path}: labels must be digits 0-{NUM_CLASSES - 1}, found {int(labels.max())}"
+            f"digits file {path}: {labels_key} must be digits 0-{NUM_CLASSES - 1}, found {int(labels.max())}"
         )
-    return images, labels
 
 
 def split_indices(labels: np.ndarray, split: str = "train") -> np.ndarray:
@@ -182,11 +214,15 @@ def load_digits_with_labels(
     dtype = check_dtype_argument(dtype)
     packaged = path is None
     path = digits_path() if packaged else pathlib.Path(path)
-    images, labels = _read_arrays(path)
-    try:
-        indices = split_indices(labels, split)
-    except SflnetError as exc:
-        raise SflnetError(f"digits file {path}: {exc}") from None
+    images, labels, n_train = _read_arrays(path)
+    if n_train is not None:     # the file's own split (x_train / x_test)
+        indices = {"train": np.arange(n_train), "test": np.arange(n_train, labels.shape[0]),
+                   "all": np.arange(labels.shape[0])}[split].astype(np.int64)
+    else:
+        try:
+            indices = split_indices(labels, split)
+        except SflnetError as exc:
+            raise SflnetError(f"digits file {path}: {exc}") from None
 
     # (n, 28, 28) uint8 -> (n, 1, 28, 28) in [0, 1]; the division is done in
     # float64 so that float32 and float64 results agree to the last bit of float32.
@@ -221,7 +257,8 @@ def load_digits(
             (``pixel / 255 > 0.5``); if False, it is ``pixel / 255``.
         dtype: floating dtype of the images (float32 or float64).
         path: another ``.npz`` with the same layout (``images`` uint8
-            ``(N, 28, 28)``, ``labels`` uint8 ``(N,)``); None for the packaged file.
+            ``(N, 28, 28)``, ``labels`` uint8 ``(N,)``) or with its own split (``x_train``,
+            ``y_train``, ``x_test``, ``y_test``, see the module docstring); None for the packaged file.
 
     Returns:
         A Dataset whose images are ``(1, 28, 28)`` arrays in ``[0, 1]``,

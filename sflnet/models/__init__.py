@@ -80,6 +80,7 @@ class ModelSpec:
     reconstruct_inputs: object = None  # (options, inputs, size, skip_bad, count, warn) -> Dataset
     evaluation_data: object = None     # (options, request) -> (load: () -> Dataset, description)
     energy_text: object = None         # (model) -> " + 0.005·E_KL", what the model adds to E
+    scored_text: object = None         # (model) -> what the metrics scored, e.g. "the raw (linear) output"
     sample_grid: object = None         # (model, count, quantile) -> image of a count × count latent grid
     features: bool = False             # model.activation(x, layer) for ``sflnet encode``
 
@@ -110,7 +111,7 @@ VAE = ModelSpec(
     hyperparameters=vae.HYPERPARAMETERS, validate=vae.validate_options,
     make_optimizer=vae.make_optimizer, rate_label=vae.rate_label, smaller_rate=vae.smaller_rate,
     reconstruct_inputs=vae.reconstruct_inputs, evaluation_data=vae.evaluation_data, energy_text=vae.energy_text,
-    sample_grid=vae.decode_grid)
+    scored_text=vae.scored_text, sample_grid=vae.decode_grid)
 
 ENTRY_POINT_GROUP = "sflnet.models"
 # name → spec of the models that ship with sflnet. A new built-in model is one module plus one line here.

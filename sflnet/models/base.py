@@ -27,7 +27,7 @@ def is_whole_number(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-HYPERPARAMETER_KINDS = ("int", "float", "bool")
+HYPERPARAMETER_KINDS = ("int", "float", "bool", "choice")
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,16 @@ class Hyperparameter:
 
     name:         the :class:`sflnet.training.config.TrainOptions` attribute and config.json key
                   (``init_std``); the flag is ``--`` + the name with dashes (``--init-std``)
-    kind:         "int", "float" or "bool" (a ``--name/--no-name`` flag pair)
+    kind:         "int", "float", "bool" (a ``--name/--no-name`` flag pair) or "choice" (one of
+                  :attr:`choices`, strings)
     default:      the model's value when the user gives none
     help:         one line for ``--help`` (the CLI prefixes the names of the models that declare it)
     check:        optional ``check(value) -> None or str``: why a value is not allowed, e.g.
                   ``"must be a finite number > 0"`` (the error reads ``--lr must be ..., got 0``)
     default_help: what ``--help`` shows as the default instead of the value, e.g. ``"all 4000"``
+    choices:      the allowed values of a "choice" (checked before :attr:`check`)
+    added_later:  True for an option added after the model's first files were written: a file without
+                  it reads as :attr:`default` (which must then be the behaviour before the option existed)
 
     An option is "unset" (None) in the runs of the models that do not declare it.
     """
@@ -52,6 +56,8 @@ class Hyperparameter:
     help: str
     check: object = None
     default_help: str = None
+    choices: tuple = ()
+    added_later: bool = False
 
     @property
     def flag(self):
@@ -60,6 +66,8 @@ class Hyperparameter:
 
     def problem(self, value):
         """The one-line error for a bad ``value`` of this option, or None."""
+        if self.kind == "choice" and value not in self.choices:
+            return f"{self.flag} must be one of {', '.join(self.choices)}, got {value!r}"
         why = self.check(value) if self.check is not None else None
         return None if why is None else f"{self.flag} {why}, got {value!r}"
 

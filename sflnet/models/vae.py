@@ -17,10 +17,18 @@ dec 4   transposed conv 32→1, 3×3, stride 1, sigmoid      deconv3_w (32,1,3,3
 
 The objective is ``E = β·KL + Σ_t w_t E_t``: the KL divergence of
 :class:`sflnet.losses.kl.KLDivergence` and a reconstruction expression of
-:mod:`sflnet.losses` (``--loss``), measured on the sigmoid output in [0, 1]
-(the seed's code computes its losses on the logits; here every loss sees the
-image it is about, and SSIM uses data range 1). Every value is a mean over the
-batch's images, like the CAE's losses.
+:mod:`sflnet.losses` (``--loss``). Every value is a mean over the batch's images,
+like the CAE's losses; SSIM uses data range 1.
+
+Two options make the authors' code's network (``--output``, ``--tconv-padding``):
+
+* ``output="sigmoid"`` (the default): the decoder ends with the sigmoid, and the losses and the
+  metrics see its output in [0, 1]. ``output="linear"``: no sigmoid; the losses and the metrics see
+  the raw output of the last transposed convolution, unclipped, as the authors' code does
+  (``decode(z, apply_sigmoid=False)``). Pictures (``sflnet reconstruct``, ``sample``) are clipped
+  to [0, 1] only when they are drawn.
+* ``tconv_padding="symmetric"`` (the default) or ``"tf-same"``: the transposed convolutions' padding,
+  sflnet's symmetric one or TensorFlow's 'same' (see :class:`sflnet.nn.ConvTranspose2D`).
 
 Training draws ε from the run's seeded generator (:attr:`VAE.noise`, a NumPy
 ``Generator``: the draws are made on the host in float64, so the CPU and the
@@ -60,6 +68,10 @@ DEFAULT_BETA = 0.005
 DEFAULT_EXPRESSION = "500*ssim+0.00015*stft"
 VALUE_RANGE = (0.0, 1.0)
 DEFAULT_MAX_CHUNK_IMAGES = 256
+OUTPUTS = ("sigmoid", "linear")
+TCONV_PADDINGS = ConvTranspose2D.PADDINGS
+DEFAULT_OUTPUT = "sigmoid"
+DEFAULT_TCONV_PADDING = "symmetric"
 
 
 def _fans(name, shape):
@@ -123,11 +135,17 @@ class VAE(Model):
     PARAM_SHAPES = PARAM_SHAPES
 
     def __init__(self, params, loss=DEFAULT_EXPRESSION, beta=DEFAULT_BETA, loss_settings=None,
-                 max_chunk_images=DEFAULT_MAX_CHUNK_IMAGES):
+                 max_chunk_images=DEFAULT_MAX_CHUNK_IMAGES, output=DEFAULT_OUTPUT,
+                 tconv_padding=DEFAULT_TCONV_PADDING):
         """params: {conv1_w … deconv3_b} (one dtype, one device; held, not copied).
         loss: the reconstruction expression (``--loss``); beta: the KL weight β ≥ 0.
-        loss_settings: :class:`LossSettings` (its value_range is replaced by (0, 1); default: one pl weight)."""
+        loss_settings: :class:`LossSettings` (its value_range is replaced by (0, 1); default: one pl weight).
+        output: "sigmoid" or "linear"; tconv_padding: "symmetric" or "tf-same" (see the module docstring)."""
+        if output not in OUTPUTS:
+            raise ValueError(f"the VAE's output must be one of {OUTPUTS}, got {output!r}")
         self.dtype, self.xp = self.check_params(params)
+        self.output = output
+        self.tconv_padding = tconv_padding
         settings = loss_settings or LossSettings(pl_weights=(1.0,))
         self.loss_settings = replace(settings, value_range=VALUE_RANGE)
         self.objective = make_objective(loss, self.loss_settings)
@@ -142,13 +160,13 @@ class VAE(Model):
         self.conv2 = Conv2D(p["conv2_w"], p["conv2_b"], stride=2, padding="valid")
         self.enc = Linear(p["enc_w"], p["enc_b"])
         self.dec = Linear(p["dec_w"], p["dec_b"])
-        self.deconv1 = ConvTranspose2D(p["deconv1_w"], p["deconv1_b"], stride=2)
-        self.deconv2 = ConvTranspose2D(p["deconv2_w"], p["deconv2_b"], stride=2)
-        self.deconv3 = ConvTranspose2D(p["deconv3_w"], p["deconv3_b"], stride=1)
+        self.deconv1 = ConvTranspose2D(p["deconv1_w"], p["deconv1_b"], stride=2, padding=tconv_padding)
+        self.deconv2 = ConvTranspose2D(p["deconv2_w"], p["deconv2_b"], stride=2, padding=tconv_padding)
+        self.deconv3 = ConvTranspose2D(p["deconv3_w"], p["deconv3_b"], stride=1, padding=tconv_padding)
         self.encoder = [self.conv1, ReLU(), self.conv2, ReLU(), Flatten(), self.enc]
         self.reparameterize = Reparameterize()
         self.decoder = [self.dec, ReLU(), Reshape(DECODER_GRID), self.deconv1, ReLU(), self.deconv2, ReLU(),
-                        self.deconv3, Sigmoid()]
+                        self.deconv3] + ([Sigmoid()] if output == "sigmoid" else [])
         self._trainable = {"conv1": self.conv1, "conv2": self.conv2, "enc": self.enc, "dec": self.dec,
                            "deconv1": self.deconv1, "deconv2": self.deconv2, "deconv3": self.deconv3}
 
@@ -178,7 +196,8 @@ class VAE(Model):
         return h[:, :LATENT], h[:, LATENT:]
 
     def decode(self, z):
-        """z: (n, 2) → reconstruction (n, 1, 28, 28) in [0, 1]."""
+        """z: (n, 2) → reconstruction (n, 1, 28, 28): in [0, 1] (sigmoid output) or the raw, unclipped
+        output of the last transposed convolution (linear output)."""
         h = z
         for layer in self.decoder:
             h = layer.forward(h)
@@ -250,15 +269,22 @@ class VAE(Model):
         """β·KL, the VAE's own energy in E = β·KL + Σ w_t E_t."""
         return self.beta * terms["kl"]
 
-    def reconstruct(self, images):
-        """Reconstructions with z = μ. images: list of (1, 28, 28) → list of (1, 28, 28), same order."""
+    def reconstruct(self, images, noise=None):
+        """Reconstructions with z = μ, or with z = μ + σε when ``noise`` (a NumPy Generator) is given:
+        ε = ``noise.standard_normal((n, 2))`` in one draw, the draw :meth:`chunks` makes for a full batch
+        of the same n images (so a copy of the generator the losses used replays their ε).
+        images: list of (1, 28, 28) → list of (1, 28, 28), same order."""
         xp = self.xp
         x = as_batch(list(images), xp)
         self._check_batch(x)
+        eps = None
+        if noise is not None:
+            eps = to_device(noise.standard_normal((x.shape[0], LATENT)).astype(self.dtype), xp)
         outputs = []
         for start in range(0, x.shape[0], self.max_chunk_images):
-            mu, _ = self.encode(x[start:start + self.max_chunk_images])
-            outputs.append(self.decode(mu))
+            mu, logvar = self.encode(x[start:start + self.max_chunk_images])
+            z = mu if eps is None else self.reparameterize.forward(mu, logvar, eps[start:start + self.max_chunk_images])
+            outputs.append(self.decode(z))
         recon = xp.concatenate(outputs) if len(outputs) > 1 else outputs[0]
         return [recon[i] for i in range(recon.shape[0])]
 
@@ -285,6 +311,12 @@ HYPERPARAMETERS = (
     Hyperparameter("lr_step", "int", 2000, "step size S of the cycle, in updates (a cycle is 2S updates, each "
                    "peak half the previous).", check=whole_number_from(1)),
     Hyperparameter("binarize", "bool", True, "binarise the digits at 0.5, as the seed paper does."),
+    Hyperparameter("output", "choice", DEFAULT_OUTPUT, "the decoder's last layer: sigmoid (losses and metrics "
+                   "see [0, 1]) or linear (they see the raw, unclipped output, as the authors' code does; "
+                   "pictures are clipped to [0, 1]).", choices=OUTPUTS, added_later=True),
+    Hyperparameter("tconv_padding", "choice", DEFAULT_TCONV_PADDING, "padding of the transposed convolutions: "
+                   "symmetric (sflnet's) or tf-same (TensorFlow's 'same', extra row/column at the "
+                   "bottom/right, as the authors' code).", choices=TCONV_PADDINGS, added_later=True),
     Hyperparameter("train_images", "int", None, "train on the first N/10 training digits of each class (a "
                    "multiple of 10, for quick trials).", check=_train_images_check, default_help="all 4000"),
 )
@@ -366,15 +398,26 @@ def energy_text(model):
     return f" + {model.beta:g}·E_KL"
 
 
+def scored_text(model):
+    """What ``sflnet evaluate``'s losses and metrics scored: the sigmoid output, or the raw linear one."""
+    if model.output == "linear":
+        return "the raw output of the last transposed convolution (--output linear), unclipped"
+    return "the sigmoid output in [0, 1] (--output sigmoid)"
+
+
 def init_for_run(options, xp):
     """Initial parameters of a run: :func:`init_params` with the options' seed and dtype."""
     return init_params(options.seed, np.dtype(options.dtype), xp)
 
 
 def build_for_run(params, loss, settings, options=None):
-    """The :class:`VAE` of a run, with the options' β (default :data:`DEFAULT_BETA`)."""
-    beta = DEFAULT_BETA if options is None or options.beta is None else options.beta
-    return VAE(params, loss=loss, beta=beta, loss_settings=settings)
+    """The :class:`VAE` of a run, with the options' β, output and padding (default :data:`DEFAULT_BETA`,
+    :data:`DEFAULT_OUTPUT`, :data:`DEFAULT_TCONV_PADDING`)."""
+    def given(name, default):
+        value = None if options is None else getattr(options, name, None)
+        return default if value is None else value
+    return VAE(params, loss=loss, beta=given("beta", DEFAULT_BETA), loss_settings=settings,
+               output=given("output", DEFAULT_OUTPUT), tconv_padding=given("tconv_padding", DEFAULT_TCONV_PADDING))
 
 
 def load_for_run(options, split="train", warn=None):
@@ -411,12 +454,14 @@ def decode_grid(model, count, low_quantile=0.05):
     """Decode a ``count × count`` grid over the 2-D latent space into one picture.
 
     Row r (top to bottom) has z₂ = values[count − 1 − r], column c has z₁ = values[c], with
-    ``values = latent_grid_values(count, low_quantile)``. returns (1, 28·count, 28·count) host float64 on [0, 1].
+    ``values = latent_grid_values(count, low_quantile)``. returns (1, 28·count, 28·count) host float64 on [0, 1]
+    (a linear output is clipped to [0, 1] for the picture; a sigmoid output is already there).
     """
     values = latent_grid_values(count, low_quantile)
     z1, z2 = np.meshgrid(values, values[::-1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(model.dtype)
-    digits = to_host(model.decode(to_device(z, model.xp))).astype(np.float64)    # (count², 1, 28, 28)
+    decoded = to_host(model.decode(to_device(z, model.xp))).astype(np.float64)    # (count², 1, 28, 28)
+    digits = np.clip(decoded, 0.0, 1.0)
     side = IMAGE_SHAPE[1]
     tiles = digits.reshape(count, count, side, side).transpose(0, 2, 1, 3)
     return tiles.reshape(1, count * side, count * side)

@@ -423,11 +423,36 @@ class ConvTranspose2D(_ScratchLayer):
     ``ConvTranspose2d(k, stride=s, padding=(k−1)/2, output_padding=s−1)``.
     With stride 1 all three agree (symmetric padding).
 
+    **TensorFlow's 'same' (``padding="tf-same"``).** TensorFlow's ``conv2d_transpose``
+    (and Keras' ``Conv2DTranspose(padding="same")``, output s·h) is the input gradient of
+    ``conv2d(·, padding="SAME")`` on an (s·h, s·w) input. TensorFlow's SAME rule for that
+    convolution, along one axis of length H = s·h:
+
+    * output length ⌈H / s⌉ = h;
+    * total padding ``P = max((h − 1)·s + k − H, 0) = max(k − s, 0)``;
+    * ``P_top = ⌊P / 2⌋`` before, ``P_bottom = P − P_top`` after (the extra one at the bottom/right).
+
+    So the window of input pixel i starts at output row ``s·i − P_top`` (instead of
+    ``s·i − (k−1)/2``). k = 3, s = 2: P = 1, P_top = 0, P_bottom = 1 (the window of pixel i covers
+    rows 2i … 2i+2; sflnet's symmetric one covers 2i−1 … 2i+1); k = 3, s = 1: P = 2, P_top = 1 = (k−1)/2,
+    the same as "symmetric". In terms of the full transposed convolution (no padding, length
+    s·(h−1) + k, pixel i's window at s·i), both keep s·h rows starting at row P_top; PyTorch's
+    ``conv_transpose2d(x, w, stride=s, padding=0)[..., P_top:P_top + s·h, P_top:P_top + s·w]``.
+
+    Implementation: the same col2im with offset ``pad = P_top`` onto an (s·h + e)² grid,
+    ``e = max(k − s − 2·P_top, 0)`` (the rows whose windows need one more row to be whole:
+    e = 1 for k = 3, s = 2, tf-same; e = 0 whenever the padding is symmetric), then the first s·h
+    rows and columns are kept. The backward pads ∂E/∂out with e zero rows/columns at the
+    bottom/right and unfolds it with the same offset.
+
     Sizes: stride 2 doubles (7 → 14 → 28), stride 1 keeps (28 → 28).
     """
 
-    def __init__(self, w, b, stride=1):
-        """w: (C_in, C_out, k, k) odd k; b: (C_out,). The arrays are held, not copied. stride: 1 or 2."""
+    PADDINGS = ("symmetric", "tf-same")
+
+    def __init__(self, w, b, stride=1, padding="symmetric"):
+        """w: (C_in, C_out, k, k) odd k; b: (C_out,). The arrays are held, not copied. stride: 1 or 2.
+        padding: "symmetric" (the adjoint of sflnet's "same" Conv2D) or "tf-same" (TensorFlow's)."""
         c_in, c_out, kh, kw = w.shape
         if kh != kw or kh % 2 != 1:
             raise ValueError(f"ConvTranspose2D needs a square odd kernel, got {kh}x{kw}")
@@ -435,9 +460,15 @@ class ConvTranspose2D(_ScratchLayer):
             raise ValueError(f"ConvTranspose2D bias must have shape ({c_out},), got {b.shape}")
         if stride not in (1, 2):
             raise ValueError(f"ConvTranspose2D stride must be 1 or 2, got {stride}")
+        if padding not in self.PADDINGS:
+            raise ValueError(f"ConvTranspose2D padding must be one of {self.PADDINGS}, got {padding!r}")
         super().__init__(w=w, b=b)
         self.stride = stride
-        self.pad = (kh - 1) // 2     # the "same" padding of the convolution this is the adjoint of
+        self.padding = padding
+        # the top/left padding of the convolution this is the adjoint of, and the extra rows/columns
+        # of the col2im grid that are cropped afterwards (see the class docstring)
+        self.pad = (kh - 1) // 2 if padding == "symmetric" else max(kh - stride, 0) // 2
+        self.extra = max(kh - stride - 2 * self.pad, 0)
         self.input_shape = None      # (N, C_in, h, w) of the last forward input
         self.input_matrix = None     # X: (C_in, N·h·w), the last input, channel-major
 
@@ -457,8 +488,13 @@ class ConvTranspose2D(_ScratchLayer):
         x_matrix = x.transpose(1, 0, 2, 3).reshape(c_in, n * h * wd)     # a copy only if x is not channel-major
         cols = xp.matmul(w.reshape(c_in, c_out * k * k).T, x_matrix,     # Wᵀ X: (C_out·k², N·h·w)
                          out=self._scratch("cols", (c_out * k * k, n * h * wd), x))
-        out = col2im(cols, self.output_shape(x.shape), k, k, self.stride, self.pad)
-        out += b[None, :, None, None]    # out is col2im's fresh array
+        n_out, _, h_out, w_out = self.output_shape(x.shape)
+        if self.extra:
+            grid = col2im(cols, (n_out, c_out, h_out + self.extra, w_out + self.extra), k, k, self.stride, self.pad)
+            out = grid[:, :, :h_out, :w_out] + b[None, :, None, None]
+        else:
+            out = col2im(cols, (n_out, c_out, h_out, w_out), k, k, self.stride, self.pad)
+            out += b[None, :, None, None]    # out is col2im's fresh array
         self.input_shape = x.shape
         self.input_matrix = x_matrix
         return out
@@ -485,6 +521,9 @@ class ConvTranspose2D(_ScratchLayer):
         w = self.params["w"]
         c_in, c_out, k, _ = w.shape
         n, _, h, wd = self.input_shape
+        if self.extra:                                                     # G on the col2im grid (zeros beyond)
+            xp = get_array_module(dout)
+            dout = xp.pad(dout, ((0, 0), (0, 0), (0, self.extra), (0, self.extra)))
         g_cols = im2col(dout, k, k, self.stride, self.pad,                # ∂E/∂A = im2col(G): (C_out·k², M)
                         out=self._scratch("dcols", (c_out * k * k, n * h * wd), dout))
         self.grads["w"] = (self.input_matrix @ g_cols.T).reshape(w.shape)

@@ -1,6 +1,8 @@
 """A model from a checkpoint, and its evaluation: losses, PSNR/SSIM and optionally the gradient
 (``sflnet evaluate``, ``reconstruct``, ``sample``, ``encode`` and the validation scripts)."""
 
+import copy
+
 import numpy as np
 
 from sflnet.backend import to_device, to_host
@@ -44,14 +46,19 @@ def evaluate_model(model, images, compute_grads=False):
     "psnr", "ssim", "images"} and, if ``compute_grads``, the gradient {name: host array} as a second
     value (else None). ``terms`` holds every measured loss at unit weight (pl, sfl and the objective's).
     PSNR/SSIM compare images on the model's value range: [-1, 1] with data_range 2 for the CAE (the
-    same as 8-bit PSNR/SSIM), [0, 1] with data_range 1 for the VAE.
+    same as 8-bit PSNR/SSIM), [0, 1] with data_range 1 for the VAE; the reconstructions are not
+    clipped (a VAE with a linear output is scored on its raw output).
+    A VAE with ``model.noise`` set (``sflnet evaluate --sample-latent``) is scored on the z = μ + σε of
+    the losses' pass: the metrics decode the same ε (a copy of the generator replays the draw).
     """
     from sflnet.metrics import mean_psnr_ssim  # noqa: PLC0415
 
     low, high = model.loss_settings.value_range
+    noise = getattr(model, "noise", None)
+    replay = None if noise is None else copy.deepcopy(noise)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # non-finite results are returned as such
         result = model.loss_and_grads(images, compute_grads=compute_grads)
-        recons = model.reconstruct(images)
+        recons = model.reconstruct(images) if replay is None else model.reconstruct(images, noise=replay)
         psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons],
                                     data_range=high - low, data_min=low)
     report = {

@@ -68,7 +68,7 @@ def make_conv_valid_case(stride):
     return make
 
 
-def make_conv_transpose_case(stride):
+def make_conv_transpose_case(stride, padding="symmetric"):
     """ConvTranspose2D: tiny (2,3,4,5) → 2 channels; realistic = the VAE decoder's layers (7→14, 28→28)."""
     def make(rng, xp, dtype, size):
         if size == "tiny":
@@ -78,9 +78,9 @@ def make_conv_transpose_case(stride):
         x = normal(rng, x_shape, xp, dtype)
         w = normal(rng, w_shape, xp, dtype, scale=1.0 / math.sqrt(w_shape[0] * 9))
         b = normal(rng, w_shape[1:2], xp, dtype)
-        layer = nn.ConvTranspose2D(w, b, stride=stride)
+        layer = nn.ConvTranspose2D(w, b, stride=stride, padding=padding)
         variables = {"x": x, "w": layer.params["w"], "b": layer.params["b"]}
-        return layer_case(layer, variables, f"x{shape_text(x_shape)} w{shape_text(w_shape)} s{stride}")
+        return layer_case(layer, variables, f"x{shape_text(x_shape)} w{shape_text(w_shape)} s{stride} {padding}")
     return make
 
 
@@ -166,15 +166,16 @@ def forward_conv_valid(stride):
     return check
 
 
-def forward_conv_transpose(stride):
+def forward_conv_transpose(stride, padding="symmetric"):
     """ConvTranspose2D vs convolve(zero-interleaved x, w, 'full') cropped: odd/even sizes and 7 → 14."""
     def check(rng, xp):
         parts = []
         for x_shape, w_shape in (((2, 3, 4, 5), (3, 2, 3, 3)), ((1, 4, 7, 7), (4, 3, 3, 3)),
                                  ((1, 2, 3, 3), (2, 2, 5, 5))):
             x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1])
-            out = nn.ConvTranspose2D(to_device(w, xp), to_device(b, xp), stride=stride).forward(to_device(x, xp))
-            expected = ref.conv_transpose2d_scipy(x, w, b, stride)
+            out = nn.ConvTranspose2D(to_device(w, xp), to_device(b, xp), stride=stride,
+                                     padding=padding).forward(to_device(x, xp))
+            expected = ref.conv_transpose2d_scipy(x, w, b, stride, padding)
             m = forward_measurement("", out, expected)
             if tuple(out.shape) != expected.shape:
                 m.error = math.inf
@@ -259,11 +260,11 @@ def adjoint_conv_valid(stride):
     return check
 
 
-def adjoint_conv_transpose(stride):
+def adjoint_conv_transpose(stride, padding="symmetric"):
     def check(rng, xp):
         x = normal(rng, (2, 6, 7, 8), xp, np.float64)
         w = normal(rng, (6, 4, 3, 3), xp, np.float64)
-        layer = nn.ConvTranspose2D(w, xp.zeros(4, dtype=np.float64), stride=stride)
+        layer = nn.ConvTranspose2D(w, xp.zeros(4, dtype=np.float64), stride=stride, padding=padding)
         out = layer.forward(x)
         y = random_cotangent(rng, out, xp)
         return adjoint_measurement("x(2,6,7,8) w(6,4,3,3) b=0", out, x, y, layer.backward(y))
@@ -477,6 +478,11 @@ def registry_entries():
             [("forward vs scatter (convolve)", forward_conv_transpose(stride)),
              ("forward = Conv2D input gradient", forward_conv_transpose_is_conv_input_gradient(stride))],
             [("adjoint w.r.t. x", adjoint_conv_transpose(stride))])
+    for stride in (1, 2):   # TensorFlow's 'same' padding (the authors' decoder, --tconv-padding tf-same)
+        entries[f"conv_transpose_tf_same_s{stride}"] = LayerEntry(
+            make_conv_transpose_case(stride, "tf-same"),
+            [("forward vs scatter (convolve)", forward_conv_transpose(stride, "tf-same"))],
+            [("adjoint w.r.t. x", adjoint_conv_transpose(stride, "tf-same"))])
     entries["linear"] = LayerEntry(make_linear_case, [("forward vs loop", forward_linear)],
                                    [("adjoint w.r.t. x", adjoint_linear)])
     entries["sigmoid"] = LayerEntry(make_sigmoid_case, [("forward vs scipy expit", forward_sigmoid)])

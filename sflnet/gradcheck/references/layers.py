@@ -127,33 +127,51 @@ def conv2d_scipy(x, w, b, stride=1, pad=None):
     return np.stack(out)
 
 
-def conv_transpose2d_forward(x, w, b, stride=1):
+def tconv_top_padding(k, stride, h, padding="symmetric"):
+    """Rows of the full transposed convolution (length s·(h−1) + k) dropped before the s·h kept ones.
+
+    "symmetric": p = (k−1)/2, the padding of sflnet's "same" Eq. 2 on each side.
+    "tf-same": TensorFlow's SAME rule for the convolution whose input gradient this is (input length
+    H = s·h, output ⌈H/s⌉ = h): total padding ``max((h − 1)·s + k − H, 0)``, its smaller half
+    ``⌊total/2⌋`` before (top/left), the rest after (bottom/right).
+    """
+    if padding == "symmetric":
+        return (k - 1) // 2
+    if padding == "tf-same":
+        big = stride * h
+        out = -(-big // stride)
+        total = max((out - 1) * stride + k - big, 0)
+        return total // 2
+    raise ValueError(f"unknown padding {padding!r}")
+
+
+def conv_transpose2d_forward(x, w, b, stride=1, padding="symmetric"):
     """The transposed convolution: the adjoint of a "same" Eq. 2 w.r.t. its input, plus a bias; a scatter loop.
 
     Every input pixel x[n, c', i, j] adds ``x[n, c', i, j] · w[c']`` onto the k×k window of the
-    padded output whose top-left corner is (s·i, s·j); the output is then cropped by p = (k−1)/2
-    on the top/left (what lands on the padding is dropped, as in Eq. 2's zero padding).
+    full output whose top-left corner is (s·i, s·j); the output is then the s·h × s·w rows and columns
+    from p = :func:`tconv_top_padding` on (what lands outside is dropped, as in Eq. 2's zero padding).
 
-    x: (N, C_in, h, w); w: (C_in, C_out, k, k); b: (C_out,); stride s.
+    x: (N, C_in, h, w); w: (C_in, C_out, k, k); b: (C_out,); stride s; padding "symmetric" or "tf-same".
     returns (N, C_out, s·h, s·w).
     """
     x, w, b = as_float64(x, w, b)
     n_img, c_in, h, wd = x.shape
     _, c_out, k, _ = w.shape
-    p = (k - 1) // 2
-    out_pad = np.zeros((n_img, c_out, stride * h + 2 * p, stride * wd + 2 * p))
+    py, px = tconv_top_padding(k, stride, h, padding), tconv_top_padding(k, stride, wd, padding)
+    full = np.zeros((n_img, c_out, stride * h + k, stride * wd + k))
     for n in range(n_img):
         for c in range(c_in):
             for i in range(h):
                 for j in range(wd):
-                    out_pad[n, :, i * stride:i * stride + k, j * stride:j * stride + k] += x[n, c, i, j] * w[c]
-    return out_pad[:, :, p:p + stride * h, p:p + stride * wd] + b[None, :, None, None]
+                    full[n, :, i * stride:i * stride + k, j * stride:j * stride + k] += x[n, c, i, j] * w[c]
+    return full[:, :, py:py + stride * h, px:px + stride * wd] + b[None, :, None, None]
 
 
-def conv_transpose2d_backward(dout, x, w, stride=1):
+def conv_transpose2d_backward(dout, x, w, stride=1, padding="symmetric"):
     """Backward of :func:`conv_transpose2d_forward`: each input pixel gathers from the window it scattered to.
 
-    With g_win = the (padded) upstream gradient on that window:
+    With g_win = the upstream gradient on that window (zero outside the kept rows and columns):
     ``∂E/∂x[n, c', i, j] = Σ g_win · w[c']`` (this is Eq. 2's forward: the adjoint's adjoint),
     ``∂E/∂w[c'] += x[n, c', i, j] · g_win``, ``∂E/∂b[c] = Σ_{n,y,x} dout[n, c, y, x]``.
 
@@ -163,34 +181,35 @@ def conv_transpose2d_backward(dout, x, w, stride=1):
     dout, x, w = as_float64(dout, x, w)
     n_img, c_in, h, wd = x.shape
     k = w.shape[-1]
-    p = (k - 1) // 2
-    g_pad = np.pad(dout, ((0, 0), (0, 0), (p, p), (p, p)))
+    py, px = tconv_top_padding(k, stride, h, padding), tconv_top_padding(k, stride, wd, padding)
+    g_full = np.pad(dout, ((0, 0), (0, 0), (py, k), (px, k)))     # full-output coordinates
     dx, dw = np.zeros_like(x), np.zeros_like(w)
     for n in range(n_img):
         for c in range(c_in):
             for i in range(h):
                 for j in range(wd):
-                    window = g_pad[n, :, i * stride:i * stride + k, j * stride:j * stride + k]
+                    window = g_full[n, :, i * stride:i * stride + k, j * stride:j * stride + k]
                     dx[n, c, i, j] = np.sum(window * w[c])
                     dw[c] += x[n, c, i, j] * window
     return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
-def conv_transpose2d_scipy(x, w, b, stride=1):
+def conv_transpose2d_scipy(x, w, b, stride=1, padding="symmetric"):
     """The transposed convolution as a true convolution of the zero-interleaved input (SciPy).
 
     Put x[i, j] at (s·i, s·j) of an otherwise zero grid (``x_up``); then
     ``full[c] = Σ_{c'} convolve(x_up[c'], w[c', c], 'full')`` is every input pixel
     times the kernel, added at its place (a convolution, unlike a correlation,
     does not flip the roles: ``full[y] = Σ_i x_up[i] w[y − i]``). The result is
-    ``full[p : p + s·h, p : p + s·w] + b``, p = (k−1)/2, zero-extended where full is shorter.
+    ``full[p : p + s·h, p : p + s·w] + b``, p = :func:`tconv_top_padding` ((k−1)/2 for "symmetric"),
+    zero-extended where full is shorter.
     A different construction from the scatter loop of :func:`conv_transpose2d_forward`.
 
     x: (N, C_in, h, w), w: (C_in, C_out, k, k), b: (C_out,) → (N, C_out, s·h, s·w).
     """
     n_img, c_in, h, wd = x.shape
     c_out, k = w.shape[1], w.shape[2]
-    p = (k - 1) // 2
+    py, px = tconv_top_padding(k, stride, h, padding), tconv_top_padding(k, stride, wd, padding)
     x_up = np.zeros((n_img, c_in, (h - 1) * stride + 1, (wd - 1) * stride + 1), dtype=np.float64)
     x_up[:, :, ::stride, ::stride] = x
     out = np.zeros((n_img, c_out, stride * h, stride * wd), dtype=np.float64)
@@ -198,7 +217,7 @@ def conv_transpose2d_scipy(x, w, b, stride=1):
         for c in range(c_out):
             full = sum(scipy.signal.convolve(x_up[n, ci], w[ci, c], mode="full", method="direct")
                        for ci in range(c_in))
-            part = full[p:p + stride * h, p:p + stride * wd]
+            part = full[py:py + stride * h, px:px + stride * wd]
             out[n, c, :part.shape[0], :part.shape[1]] = part
             out[n, c] += b[c]
     return out
