@@ -43,6 +43,8 @@ from sflnet_cli.encode_cmd import encode  # noqa: E402
 cli.add_command(encode)
 from sflnet_cli.report_cmd import report  # noqa: E402
 cli.add_command(report)
+from sflnet_cli.prepare_cmd import prepare  # noqa: E402
+cli.add_command(prepare)
 # ---------------------------------------------------------------------------
 
 
