@@ -1,6 +1,7 @@
 """``sflnet prepare``: decode the images once into an image store (thin over :mod:`sflnet.io.store`)."""
 
 import os
+import sys
 
 import click
 
@@ -34,7 +35,7 @@ def prepare(data, out, include, exclude, size, skip_bad, workers):
     changed is refreshed.
     """
     check_size(size)
-    with click.progressbar(length=1, label="prepare", file=click.get_text_stream("stderr"),
+    with click.progressbar(length=1, label="prepare", file=sys.stderr,
                            show_pos=True) as bar:
         def progress(count):
             bar.update(count)

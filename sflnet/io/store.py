@@ -33,7 +33,7 @@ from collections import deque
 import numpy as np
 
 from sflnet.errors import SflnetError
-from sflnet.io.checkpoint import write_text_atomic
+from sflnet.io.atomic import write_text_atomic
 from sflnet.io.images import (_BadImageError, _check_size_argument, _decode_file, _resize_chw, _target_shape,
                               check_dtype_argument, find_image_files, pixels_to_float)
 
