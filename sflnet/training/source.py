@@ -20,7 +20,7 @@ import numpy as np
 from sflnet.backend import pinned_empty, to_device, upload_async
 from sflnet.training.distributed import shard
 
-PREFETCH_BYTES = 256 << 20      # most float bytes the prefetch thread holds ahead of the step
+PREFETCH_BYTES = 64 << 20       # most float bytes the prefetch thread holds ahead of the step
 
 
 def data_source(dataset, xp, model):

@@ -103,6 +103,7 @@ class Trainer:
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     result = train_step(self.model, self.optimizer, batch, **sharing)
                 self.fire("on_step_end", epoch, result)
+                result.grads = None      # the epoch's row needs only the losses: keep no gradient per step
                 results.append(result)
                 sizes.append(len(indices))
         # No synchronize() needed for the timing: each step ended with a transfer that waits for its update.
