@@ -122,3 +122,23 @@ def test_two_ranks_on_a_store_equal_one_process(tmp_path, extra):
     assert single.shape == two.shape == (3, single.shape[1])
     assert float(np.max(np.abs(single - two) / np.abs(single).clip(1e-300))) < 1e-12
     assert np.array_equal(two, again)
+
+
+def test_store_source_on_each_backend_equals_the_images_in_memory(tmp_path, xp):
+    """NumPy and CuPy (the strict double without a GPU): a store's streamed step (pinned host memory,
+    asynchronous upload) gives the same losses and update as the same images held on the device."""
+    from sflnet.backend import to_host  # noqa: PLC0415
+
+    source = make_images(tmp_path / "src", 5, side=24, seed=2)
+    prepare_store([source], tmp_path / "store", size=24)
+    results = []
+    for data in (load_images([source], size=24, dtype=np.float64),
+                 load_images([tmp_path / "store"], dtype=np.float64, lazy=True)):
+        options = TrainOptions.for_model("cae", size=24, epochs=1, batch_size=2, dtype="float64", device="cpu")
+        params = {n: xp.asarray(a) for n, a in options.spec.init(options, np).items()}
+        trainer = Trainer(options, data, xp, params, {}, np.random.default_rng(0), 0, Reporter())
+        row = trainer.run_epoch()
+        results.append(([row[k] for k in row if k != "seconds"],
+                        {n: to_host(a) for n, a in trainer.model.params.items()}))
+    assert results[0][0] == results[1][0]
+    assert all(np.array_equal(results[0][1][n], results[1][1][n]) for n in results[0][1])
