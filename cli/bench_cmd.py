@@ -3,12 +3,13 @@
 import json
 
 import click
+from click.core import ParameterSource
 import numpy as np
 
 from sflnet import SflnetError
 from sflnet import bench as harness
 from sflnet.backend import DEVICES, select_device
-from sflnet.io.images import load_dataset
+from sflnet.io.store import load_images
 from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS
 from sflnet_cli.options import data_options
 
@@ -44,8 +45,9 @@ def bench(data, include, exclude, size, skip_bad, device, dtype, loss, repeat, w
         raise SflnetError("--compare-torch needs PyTorch, which is not installed in this environment "
                           "(it is never a dependency of sflnet)")
     xp = select_device(device)
-    dataset = load_dataset(list(data) or None, size=size, include=include, exclude=exclude,
-                           skip_bad=skip_bad, dtype=np.dtype(dtype))
+    given = click.get_current_context().get_parameter_source("size") == ParameterSource.COMMANDLINE
+    dataset = load_images(list(data) or None, size=size if given else None, include=include, exclude=exclude,
+                          skip_bad=skip_bad, dtype=np.dtype(dtype), default_size=size)   # a store: its size
     log = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     log(f"{len(dataset.images)} images from {dataset.source}")
     result = harness.run_benchmark(dataset.images, xp, dtype=np.dtype(dtype), repeat=repeat, warmup=warmup,

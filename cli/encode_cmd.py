@@ -9,7 +9,7 @@ import numpy as np
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device
 from sflnet.io.checkpoint import load_checkpoint, write_text_atomic
-from sflnet.io.images import load_dataset
+from sflnet.io.store import load_images
 from sflnet.features import DEFAULT_LAYER, DEFAULT_POOL, LAYERS, POOLS, check_layer_and_pool, encode_images
 from sflnet.models import names_with
 from sflnet.training.evaluation import model_from_checkpoint
@@ -51,9 +51,8 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
         raise SflnetError("give at least one INPUT image file or folder to encode")
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SflnetError(f"--out {out} exists and is not a folder")
-    size = ckpt.config["size"] if size is None else size
-    dataset = load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype,
-                           warn=data_warning)
+    dataset = load_images(list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype, warn=data_warning,
+                          default_size=ckpt.config["size"])     # a store: its own size unless --size is given
     targets, seen = [], {}
     for name in dataset.names:
         file = os.path.splitext(name)[0] + ".npy"

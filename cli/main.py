@@ -45,6 +45,8 @@ from sflnet_cli.report_cmd import report  # noqa: E402
 cli.add_command(report)
 from sflnet_cli.calibrate_cmd import calibrate_command  # noqa: E402
 cli.add_command(calibrate_command)
+from sflnet_cli.prepare_cmd import prepare  # noqa: E402
+cli.add_command(prepare)
 # ---------------------------------------------------------------------------
 
 

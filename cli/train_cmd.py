@@ -14,6 +14,7 @@ from click.core import ParameterSource
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, DTYPES
 from sflnet.io.images import MAX_IMAGE_PIXELS
+from sflnet.io.store import ImageStore, store_path
 from sflnet.losses import canonical, sigma_label
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, hyperparameters
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
@@ -68,7 +69,8 @@ class TrainCommand(LossHelpCommand):
               help="cae: Ichimura's Table 1 autoencoder on photos (momentum SGD); vae: Dalal's β-VAE "
                    "on the built-in MNIST digits (Adam with a triangular2 cyclical learning rate).")
 @click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
-              help="cae: image file or folder (searched recursively), repeatable; images over "
+              help="cae: image file or folder (searched recursively), repeatable, or one image store made by "
+                   "sflnet prepare (streamed, its --size applies); images over "
                    f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
                    "decompression bombs. vae: one .npz "
                    "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one. "
@@ -145,6 +147,9 @@ def train(model, data, include, exclude, size, skip_bad, loss, epochs, seed, sig
         result = run_training(out=out, resume=True, overrides=overrides, reporter=reporter)
         reporter.labels = [sigma_label(s) for s in result.options.sigmas]
     else:
+        store = store_path(values["data"])
+        if store is not None and size is None:
+            values["size"] = ImageStore(store).size      # the store's size applies
         given = {name: value for name, value in values.items() if value is not None and name != "model"}
         options = TrainOptions.for_model(model, **given).validate()
         out = out if out is not None else default_out()

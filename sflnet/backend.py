@@ -102,6 +102,28 @@ def to_device(array, xp):
     return xp.asarray(array)
 
 
+def pinned_empty(shape, dtype, xp):
+    """A new host array for uploads to ``xp``: page-locked (pinned) memory on CuPy when it can give it,
+    so that :func:`upload_async` is a real asynchronous copy; a plain NumPy array otherwise."""
+    if xp is not np:
+        try:
+            import cupyx  # noqa: PLC0415
+            empty_pinned = getattr(cupyx, "empty_pinned", None)
+        except ImportError:
+            empty_pinned = None
+        if empty_pinned is not None:
+            return empty_pinned(shape, dtype=dtype)
+    return np.empty(shape, dtype=dtype)
+
+
+def upload_async(host, xp):
+    """``host`` on the device of ``xp``: on CuPy a copy queued on the current stream (asynchronous from
+    pinned memory; keep ``host`` unchanged until the stream has used it); on NumPy ``host`` itself."""
+    if xp is np:
+        return host
+    return xp.asarray(host, blocking=False)
+
+
 def to_host(array):
     """Return a NumPy array (copying from the GPU when needed)."""
     if is_gpu_array(array):

@@ -333,23 +333,27 @@ def _too_large_reason(pixels: Optional[int] = None) -> str:
     )
 
 
-def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
-    """Decoded Pillow image -> float64 array (H, W, 3) with values in [-1, 1]."""
+def _pil_to_pixels(img: Image.Image) -> np.ndarray:
+    """Decoded Pillow image -> integer array (H, W, 3): uint8, or uint16 for 16-bit grey (clipped)."""
     if img.mode in _SIXTEEN_BIT_MODES:
-        grey = np.asarray(img).astype(np.float64)  # (H, W), 0..65535
-        grey = np.clip(grey, 0.0, 65535.0)
-        grey = grey / 32767.5 - 1.0
+        grey = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)  # (H, W), 0..65535
         return np.stack([grey, grey, grey], axis=-1)
     if img.mode in ("P", "PA"):
         # Going through RGBA makes Pillow apply the palette's transparency
         # cleanly; the alpha channel is then dropped by convert("RGB").
         img = img.convert("RGBA")
-    rgb = img.convert("RGB")
-    return np.asarray(rgb, dtype=np.float64) / 127.5 - 1.0
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def _decode_file(path: pathlib.Path) -> np.ndarray:
-    """Read one image file -> float64 array (H, W, 3) in [-1, 1], native size.
+def pixels_to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (x / 127.5 - 1) or uint16 (x / 32767.5 - 1) pixels -> float64 in [-1, 1], same shape."""
+    scale = 32767.5 if pixels.dtype == np.uint16 else 127.5
+    return pixels.astype(np.float64) / scale - 1.0
+
+
+def _decode_file(path: pathlib.Path, raw: bool = False) -> np.ndarray:
+    """Read one image file -> float64 array (H, W, 3) in [-1, 1], native size
+    (``raw``: the integer pixels of :func:`_pil_to_pixels` instead).
 
     Raises:
         _BadImageError: with a one-line reason (no path) for any unusable file.
@@ -379,7 +383,8 @@ def _decode_file(path: pathlib.Path) -> np.ndarray:
             try:
                 img.load()  # decodes; raises on truncated or corrupt data
                 oriented = ImageOps.exif_transpose(img)
-                return _pil_to_rgb_array(oriented)
+                pixels = _pil_to_pixels(oriented)
+                return pixels if raw else pixels_to_float(pixels)
             except (Image.DecompressionBombWarning, Image.DecompressionBombError):
                 raise _BadImageError(_too_large_reason(width * height)) from None
             except MemoryError:

@@ -200,6 +200,8 @@ class Autoencoder(Model):
         ``positions`` are not used (the CAE has no per-image random draws).
         """
         del positions
+        if hasattr(batch, "stream"):   # a streamed batch (sflnet.training.source): chunks as planned by chunk_plan
+            return (len(batch) if batch_count is None else batch_count), self._checked(batch.stream())
         groups = as_groups(batch)
         if batch_count is None:
             batch_count = sum(g.shape[0] for g in groups)
@@ -209,6 +211,25 @@ class Autoencoder(Model):
                 self._check_group(group)
                 yield from _chunks(group, self.max_chunk_pixels)
         return batch_count, each_chunk()
+
+    def _checked(self, chunks):
+        for chunk in chunks:
+            self._check_group(chunk)
+            yield chunk
+
+    def chunk_plan(self, shapes):
+        """The chunks :meth:`chunks` would cut a batch of images of these (C, H, W) ``shapes`` into, as lists of
+        positions: by shape in order of first appearance, then consecutive runs of at most
+        ``max_chunk_pixels`` pixels (as :func:`as_groups` and :func:`_chunks`), so a streamed batch
+        gives the same chunks, and the same sums, as the images held in memory."""
+        by_shape = {}
+        for position, shape in enumerate(shapes):
+            by_shape.setdefault(tuple(shape), []).append(position)
+        plan = []
+        for shape, positions in by_shape.items():
+            per = max(1, self.max_chunk_pixels // (shape[-2] * shape[-1]))
+            plan += [positions[i:i + per] for i in range(0, len(positions), per)]
+        return plan
 
     def measure(self, chunk, batch_count):
         """Eq. 2-3 forward of one chunk (n, 3, H, W), then every measured loss (Eq. 4, 6 for ``pl+sfl``)."""
@@ -289,20 +310,20 @@ def smaller_rate(options):
 def reconstruct_inputs(options, inputs, size, skip_bad, count, warn):
     """The images ``sflnet reconstruct`` reads: the INPUT files/folders at ``size`` (default: the run's
     --size), in the run's dtype; ``count`` is not used (there is no built-in test split)."""
-    from sflnet.io.images import load_dataset  # noqa: PLC0415
+    from sflnet.io.store import load_images  # noqa: PLC0415
 
     del count
     if not inputs:
         raise SflnetError("give at least one INPUT image file or folder to reconstruct")
-    size = options.size if size is None else size
-    return load_dataset(paths=list(inputs), size=size, skip_bad=skip_bad, dtype=np.dtype(options.dtype), warn=warn)
+    return load_images(list(inputs), size=size, skip_bad=skip_bad, dtype=np.dtype(options.dtype), warn=warn,
+                       default_size=options.size)   # a store's own size unless --size is given
 
 
 def evaluation_data(options, request):
     """What ``sflnet evaluate`` measures: ``request["data"]`` (absolute paths) with its include/exclude
     patterns, or else the run's own data and patterns, at ``request["size"]`` (default: the run's).
     returns (load: () -> Dataset, a description of the images for the report)."""
-    from sflnet.io.images import load_dataset  # noqa: PLC0415
+    from sflnet.io.store import load_images  # noqa: PLC0415
 
     if request["data"]:
         paths, include, exclude, skip_bad = (list(request["data"]), request["include"], request["exclude"],
@@ -314,9 +335,10 @@ def evaluation_data(options, request):
         skip_bad = request["skip_bad"] or bool(options.skip_bad)
     size = options.size if request["size"] is None else request["size"]
 
-    def load():
-        return load_dataset(paths=paths or None, size=size, include=include, exclude=exclude, skip_bad=skip_bad,
-                            dtype=np.dtype(options.dtype), warn=request["warn"])
+    def load():   # a store: its own size unless --size is given
+        return load_images(paths or None, size=request["size"], include=include, exclude=exclude,
+                           skip_bad=skip_bad, dtype=np.dtype(options.dtype), warn=request["warn"],
+                           default_size=options.size)
     return load, f"longer side {size if size else 'native'}{' px' if size else ''}"
 
 
@@ -333,9 +355,9 @@ def build_for_run(params, loss, settings, options=None):
 
 def load_for_run(options, split="train", warn=None):
     """The images of a run: ``--data`` (or the built-in demo photos) at ``--size``; there is no test split."""
-    from sflnet.io.images import load_dataset  # noqa: PLC0415
+    from sflnet.io.store import load_images  # noqa: PLC0415
 
     del split
-    return load_dataset(paths=list(options.data) if options.data else None, size=options.size,
-                        include=options.include, exclude=options.exclude, skip_bad=options.skip_bad,
-                        dtype=np.dtype(options.dtype), warn=warn)
+    return load_images(list(options.data) if options.data else None, size=options.size, include=options.include,
+                       exclude=options.exclude, skip_bad=options.skip_bad, dtype=np.dtype(options.dtype),
+                       warn=warn, lazy=True)

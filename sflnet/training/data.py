@@ -32,15 +32,29 @@ def check_image_sizes(expression, settings, dataset):
     ssim needs images of at least 11×11 pixels and stft at least one window; pl, sfl and l1 take any size.
     """
     objective = make_objective(expression, settings)
-    for name, image in zip(dataset.names, dataset.images):
-        problem = objective.size_problem(int(image.shape[-2]), int(image.shape[-1]))
+    shapes = dataset.shapes if hasattr(dataset, "store") else [image.shape for image in dataset.images]
+    for name, shape in zip(dataset.names, shapes):
+        problem = objective.size_problem(int(shape[-2]), int(shape[-1]))
         if problem:
             raise SflnetError(f"--loss {expression}: {problem} (image {name!r}); use larger images (--size) "
                               f"or another loss")
 
 
+#: an image store's run lists its images in config.json only up to this many (else the store's summary)
+LISTED_IMAGES = 1000
+
+
 def describe_data(dataset):
-    """The ``data`` entry of config.json: source, count, fingerprint, names and sizes."""
+    """The ``data`` entry of config.json: source, count, fingerprint, names and sizes. For an image store
+    (:mod:`sflnet.io.store`) the fingerprint is the store's index checksum (it covers every image's
+    checksum), ``store`` its summary, and the names are listed only up to :data:`LISTED_IMAGES` images."""
+    if hasattr(dataset, "store"):
+        entry = {"source": dataset.source, "count": len(dataset), "sha256": dataset.store.checksum,
+                 "store": dataset.store.summary()}
+        if len(dataset) <= LISTED_IMAGES:
+            entry["images"] = [{"name": name, "height": int(shape[1]), "width": int(shape[2])}
+                               for name, shape in zip(dataset.names, dataset.shapes)]
+        return entry
     return {
         "source": dataset.source,
         "count": len(dataset),
@@ -53,6 +67,18 @@ def describe_data(dataset):
 def check_same_data(saved, dataset, config_path):
     """SflnetError (one line) if ``dataset`` differs from the ``data`` entry saved in config.json."""
     now = describe_data(dataset)
+    if "images" in saved and "images" in now:
+        _check_same_images(saved, now, config_path)
+    elif saved.get("count") != now["count"]:
+        raise SflnetError(f"the training images differ from those in {config_path}: {now['count']} images now, "
+                          f"{saved.get('count')} in the run")
+    if saved.get("sha256") != now["sha256"]:
+        kind = "image store" if "store" in saved or "store" in now else "pixels"
+        raise SflnetError(f"the training images' {kind} differ from those recorded in {config_path} "
+                          f"(files changed since the run started, or another --data?)")
+
+
+def _check_same_images(saved, now, config_path):
     saved_names = [item["name"] for item in saved.get("images", [])]
     now_names = [item["name"] for item in now["images"]]
     if saved_names != now_names:
@@ -65,6 +91,3 @@ def check_same_data(saved, dataset, config_path):
         if (old["height"], old["width"]) != (new["height"], new["width"]):
             raise SflnetError(f"image {new['name']!r} is {new['height']}x{new['width']} now but was "
                               f"{old['height']}x{old['width']} in {config_path}")
-    if saved.get("sha256") != now["sha256"]:
-        raise SflnetError(f"the training images' pixels differ from those recorded in {config_path} "
-                          f"(files changed since the run started?)")

@@ -6,6 +6,7 @@ end brings (history, snapshots, checkpoints, figures, progress, the divergence c
 callback (:mod:`sflnet.training.callbacks`).
 """
 
+import contextlib
 import time
 
 import numpy as np
@@ -13,9 +14,10 @@ import numpy as np
 from sflnet.backend import to_device
 from sflnet.errors import SflnetError
 from sflnet.training.callbacks import Diverged
-from sflnet.training.distributed import current_world, shard
+from sflnet.training.distributed import current_world
 from sflnet.training.history import combine_rows
 from sflnet.training.signals import graceful_interrupts
+from sflnet.training.source import data_source
 from sflnet.training.step import minibatch_order, train_step
 
 
@@ -53,11 +55,12 @@ class Trainer:
         self.world = world if world is not None else current_world()
         self.options = options
         self.spec = options.spec
-        self.names = dataset.names
-        self.images = [to_device(image, xp) for image in dataset.images]
-        self.pixels = [int(image.shape[-2] * image.shape[-1]) for image in dataset.images]
         self.xp = xp
         self.model = self.spec.build(params, options.loss, options.loss_settings, options)
+        self.source = data_source(dataset, xp, self.model)   # in memory, or streamed from an image store
+        self.names = self.source.names
+        self.images = self.source.images
+        self.pixels = self.source.pixels
         if hasattr(self.model, "noise"):   # the VAE samples z = μ + σε with ε from the run's generator
             self.model.noise = rng
         self.optimizer, self.schedule = self.spec.make_optimizer(options)
@@ -84,30 +87,25 @@ class Trainer:
         return collectively(self.world, action)
 
     # -- one epoch --------------------------------------------------------------
-    def _share(self, indices):
-        """``(batch, sharing)`` for :func:`train_step`: the whole step in one process; under MPI this
-        rank's images of it (:func:`sflnet.training.distributed.shard`) and the sum over ranks."""
-        if not self.world.distributed:
-            return [self.images[i] for i in indices], {}
-        positions = shard(indices, self.pixels, self.world.size, self.world.rank)
-        return ([self.images[indices[p]] for p in positions],
-                {"batch_count": len(indices), "reduce": self.world.allreduce_sum, "positions": positions})
-
     def run_epoch(self):
         """Epoch ``self.epoch + 1``: all its steps; returns its history row. Callbacks may raise Diverged."""
         epoch = self.epoch + 1
         start = time.perf_counter()
         results, sizes = [], []
-        for indices in minibatch_order(len(self.images), self.options.batch_size, self.rng):
-            # Overflow/NaN is detected by the divergence guard; NumPy's warnings would only add noise.
-            if self.schedule is not None:
-                self.optimizer.lr = self.schedule(self.optimizer.step_count)
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                batch, sharing = self._share(indices)
-                result = train_step(self.model, self.optimizer, batch, **sharing)
-            self.fire("on_step_end", epoch, result)
-            results.append(result)
-            sizes.append(len(indices))
+        order = minibatch_order(len(self.images), self.options.batch_size, self.rng)
+        # Each step's batch: the whole step in one process; under MPI this rank's images of it
+        # (sflnet.training.distributed.shard) and the sum over ranks (see sflnet.training.source).
+        with contextlib.closing(self.source.steps(order, self.world)) as steps:
+            for indices, (batch, sharing) in zip(order, steps):
+                # Overflow/NaN is detected by the divergence guard; NumPy's warnings would only add noise.
+                if self.schedule is not None:
+                    self.optimizer.lr = self.schedule(self.optimizer.step_count)
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    result = train_step(self.model, self.optimizer, batch, **sharing)
+                self.fire("on_step_end", epoch, result)
+                result.grads = None      # the epoch's row needs only the losses: keep no gradient per step
+                results.append(result)
+                sizes.append(len(indices))
         # No synchronize() needed for the timing: each step ended with a transfer that waits for its update.
         row = combine_rows(results, sizes, self.options.sigmas, self.extra_terms)
         row["epoch"] = epoch

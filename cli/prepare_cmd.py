@@ -1,0 +1,50 @@
+"""``sflnet prepare``: decode the images once into an image store (thin over :mod:`sflnet.io.store`)."""
+
+import os
+import sys
+
+import click
+
+from sflnet.io.store import prepare_store
+from sflnet_cli.options import check_size, data_warning
+
+
+@click.command()
+@click.argument("data", nargs=-1, required=True, type=click.Path(), metavar="DATA...")
+@click.option("--out", required=True, type=click.Path(), metavar="STORE",
+              help="Folder of the store (created; an existing store is finished or refreshed).")
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="Keep only images whose path relative to the data folder matches (repeatable).")
+@click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
+              help="Drop images whose path relative to the data folder matches (repeatable).")
+@click.option("--size", type=int, default=300, show_default=True,
+              help="Longer image side in pixels, aspect ratio kept; 0 keeps the native size.")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable image files with a warning instead of stopping.")
+@click.option("--workers", type=click.IntRange(1, None), default=None,
+              help="Decoding threads.  [default: every CPU]")
+def prepare(data, out, include, exclude, size, skip_bad, workers):
+    """Decode, convert and resize the images under DATA once, exactly as training does, into STORE.
+
+    \b
+    STORE/pixels.bin   every image's pixels (uint8; uint16 for 16-bit sources; float32 where
+                       the image was resized), read with numpy.memmap
+    STORE/index.json   names, shapes, offsets, checksums, --size, the sources' sizes and times
+
+    Give STORE to --data of train, evaluate, encode, reconstruct and bench: its --size applies.
+    An interrupted prepare continues where it stopped when run again; a store whose sources
+    changed is refreshed.
+    """
+    check_size(size)
+    with click.progressbar(length=1, label="prepare", file=sys.stderr,
+                           show_pos=True) as bar:
+        def progress(count):
+            bar.update(count)
+
+        from sflnet.io.images import find_image_files  # noqa: PLC0415
+        bar.length = len(find_image_files(list(data), include=include, exclude=exclude))
+        status, store = prepare_store(list(data), out, size=size, include=include, exclude=exclude,
+                                      skip_bad=skip_bad, workers=workers, progress=progress, warn=data_warning)
+    summary = store.summary()
+    verb = "is up to date" if status == "up-to-date" else "written"
+    click.echo(f"Image store {os.path.abspath(out)} {verb}: {summary['count']} images, size {summary['size']}, "
+               f"{summary['pixels_bytes'] / 1e6:.1f} MB ({', '.join(f'{n} {d}' for d, n in summary['dtypes'].items())}).")
