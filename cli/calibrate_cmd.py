@@ -95,7 +95,7 @@ def calibrate_command(checkpoint, data, include, exclude, size, skip_bad, loss, 
         xp = select_device(device)
         build, dataset = initial_setup(options, xp, warn=data_warning)
         check_image_sizes(expression, options.loss_settings, dataset)
-        shape = f"{len(dataset)} images"
+        shape = options.spec.evaluation_data(options, request)[1]   # the images' description, as evaluate's
         where = f"initial weights of --model {model} --seed {seed} ({dtype}), as sflnet train starts"
     images = [to_device(image, xp) for image in dataset.images]
     result = calibrate(build, expression, images)

@@ -42,6 +42,7 @@ from sflnet.backend import device_name, select_device, to_device  # noqa: E402
 from sflnet.io.checkpoint import load_checkpoint  # noqa: E402
 from sflnet.training.calibrate import calibrate, initial_setup, suggestions  # noqa: E402
 from sflnet.training.config import TrainOptions  # noqa: E402
+from sflnet.training.data import check_image_sizes, load_training_data  # noqa: E402
 from sflnet.training.run_folder import CHECKPOINT_FILE  # noqa: E402
 
 TERMS = ("sfl", "fft", "stft")
@@ -105,6 +106,7 @@ def choose_weights(args, options, xp, path):
     build, dataset = initial_setup(options, xp)
     images = [to_device(image, xp) for image in dataset.images]
     expression = "pl+" + "+".join(TERMS)
+    check_image_sizes(expression, options.loss_settings, dataset)
     calibration = calibrate(build, expression, images)
     suggested = suggestions(calibration, reference="pl")
     chosen = {"calibrated": expression, "reference": "pl", "images": len(images),
@@ -255,7 +257,6 @@ def main(argv=None):
     weights = choose_weights(args, options, xp, args.out / "weights.json")
     print(f"value-balancing weights {weights['value']}, gradient-balancing {weights['gradient']}", flush=True)
     folders = train_sweep(args, weights, options)
-    from sflnet.training.data import load_training_data  # noqa: PLC0415
     dataset = load_training_data(options)
     images = [to_device(image, xp) for image in dataset.images]
     rows = build_table(measure(folders, images, xp), weights)
