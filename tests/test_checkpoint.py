@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sflnet.io import checkpoint as ck
+from sflnet.io import atomic
 from sflnet.errors import SflnetError
 from sflnet.models.cae import PARAM_NAMES, PARAM_SHAPES, init_params
 
@@ -87,7 +88,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, faili
     elif failing == "replace":
         monkeypatch.setattr(ck.os, "replace", disk_full)
     else:
-        monkeypatch.setattr(ck.tempfile, "mkstemp", read_only)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)   # atomic writing lives in sflnet.io.atomic
     new_params = {n: p + 1 for n, p in params.items()}
     with pytest.raises(SflnetError) as info:
         ck.save_checkpoint(path, new_params, {"velocity": velocity}, meta)

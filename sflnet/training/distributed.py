@@ -31,7 +31,9 @@ single process the sums run in another order, so float64 agrees to rounding
 
 Files: rank 0 alone writes the run folder; every rank reads the checkpoint on
 ``--resume`` (any P may resume any run). The training data is read by every rank
-(each keeps the whole dataset on the host; the device holds the images it uses).
+(each keeps the whole dataset on the host; the device holds the images it uses), except from an
+image store: every rank maps the same store and streams only its share of each step
+(:mod:`sflnet.training.source`).
 """
 
 import os
