@@ -15,9 +15,9 @@ from sflnet.training.calibrate import checkpoint_setup, calibrate, initial_setup
 from sflnet.training.config import TrainOptions
 from sflnet.training.data import check_image_sizes
 from sflnet.training.evaluation import checkpoint_options
-from sflnet_cli.evaluate_cmd import _evaluation_settings
 from sflnet_cli.loss_help import LossHelpCommand
-from sflnet_cli.options import (absolute_paths, check_size, data_options, data_warning, json_safe, stft_options)
+from sflnet_cli.options import (absolute_paths, check_size, data_options, data_warning, evaluation_settings,
+                                json_safe, stft_options)
 
 # Options that only pick the initial weights (no CHECKPOINT).
 INITIAL_ONLY = ("model", "seed", "dtype")
@@ -78,7 +78,7 @@ def calibrate_command(checkpoint, data, include, exclude, size, skip_bad, loss, 
             raise SflnetError(f"--{given[0]} picks the initial weights; with a CHECKPOINT the checkpoint's "
                               f"model, parameters and dtype are used, so leave it out")
         ckpt = load_checkpoint(checkpoint)
-        settings = _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight)
+        settings = evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight)
         load_data, shape = ckpt.spec.evaluation_data(checkpoint_options(ckpt), request)
         dataset = load_data()
         check_image_sizes(expression, settings, dataset)

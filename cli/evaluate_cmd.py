@@ -12,12 +12,11 @@ from sflnet.backend import DEVICES, select_device, to_device
 from sflnet.io.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.losses import canonical, extra_column
 from sflnet.models import names_with
-from sflnet.training.config import TrainOptions
 from sflnet.training.data import check_image_sizes
-from sflnet.training.evaluation import (checkpoint_loss_settings, checkpoint_options, evaluate_model,
-                                        model_from_checkpoint)
+from sflnet.training.evaluation import checkpoint_options, evaluate_model, model_from_checkpoint
 from sflnet_cli.loss_help import LossHelpCommand
-from sflnet_cli.options import (absolute_paths, check_size, data_options, data_warning, format_list, json_safe,
+from sflnet_cli.options import (absolute_paths, check_size, data_options, data_warning, evaluation_settings,
+                                format_list, json_safe,
                                 refuse_existing, stderr_note, stft_options)
 
 
@@ -59,7 +58,7 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.config
     expression = canonical(loss) if loss is not None else config["loss"]
-    settings = _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight)
+    settings = evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight)
     spec = ckpt.spec
     if spec.sample_grid is None and (split is not None or sample_latent):
         raise SflnetError(f"--split and --sample-latent are only for {' and '.join(names_with('sample_grid'))} "
@@ -127,14 +126,3 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     if grads is not None:
         lines.append(f"gradient    written to {grads}")
     click.echo("\n".join(lines))
-
-
-def _evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight):
-    """The checkpoint's loss settings, with the stft options given on the command line (validated)."""
-    given = {"stft_window": stft_window, "stft_stride": stft_stride, "stft_window_fn": stft_window_fn,
-             "stft_phase_weight": stft_phase_weight}
-    settings = checkpoint_loss_settings(ckpt, **given)
-    check = TrainOptions.for_model(ckpt.spec.name, stft_window=settings.stft_window, stft_stride=settings.stft_stride,
-                         stft_window_fn=settings.stft_window_fn, stft_phase_weight=settings.stft_phase_weight)
-    check.validate()
-    return settings

@@ -17,6 +17,7 @@ from sflnet.losses import STFT_WINDOW_FNS, LossSettings, sigma_label
 from sflnet.models import MODEL_NAMES
 from sflnet.training.callbacks import Reporter
 from sflnet.training.config import TrainOptions
+from sflnet.training.evaluation import checkpoint_loss_settings
 
 
 EXIT_INTERRUPTED = 130
@@ -238,3 +239,15 @@ FIG3_FILE = "fig3_log_responses.png"
 
 
 FIG4_FILE = "fig4_subbands.png"
+
+
+def evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight):
+    """The checkpoint's loss settings, with the stft options given on the command line (validated)."""
+    given = {"stft_window": stft_window, "stft_stride": stft_stride, "stft_window_fn": stft_window_fn,
+             "stft_phase_weight": stft_phase_weight}
+    settings = checkpoint_loss_settings(ckpt, **given)
+    check = TrainOptions.for_model(ckpt.spec.name, stft_window=settings.stft_window, stft_stride=settings.stft_stride,
+                                   stft_window_fn=settings.stft_window_fn, stft_phase_weight=settings.stft_phase_weight)
+    check.validate()
+    return settings
+
