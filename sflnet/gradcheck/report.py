@@ -81,7 +81,8 @@ Each directional row uses 3 random unit directions over all its variables (input
 Added losses: l1 keeps |recon - target| >= 0.05 (no kink within any eps); fft differentiates with its focal
   weights w = |D|/max|D| frozen at the base point (constants by definition: the loss detaches them); stft
   draws recon until every bin is > 1e-3 (tiny) / 1e-6 (realistic) from its kinks (A_o = A_i, dP = 0, |dP| = pi,
-  A_o = 0) and reports crossed kink sides like ReLU masks. network_l1 ... network_mixed: the whole CAE with
+  A_o = 0) and reports crossed kink sides like ReLU masks; stft_code (the authors' code's STFT) likewise, plus
+  the branch cut of its unwrapped phase (P_o jumps by 2 pi there). network_l1 ... network_mixed: the whole CAE with
   that objective, directional only (their images must fit the 11x11 SSIM and 16x16 STFT windows).
 beta-VAE layers (conv2d_valid_s*, conv_transpose_s*, linear, sigmoid, reparameterize, kl_loss): directional
   rows use the VAE's MNIST shapes; conv_transpose is checked against a scatter of every input pixel times

@@ -1,15 +1,16 @@
 """The losses, one module each, the registry that builds them by name, and their options.
 
-=====  ===========================================  ==========================
-name   what                                         module
-=====  ===========================================  ==========================
-pl     pixel loss, paper Eq. 4 / 9                   :mod:`.pixel`
-sfl    spatial frequency loss, paper Eq. 6 / 8       :mod:`.sfl`
-l1     mean absolute error                           :mod:`.l1`
-ssim   1 − SSIM (Wang et al. 2004), valid window     :mod:`.ssim`
-fft    focal frequency loss (Jiang et al. 2021)      :mod:`.fft`
-stft   STFT amplitude + phase loss (Dalal's β-VAE)   :mod:`.stft`
-=====  ===========================================  ==========================
+=========  =============================================  ===================
+name       what                                           module
+=========  =============================================  ===================
+pl         pixel loss, paper Eq. 4 / 9                    :mod:`.pixel`
+sfl        spatial frequency loss, paper Eq. 6 / 8        :mod:`.sfl`
+l1         mean absolute error                            :mod:`.l1`
+ssim       1 − SSIM (Wang et al. 2004), valid window      :mod:`.ssim`
+fft        focal frequency loss (Jiang et al. 2021)       :mod:`.fft`
+stft       STFT amplitude + phase loss (Dalal's β-VAE)    :mod:`.stft`
+stft_code  the stft loss as Dalal's public code has it    :mod:`.stft_code`
+=========  =============================================  ===================
 
 The β-VAE's latent term :class:`~sflnet.losses.kl.KLDivergence` (``kl``, in
 :mod:`.kl`) is exported here too, but it is not an image loss (it measures
@@ -45,6 +46,7 @@ from sflnet.losses.sfl import SpatialFrequencyLoss, sigma_label, subband_column
 from sflnet.losses.ssim import SSIMLoss
 from sflnet.losses.stft import WINDOW_FUNCTIONS as STFT_WINDOW_FNS
 from sflnet.losses.stft import STFTLoss
+from sflnet.losses.stft_code import STFTCodeLoss
 
 
 def __getattr__(name):
@@ -110,7 +112,7 @@ def make_objective(expression=DEFAULT_EXPRESSION, settings=LossSettings(), alway
 
 __all__ = ["ALWAYS_MEASURED", "BUILTIN", "DEFAULT_EXPRESSION", "ENTRY_POINT_GROUP", "LEGACY_EXPRESSIONS", "LOSSES",
            "LOSS_NAMES", "REGISTRY", "STFT_WINDOW_FNS", "FocalFrequencyLoss", "KLDivergence", "L1Loss", "Loss",
-           "LossFactories", "LossSettings", "Objective", "Option", "PixelLoss", "Resolved", "STFTLoss", "SSIMLoss",
+           "LossFactories", "LossSettings", "Objective", "Option", "PixelLoss", "Resolved", "STFTLoss", "STFTCodeLoss", "SSIMLoss",
            "SpatialFrequencyLoss", "Term", "canonical", "extra_column", "extra_term_names", "format_terms",
            "help_rows", "loss_names", "make_loss", "make_objective", "option_values", "options_of", "parse",
            "parse_expression", "registry", "resolve", "sigma_label", "subband_column"]

@@ -36,6 +36,7 @@ from sflnet.losses.pixel import PixelLoss
 from sflnet.losses.sfl import SpatialFrequencyLoss
 from sflnet.losses.ssim import SSIMLoss
 from sflnet.losses.stft import STFTLoss
+from sflnet.losses.stft_code import STFTCodeLoss
 from sflnet.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "sflnet.losses"
@@ -47,6 +48,7 @@ BUILTIN = {
     "ssim": SSIMLoss,
     "fft": FocalFrequencyLoss,
     "stft": STFTLoss,
+    "stft_code": STFTCodeLoss,
 }
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 

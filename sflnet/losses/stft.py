@@ -35,11 +35,11 @@ def frequency_weights(window, dtype=np.float64):
     return (r / r.max()).astype(dtype)
 
 
-def size_problem_text(window, height, width):
-    """None when an H×W image holds one h×h window, else a one-line reason."""
+def size_problem_text(window, height, width, loss="stft"):
+    """None when an H×W image holds one h×h window, else a one-line reason naming ``loss``."""
     if height >= window and width >= window:
         return None
-    return (f"the stft loss needs images of at least {window}x{window} pixels (its window), "
+    return (f"the {loss} loss needs images of at least {window}x{window} pixels (its window), "
             f"got {height}x{width}")
 
 

@@ -1,4 +1,4 @@
-"""The gradient-check rows of the frequency losses ``fft`` and ``stft``.
+"""The gradient-check rows of the frequency losses ``fft``, ``stft`` and ``stft_code``.
 
 * :func:`forward_fft` — the focal frequency loss against ``numpy.fft.fft2`` of every
   image and channel, the weights and the mean written out
@@ -10,7 +10,11 @@
   ("tiny") and directional ("realistic") checks;
 * :func:`adjoint_dft` — ``Re⟨F x, y⟩ = ⟨x, Re(F^H y)⟩`` for the orthonormal 2-D DFT;
 * :func:`adjoint_stft_frames` — the framed, tapered, half-spectrum DFT against its
-  adjoint (inverse half-spectrum DFT, taper, overlap-add), in the m-weighted inner product.
+  adjoint (inverse half-spectrum DFT, taper, overlap-add), in the m-weighted inner product;
+* :func:`forward_stft_code`, :func:`make_stft_code_case`, :func:`adjoint_stft_code_frames` —
+  the same three for ``stft_code``, the STFT loss of the authors' code (its reference
+  transcribes their NHWC ``fft2d``; its kinks are those of stft plus the branch cut
+  of the unwrapped phase, see :func:`stft_code_margins`).
 
 The focal weights are constants by definition; the fft case computes them at the
 base point (:func:`sflnet.losses.fft.focal_weights`) and passes them to every
@@ -38,9 +42,11 @@ import numpy as np
 from sflnet.backend import get_array_module, to_device, to_host
 from sflnet.gradcheck.engine import (Case, LayerEntry, Measurement, adjoint_measurement, forward_measurement, normal,
                                      random_cotangent, shape_text, uniform)
-from sflnet.gradcheck.references.losses import fft_loss_numpy, global_dft_loss_forward, stft_loss_forward
+from sflnet.gradcheck.references.losses import (fft_loss_numpy, global_dft_loss_forward, stft_code_loss_forward,
+                                                stft_loss_forward)
 from sflnet.losses.fft import FocalFrequencyLoss, focal_weights
 from sflnet.losses.stft import STFTLoss, window_taper
+from sflnet.losses.stft_code import STFTCodeLoss, code_spectrum, code_spectrum_adjoint, row_dft_matrices
 from sflnet.ops.spectral import dft2, dft2_adjoint, extract_frames, half_spectrum_multiplicity, stft2, stft2_adjoint
 
 FFT_TINY_SHAPE = (2, 3, 5, 6)
@@ -55,6 +61,10 @@ STFT_GLOBAL_SHAPE = (2, 3, 12, 12)          # "rect" window 12 = the global DFT
 STFT_MARGIN = 1e-3                          # tiny: every kink farther than any ε/h a dense step moves a bin
 STFT_REALISTIC_MARGIN = 1e-6                # realistic: ~6e4 bins, so only a smaller margin can be drawn
 STFT_MAX_REDRAWS = 500
+STFT_CODE_TINY = ((2, 2, 9, 8), 6, 2)            # 2×2 frames of 6×6: 3 rows × 3 frequencies each
+STFT_CODE_REALISTIC = ((2, 3, 42, 37), 16, 4)    # the authors' 16/4
+STFT_CODE_FORWARD = (((2, 1, 28, 28), 16, 4), ((2, 3, 23, 17), 8, 3), ((1, 2, 19, 14), 5, 2),
+                     ((2, 1, 28, 28), 28, 4))    # the authors' digits at 16/4; uncovered pixels; odd; one frame
 
 
 def stft_margins(recon, target, window, stride, window_fn="hann"):
@@ -234,6 +244,107 @@ def adjoint_stft_frames(rng, xp):
                        "Re sum m conj(STFT x) y vs <x, overlap-add(taper irdft2 y)>", samples)
 
 
+# --- stft_code: the STFT loss of the authors' code ---------------------------------
+
+def _distance_to_ray(z, angle):
+    """Distance from each complex z to the ray {t·e^{i·angle}, t ≥ 0} (angle: array like z, or a number)."""
+    turned = z * np.exp(-1j * angle)
+    return np.where(turned.real > 0, np.abs(turned.imag), np.abs(turned))
+
+
+def stft_code_margins(recon, target, window, stride, eps=1e-6):
+    """How close a point is to the stft_code loss's kinks and jumps: {name: smallest value over the weighted bins}.
+
+    recon, target: (n, C, H, W) (host or device). From ``numpy.fft.fft`` of the top rows of every
+    frame, the bins with W > 0 (rows and frequencies 1 … q − 1), z = F_o + ε: ``|A_o − A_i|`` (the
+    amplitude kink), ``|z|`` (the phase's singularity), the distance from z to the ray of angle P_i
+    (where sign(P_o − P_i) flips) and to the negative real axis (the branch cut, where P_o jumps by
+    2π). One pixel moved by ε moves any bin by at most ε (an unnormalised DFT of unit-modulus terms).
+    """
+    q = window // 2
+    spectra = [np.fft.fft(extract_frames(np.asarray(to_host(x), np.float64), window, stride)[..., 1:q, :],
+                          axis=-1)[..., 1:q] for x in (recon, target)]
+    f_o, f_i = spectra
+    z = f_o + eps
+    return {"|A_o - A_i|": float(np.min(np.abs(np.abs(f_o) - np.abs(f_i)))),
+            "|F_o + eps|": float(np.min(np.abs(z))),
+            "to the ray of P_i": float(np.min(_distance_to_ray(z, np.angle(f_i + eps)))),
+            "to the branch cut": float(np.min(_distance_to_ray(z, math.pi)))}
+
+
+def forward_stft_code(rng, xp):
+    """The share vs the authors' code transcribed (:func:`stft_code_loss_forward`), four shapes and windows."""
+    worst, samples = 0.0, []
+    for shape, window, stride in STFT_CODE_FORWARD:
+        recon, target = rng.uniform(-1, 1, shape), rng.uniform(-1, 1, shape)
+        value, _ = STFTCodeLoss(window, stride).forward(to_device(recon, xp), to_device(target, xp), shape[0] + 1)
+        m = forward_measurement("", np.array([float(value)]),
+                                 np.array([stft_code_loss_forward(recon, target, shape[0] + 1, window, stride)]))
+        worst = max(worst, m.error)
+        samples += [f"{shape_text(shape)} window {window} stride {stride}"] + m.samples
+    return Measurement("(2,1,28,28) h16 s4; (2,3,23,17) h8 s3; (1,2,19,14) h5 s2; (2,1,28,28) h28", worst, None,
+                       "vs references.losses.stft_code_loss_forward (the code's NHWC fft2d per frame)", samples)
+
+
+def make_stft_code_case(rng, xp, dtype, size, *, shape=None, window=None, stride=None, margin=None):
+    """d(share)/d(recon) of :class:`STFTCodeLoss`, a group of n in a batch of n + 1.
+
+    size: "tiny" (2,2,9,8), window 6, stride 2 (dense), or "realistic" (2,3,42,37), 16/4
+    (directional); shape, window, stride override them. recon is redrawn until every
+    :func:`stft_code_margins` value exceeds ``margin`` (:data:`STFT_MARGIN` tiny, a dense step
+    moves a bin by ≤ 1e-4; :data:`STFT_REALISTIC_MARGIN` realistic). The masks are the kink
+    sides sign(A_o − A_i) > 0 and sign(P_o − P_i) > 0, and the side of the branch cut.
+    """
+    base_shape, base_window, base_stride = STFT_CODE_TINY if size == "tiny" else STFT_CODE_REALISTIC
+    shape = base_shape if shape is None else shape
+    window = base_window if window is None else window
+    stride = base_stride if stride is None else stride
+    if margin is None:
+        margin = STFT_MARGIN if size == "tiny" else STFT_REALISTIC_MARGIN
+    target = rng.uniform(-1, 1, shape)
+    for _ in range(STFT_MAX_REDRAWS):
+        recon = rng.uniform(-1, 1, shape)
+        if min(stft_code_margins(recon, target, window, stride).values()) > margin:
+            break
+    else:
+        raise RuntimeError(f"no recon with every stft_code kink farther than {margin:g} in {STFT_MAX_REDRAWS} draws")
+    variables = {"recon": to_device(recon.astype(dtype), xp)}
+    target = to_device(target.astype(dtype), xp)
+    batch_count = shape[0] + 1
+    loss = STFTCodeLoss(window, stride)
+
+    def evaluate():
+        return loss.forward(variables["recon"], target, batch_count)[0]
+
+    def gradients(upstream):
+        return {"recon": upstream * loss.backward()}
+
+    def masks():
+        """Kink sides and the side of the branch cut (lower left half-plane or not), as of the last evaluate."""
+        z = loss.output_spectrum + loss.eps
+        return [loss.amplitude_sign > 0, loss.phase_sign > 0, (z.real >= 0) | (z.imag >= 0)]
+    return Case(variables, evaluate, gradients,
+                f"recon{shape_text(shape)} h{window} s{stride}, N_m={batch_count}, kinks > {margin:g} away", masks,
+                mask_kind="kink sides (sign of A_o - A_i, of dP, side of the branch cut)")
+
+
+def adjoint_stft_code_frames(rng, xp):
+    """framing + the top rows' low-frequency row DFT vs its adjoint, in ``Re Σ conj(·) y``."""
+    worst, samples = None, []
+    for shape, window, stride in (((2, 3, 24, 19), 8, 3), ((1, 2, 13, 12), 5, 2), ((1, 1, 28, 28), 16, 4)):
+        cos_matrix, sin_matrix = (to_device(m, xp) for m in row_dft_matrices(window))
+        x = normal(rng, shape, xp, np.float64)
+        spectrum = code_spectrum(x, window, stride, cos_matrix, sin_matrix)
+        fx = _complex_pair(spectrum)
+        y = random_cotangent(rng, fx, xp)
+        back = code_spectrum_adjoint(y[0], y[1], shape[2], shape[3], stride, cos_matrix, sin_matrix)
+        m = adjoint_measurement("", fx, x, y, back)
+        worst = m if worst is None or m.error > worst.error else worst
+        samples += [f"{shape_text(shape)} h{window} s{stride} -> {shape_text(spectrum.shape)}"] + m.samples
+    return Measurement("(2,3,24,19) h8 s3; (1,2,13,12) h5 s2; (1,1,28,28) h16 s4", worst.error, None,
+                       "Re sum conj(F x) y vs <x, overlap-add((Re y) C^T - (Im y) S^T)>", samples)
+
+
 # ---------------------------------------------------------------------------
 # The rows, for sflnet.gradcheck.cases.losses
 # ---------------------------------------------------------------------------
@@ -248,3 +359,10 @@ def stft_entry():
     """The ``stft_loss`` row: forward vs the window loop, dense and directional away from the kinks, the adjoint."""
     return LayerEntry(make_stft_case, [("forward vs window loop", forward_stft)],
                       [("adjoint framed STFT", adjoint_stft_frames)])
+
+
+def stft_code_entry():
+    """The ``stft_code_loss`` row: forward vs the code transcribed, dense and directional away from the kinks
+    and the branch cut, the adjoint of the framed row DFT."""
+    return LayerEntry(make_stft_code_case, [("forward vs the authors' code", forward_stft_code)],
+                      [("adjoint framed row DFT", adjoint_stft_code_frames)])

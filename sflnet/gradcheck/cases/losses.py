@@ -15,8 +15,8 @@ constants (:func:`special_entries`):
 * ``pl`` with unequal channel weights, ``sfl`` with the paper's σ and weights,
   each against its equation written out (:mod:`sflnet.gradcheck.references.losses`);
 * ``l1`` keeps ``|recon − target| ≥ 0.05``, so no ε crosses the kink of ``|·|``;
-* ``ssim`` (:mod:`.ssim`), and ``fft`` and ``stft`` (:mod:`.freq`): the fft focal
-  weights are held at the base point's, the stft recon is drawn away from its kinks.
+* ``ssim`` (:mod:`.ssim`), and ``fft``, ``stft`` and ``stft_code`` (:mod:`.freq`): the fft focal
+  weights are held at the base point's, the stft and stft_code recons are drawn away from their kinks.
 """
 
 import numpy as np
@@ -154,6 +154,7 @@ def special_entries():
         "ssim": ssim.ssim_entry(),
         "fft": freq.fft_entry(),
         "stft": freq.stft_entry(),
+        "stft_code": freq.stft_code_entry(),
     }
 
 

@@ -19,6 +19,8 @@ fft_loss_numpy (numpy.fft.fft2)             losses.fft.FocalFrequencyLoss
 ssim_forward (window loop), ssim_library    losses.ssim.SSIMLoss              Wang et al. 2004
 stft_loss_forward (frame loop),             losses.stft.STFTLoss              Dalal's β-VAE
 global_dft_loss_forward, _by_phases
+stft_code_loss_forward (the code's NHWC     losses.stft_code.STFTCodeLoss     Dalal's public code
+fft2d, frame by frame)
 ==========================================  ================================  ==============================
 
 Two references of the focal frequency loss exist on purpose: :func:`fft_loss_forward`
@@ -27,8 +29,9 @@ only, with its backward), :func:`fft_loss_numpy` uses ``numpy.fft.fft2`` (a libr
 FFT, fast enough for the gradcheck rows' odd sizes). Likewise
 :func:`ssim_library` is scikit-image's SSIM (a second opinion from another
 project) and :func:`ssim_forward` the loop it falls back to.
-The ssim and stft backward passes are checked against finite differences
-(``tests/test_loss_ssim.py``, ``tests/test_loss_stft.py``, ``sflnet gradcheck``).
+The ssim, stft and stft_code backward passes are checked against finite differences
+(``tests/test_loss_ssim.py``, ``tests/test_loss_stft.py``, ``tests/test_loss_stft_code.py``,
+``sflnet gradcheck``).
 """
 
 import math
@@ -352,4 +355,35 @@ def global_dft_loss_by_phases(recon, target, batch_count, phase_weight, wrap=Tru
             d = np.abs(np.angle(f_o) - np.angle(f_i))
             phase = np.minimum(d, 2 * np.pi - d) if wrap else d
             total += float(np.sum(weight * (phase_weight * phase + np.abs(np.abs(f_o) - np.abs(f_i)))))
+    return total / batch_count
+
+
+def stft_code_loss_forward(recon, target, batch_count, window=16, stride=4, phase_weight=9.0, eps=1e-6):
+    """The share of :class:`STFTCodeLoss`, written the way the authors' code computes it: the reference.
+
+    recon, target: host (n, C, H, W); returns a Python float. Each channel is made an
+    NHWC image (n, H, W, 1), as the code's images are; for every frame position
+    ``segment = image[:, top:top + h, left:left + h, :]`` (n, h, h, 1), and
+    ``numpy.fft.fft2`` over its innermost two axes (what TensorFlow's ``fft2d`` transforms:
+    the row and the channel of length 1), keeping ``[:, :h//2, :h//2]`` (rows × frequencies).
+    Then ``|angle(F_o + ε) − angle(F_i + ε)|`` (not wrapped), ``||F_o| − |F_i||``, and the weight
+    ``linspace(0, 1, h//2)`` row times column, summed per image; ÷ N_m.
+    """
+    recon = np.asarray(recon, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    n, c, height, width = recon.shape
+    h, s, q = window, stride, window // 2
+    ramp = np.linspace(0.0, 1.0, q)
+    weight = ramp[:, None] * ramp[None, :]
+    total = 0.0
+    for ch in range(c):
+        image_o = recon[:, ch, :, :, None]      # NHWC, one channel
+        image_i = target[:, ch, :, :, None]
+        for top in range(0, height - h + 1, s):
+            for left in range(0, width - h + 1, s):
+                f_o = np.fft.fft2(image_o[:, top:top + h, left:left + h, :], axes=(-2, -1))[:, :q, :q, 0]
+                f_i = np.fft.fft2(image_i[:, top:top + h, left:left + h, :], axes=(-2, -1))[:, :q, :q, 0]
+                phase = np.abs(np.angle(f_o + eps) - np.angle(f_i + eps))
+                amplitude = np.abs(np.abs(f_o) - np.abs(f_i))
+                total += float(np.sum(weight * (phase_weight * phase + amplitude)))
     return total / batch_count
