@@ -143,7 +143,7 @@ class StoreSource:
         return [[local[p] for p in positions] for positions in self.plan([self.store.shapes[i] for i in local])]
 
     def steps(self, order, world):
-        shares, per_step = [], []
+        shares = []
         for indices in order:
             positions = shard(indices, self.pixels, world.size, world.rank) if world.distributed else None
             local = [indices[p] for p in positions] if world.distributed else list(indices)
