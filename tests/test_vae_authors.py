@@ -176,3 +176,23 @@ def test_vae_table_authors_evaluate_args_reproduce_its_numbers(tmp_path):
     assert table["train_images"] == 20 and table["test_images"] == 10
     assert "0 of 1 (incomplete)" in (out / "table.md").read_text()
     assert (out / "digits.png").exists()
+
+
+def test_vae_table_stops_when_a_run_is_stopped(tmp_path, monkeypatch):
+    """A signal that stops one run (run_training returns "interrupted") ends the table with a one-line
+    error; the next run is not started."""
+    spec = importlib.util.spec_from_file_location("vae_table", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data = tmp_path / "digits.npz"
+    _write_own_split_file(data, 2, 1)
+    calls = []
+
+    class Stopped:
+        status, epoch = "interrupted", 3
+
+    monkeypatch.setattr(script, "run_training", lambda *args, **kwargs: calls.append(args) or Stopped())
+    with pytest.raises(SflnetError, match="stopped during L2 seed 0 at epoch 3 .*the same command resumes it"):
+        script.main(["--protocol", "authors", "--epochs", "5", "--seeds", "2", "--data", str(data),
+                     "--only", "L2,L1", "--out", str(tmp_path / "authors"), "--device", "cpu"])
+    assert len(calls) == 1

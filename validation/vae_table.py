@@ -203,7 +203,10 @@ def train(name, seed, args):
     options = options_for(name, seed, args)
     resume = (folder / "checkpoint.npz").exists()
     print(f"{name} seed {seed}: {'resuming' if resume else 'training'} to epoch {args.epochs}", flush=True)
-    run_training(options, str(folder), resume=resume, overrides={"epochs": args.epochs} if resume else None)
+    result = run_training(options, str(folder), resume=resume, overrides={"epochs": args.epochs} if resume else None)
+    if result.status == "interrupted":   # a signal stopped the run: stop the table too, do not start the next run
+        raise SflnetError(f"stopped during {name} seed {seed} at epoch {result.epoch} (its checkpoint is saved); "
+                          f"the same command resumes it")
     return folder
 
 
