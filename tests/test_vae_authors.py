@@ -196,3 +196,26 @@ def test_vae_table_stops_when_a_run_is_stopped(tmp_path, monkeypatch):
         script.main(["--protocol", "authors", "--epochs", "5", "--seeds", "2", "--data", str(data),
                      "--only", "L2,L1", "--out", str(tmp_path / "authors"), "--device", "cpu"])
     assert len(calls) == 1
+
+
+def test_vae_table_skips_a_run_another_process_is_training(tmp_path, monkeypatch):
+    """Two invocations side by side share the runs: a run folder whose lock another process holds is skipped,
+    and the next run is trained; any other error still stops the table."""
+    spec = importlib.util.spec_from_file_location("vae_table", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data = tmp_path / "digits.npz"
+    _write_own_split_file(data, 2, 1)
+    calls = []
+
+    def busy_then_broken(options, folder, **kwargs):
+        calls.append(pathlib.Path(folder).name)
+        if len(calls) == 1:
+            raise SflnetError(f"run folder {folder} is in use by another sflnet train (pid 1 on host)")
+        raise SflnetError("something else went wrong")
+
+    monkeypatch.setattr(script, "run_training", busy_then_broken)
+    with pytest.raises(SflnetError, match="something else went wrong"):
+        script.main(["--protocol", "authors", "--epochs", "5", "--seeds", "1", "--data", str(data),
+                     "--only", "L2,L1", "--out", str(tmp_path / "authors"), "--device", "cpu"])
+    assert calls == ["L2_seed0", "L1_seed0"]

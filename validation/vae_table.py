@@ -6,6 +6,7 @@ Run from the repository root after ``pip install .``::
     python validation/vae_table.py            # 6 objectives x 3 seeds, 50 epochs each, 4,000 training digits
     python validation/vae_table.py --quick    # 6 objectives x 1 seed, 2 epochs on 100 digits (a minute)
     python validation/vae_table.py --protocol authors   # the authors' code's protocol (see below)
+    python validation/vae_table.py --protocol authors &   # twice side by side: they share the runs (2 cores)
 
 Two protocols. ``--protocol sflnet`` (the default, "sflnet scaling", results in
 ``validation/results/vae/``) is described first; ``--protocol authors`` (results in
@@ -198,12 +199,22 @@ def options_for(name, seed, args):
 
 
 def train(name, seed, args):
-    """Train (or resume, or skip) one run; returns its folder."""
+    """Train (or resume, or skip) one run; returns its folder, or None when another process is training it.
+
+    So two invocations of the same command side by side share the table's runs (one per core): each
+    skips the run folders the other holds (their lock, :mod:`sflnet.training.runlock`)."""
     folder = run_folder(args.out, name, seed)
     options = options_for(name, seed, args)
     resume = (folder / "checkpoint.npz").exists()
     print(f"{name} seed {seed}: {'resuming' if resume else 'training'} to epoch {args.epochs}", flush=True)
-    result = run_training(options, str(folder), resume=resume, overrides={"epochs": args.epochs} if resume else None)
+    try:
+        result = run_training(options, str(folder), resume=resume,
+                              overrides={"epochs": args.epochs} if resume else None)
+    except SflnetError as exc:
+        if "in use by another sflnet train" not in str(exc) and "being locked by another process" not in str(exc):
+            raise
+        print(f"{name} seed {seed}: skipped, another process is training it", flush=True)
+        return None
     if result.status == "interrupted":   # a signal stopped the run: stop the table too, do not start the next run
         raise SflnetError(f"stopped during {name} seed {seed} at epoch {result.epoch} (its checkpoint is saved); "
                           f"the same command resumes it")
@@ -364,9 +375,9 @@ def main_authors(args, names, chosen):
     if not args.table_only:
         for seed in range(args.seeds):
             for name in chosen:
-                train(name, seed, args)
-                write_authors_table(args, names, test_images, xp, count)
-                trained = True
+                if train(name, seed, args) is not None:
+                    write_authors_table(args, names, test_images, xp, count)
+                    trained = True
     if not trained:
         write_authors_table(args, names, test_images, xp, count)
     return 0
