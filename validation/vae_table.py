@@ -199,7 +199,8 @@ def options_for(name, seed, args):
 
 
 def train(name, seed, args):
-    """Train (or resume, or skip) one run; returns its folder, or None when another process is training it.
+    """Train (or resume, or skip) one run; returns its folder, or None when it trained nothing (the run was
+    finished already, or another process is training it).
 
     So two invocations of the same command side by side share the table's runs (one per core): each
     skips the run folders the other holds (their lock, :mod:`sflnet.training.runlock`)."""
@@ -214,6 +215,8 @@ def train(name, seed, args):
         if "in use by another sflnet train" not in str(exc) and "being locked by another process" not in str(exc):
             raise
         print(f"{name} seed {seed}: skipped, another process is training it", flush=True)
+        return None
+    if result.status == "up-to-date":
         return None
     if result.status == "interrupted":   # a signal stopped the run: stop the table too, do not start the next run
         raise SflnetError(f"stopped during {name} seed {seed} at epoch {result.epoch} (its checkpoint is saved); "
