@@ -21,6 +21,14 @@ from tests.test_cli import assert_clean_error, run_cli
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "validation" / "vae_table.py"
 
 
+def _vae_table():
+    """validation/vae_table.py as a module (a fresh one each time, so a monkeypatch stays in its test)."""
+    spec = importlib.util.spec_from_file_location("vae_table", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def _digits(rng, n):
     return rng.integers(0, 2, size=(n, 1, 28, 28)).astype(np.float64)
 
@@ -154,9 +162,7 @@ def test_a_bad_output_flag_is_a_one_line_error(tmp_path):
 
 
 def test_vae_table_authors_evaluate_args_reproduce_its_numbers(tmp_path):
-    spec = importlib.util.spec_from_file_location("vae_table", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _vae_table()
     out = tmp_path / "authors"
     data = tmp_path / "digits.npz"
     _write_own_split_file(data, 2, 1)
@@ -181,9 +187,7 @@ def test_vae_table_authors_evaluate_args_reproduce_its_numbers(tmp_path):
 def test_vae_table_stops_when_a_run_is_stopped(tmp_path, monkeypatch):
     """A signal that stops one run (run_training returns "interrupted") ends the table with a one-line
     error; the next run is not started."""
-    spec = importlib.util.spec_from_file_location("vae_table", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _vae_table()
     data = tmp_path / "digits.npz"
     _write_own_split_file(data, 2, 1)
     calls = []
@@ -201,9 +205,7 @@ def test_vae_table_stops_when_a_run_is_stopped(tmp_path, monkeypatch):
 def test_vae_table_skips_a_run_another_process_is_training(tmp_path, monkeypatch):
     """Two invocations side by side share the runs: a run folder whose lock another process holds is skipped,
     and the next run is trained; any other error still stops the table."""
-    spec = importlib.util.spec_from_file_location("vae_table", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _vae_table()
     data = tmp_path / "digits.npz"
     _write_own_split_file(data, 2, 1)
     calls = []

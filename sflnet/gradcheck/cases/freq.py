@@ -175,30 +175,38 @@ def make_stft_case(rng, xp, dtype, size, *, shape=None, window=None, stride=None
     stride = base_stride if stride is None else stride
     if margin is None:
         margin = STFT_MARGIN if size == "tiny" else STFT_REALISTIC_MARGIN
+    return _kink_free_case(rng, xp, dtype, shape, STFTLoss(window, stride), margin,
+                           lambda recon, target: stft_margins(recon, target, window, stride),
+                           lambda loss: [loss.amplitude_sign > 0, loss.phase_sign > 0],
+                           "kink sides (sign of A_o - A_i and of dP)")
+
+
+def _kink_free_case(rng, xp, dtype, shape, loss, margin, margins, sides, mask_kind):
+    """d(share)/d(recon) of a framed spectral loss (``window``, ``stride``), a group of n in a batch of n + 1.
+
+    target uniform in [−1, 1]; recon redrawn until every ``margins(recon, target)`` value exceeds
+    ``margin``. The case's masks are ``sides(loss)`` (which side of its kinks every bin is on, as of
+    the last evaluate: the checks call it right after one), so a crossed kink shows.
+    """
     target = rng.uniform(-1, 1, shape)
     for _ in range(STFT_MAX_REDRAWS):
         recon = rng.uniform(-1, 1, shape)
-        if min(stft_margins(recon, target, window, stride).values()) > margin:
+        if min(margins(recon, target).values()) > margin:
             break
     else:
-        raise RuntimeError(f"no recon with every stft kink farther than {margin:g} in {STFT_MAX_REDRAWS} draws")
+        raise RuntimeError(f"no recon with every {loss.name} kink farther than {margin:g} in {STFT_MAX_REDRAWS} draws")
     variables = {"recon": to_device(recon.astype(dtype), xp)}
     target = to_device(target.astype(dtype), xp)
     batch_count = shape[0] + 1
-    loss = STFTLoss(window, stride)
 
     def evaluate():
         return loss.forward(variables["recon"], target, batch_count)[0]
 
     def gradients(upstream):
         return {"recon": upstream * loss.backward()}
-
-    def masks():
-        """Which side of its kinks every bin is on, as of the last evaluate (the checks call this right after one)."""
-        return [loss.amplitude_sign > 0, loss.phase_sign > 0]
     return Case(variables, evaluate, gradients,
-                f"recon{shape_text(shape)} h{window} s{stride}, N_m={batch_count}, kinks > {margin:g} away", masks,
-                mask_kind="kink sides (sign of A_o - A_i and of dP)")
+                f"recon{shape_text(shape)} h{loss.window} s{loss.stride}, N_m={batch_count}, kinks > {margin:g} away",
+                lambda: sides(loss), mask_kind=mask_kind)
 
 
 # --- adjoint rows: (rng, xp) -> Measurement -------------------------------------
@@ -301,31 +309,15 @@ def make_stft_code_case(rng, xp, dtype, size, *, shape=None, window=None, stride
     stride = base_stride if stride is None else stride
     if margin is None:
         margin = STFT_MARGIN if size == "tiny" else STFT_REALISTIC_MARGIN
-    target = rng.uniform(-1, 1, shape)
-    for _ in range(STFT_MAX_REDRAWS):
-        recon = rng.uniform(-1, 1, shape)
-        if min(stft_code_margins(recon, target, window, stride).values()) > margin:
-            break
-    else:
-        raise RuntimeError(f"no recon with every stft_code kink farther than {margin:g} in {STFT_MAX_REDRAWS} draws")
-    variables = {"recon": to_device(recon.astype(dtype), xp)}
-    target = to_device(target.astype(dtype), xp)
-    batch_count = shape[0] + 1
-    loss = STFTCodeLoss(window, stride)
+    return _kink_free_case(rng, xp, dtype, shape, STFTCodeLoss(window, stride), margin,
+                           lambda recon, target: stft_code_margins(recon, target, window, stride),
+                           _code_sides, "kink sides (sign of A_o - A_i, of dP, side of the branch cut)")
 
-    def evaluate():
-        return loss.forward(variables["recon"], target, batch_count)[0]
 
-    def gradients(upstream):
-        return {"recon": upstream * loss.backward()}
-
-    def masks():
-        """Kink sides and the side of the branch cut (lower left half-plane or not), as of the last evaluate."""
-        z = loss.output_spectrum + loss.eps
-        return [loss.amplitude_sign > 0, loss.phase_sign > 0, (z.real >= 0) | (z.imag >= 0)]
-    return Case(variables, evaluate, gradients,
-                f"recon{shape_text(shape)} h{window} s{stride}, N_m={batch_count}, kinks > {margin:g} away", masks,
-                mask_kind="kink sides (sign of A_o - A_i, of dP, side of the branch cut)")
+def _code_sides(loss):
+    """The stft_code kink sides, and the side of the branch cut (lower left half-plane or not)."""
+    z = loss.output_spectrum + loss.eps
+    return [loss.amplitude_sign > 0, loss.phase_sign > 0, (z.real >= 0) | (z.imag >= 0)]
 
 
 def adjoint_stft_code_frames(rng, xp):
