@@ -13,7 +13,7 @@ import pytest
 
 from sflnet.training import runlock
 from sflnet.errors import SflnetError
-from sflnet.training.runlock import LOCK_FILE, TAKEOVER_FILE, RunLock, read_lock
+from sflnet.training.runlock import LOCK_FILE, TAKEOVER_FILE, RunFolderInUse, RunLock, read_lock
 
 REPO = str(Path(__file__).resolve().parent.parent)
 HOST = socket.gethostname()
@@ -358,3 +358,13 @@ def test_many_processes_locking_a_free_folder(tmp_path):
     assert all(r["warnings"] == [] for r in results)
     assert all(f"pid {winners[0]['pid']}," in r["error"] for r in results if not r["won"])
     assert os.listdir(tmp_path) == []
+
+
+def test_a_held_folder_raises_the_typed_in_use_error(tmp_path):
+    """Callers that share run folders (validation/vae_table.py) catch RunFolderInUse, not a message text."""
+    write_lock(tmp_path, host="node17.cluster", pid=dead_pid())
+    with pytest.raises(RunFolderInUse, match="is in use by another sflnet train"):
+        RunLock(tmp_path).acquire()
+    with pytest.raises(SflnetError, match="no such folder") as info:
+        RunLock(tmp_path / "missing").acquire()
+    assert not isinstance(info.value, RunFolderInUse)

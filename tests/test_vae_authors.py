@@ -16,6 +16,7 @@ from sflnet.losses import LossSettings, make_objective
 from sflnet.models.vae import VAE, decode_grid, init_params
 from sflnet.nn import Sigmoid
 from sflnet.training.config import TrainOptions
+from sflnet.training.runlock import RunFolderInUse
 from tests.test_cli import assert_clean_error, run_cli
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "validation" / "vae_table.py"
@@ -213,7 +214,7 @@ def test_vae_table_skips_a_run_another_process_is_training(tmp_path, monkeypatch
     def busy_then_broken(options, folder, **kwargs):
         calls.append(pathlib.Path(folder).name)
         if len(calls) == 1:
-            raise SflnetError(f"run folder {folder} is in use by another sflnet train (pid 1 on host)")
+            raise RunFolderInUse(f"run folder {folder} is in use by another sflnet train (pid 1 on host)")
         raise SflnetError("something else went wrong")
 
     monkeypatch.setattr(script, "run_training", busy_then_broken)

@@ -86,6 +86,7 @@ from sflnet.training.data import load_training_data
 from sflnet.training.evaluation import checkpoint_options, evaluate_model, model_from_checkpoint
 from sflnet.training.history import read_history
 from sflnet.training.run import run_training
+from sflnet.training.runlock import RunFolderInUse
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "validation" / "results" / "vae"
@@ -217,9 +218,7 @@ def train(name, seed, args):
     try:
         result = run_training(options, str(folder), resume=resume,
                               overrides={"epochs": args.epochs} if resume else None)
-    except SflnetError as exc:
-        if "in use by another sflnet train" not in str(exc) and "being locked by another process" not in str(exc):
-            raise
+    except RunFolderInUse:
         print(f"{name} seed {seed}: skipped, another process is training it", flush=True)
         return None
     if result.status == "up-to-date":

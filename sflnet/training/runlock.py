@@ -258,6 +258,10 @@ def read_lock(folder) -> Optional[dict]:
     return dict(info, age=age)
 
 
+class RunFolderInUse(SflnetError):
+    """The run folder is locked by another live process (or that process is locking it right now)."""
+
+
 class RunLock:
     """The lock of one run folder (see the module docstring).
 
@@ -294,7 +298,7 @@ class RunLock:
     # -- acquiring -----------------------------------------------------------
 
     def acquire(self, create_folder=False) -> "RunLock":
-        """Lock the run folder or raise :class:`SflnetError` (one line) saying who holds it.
+        """Lock the run folder or raise :class:`RunFolderInUse` (an :class:`SflnetError`, one line) saying who holds it.
 
         create_folder: create the folder (and its parents) if it is missing;
                        otherwise a missing folder is an error and nothing is written.
@@ -319,11 +323,11 @@ class RunLock:
                 if verdict == _OURS:
                     return self
             if verdict == _HELD:
-                raise SflnetError(text)
+                raise RunFolderInUse(text)
             if verdict == _BUSY and text:
                 last = text
             if time.monotonic() >= deadline:
-                raise SflnetError(last)
+                raise RunFolderInUse(last)
             time.sleep(_POLL_S)
 
     def _new_content(self):
