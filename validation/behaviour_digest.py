@@ -28,7 +28,6 @@ the numbers of ``evaluate --json``. Equal digests mean equal bytes: bit for bit.
 import argparse
 import csv
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -37,6 +36,8 @@ import sys
 import tempfile
 
 import numpy as np
+
+from sflnet.errors import SflnetError, run_script
 
 RUNS = {
     "cae_pl_sfl": ["--loss", "pl+sfl", "--epochs", "5", "--size", "300"],
@@ -132,6 +133,18 @@ def digest(names, scratch):
     return result
 
 
+def _read_digests(path):
+    """The digests written by ``--write`` to ``path``; SflnetError if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            found = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SflnetError(f"--check {path}: cannot read digests ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(found, dict):
+        raise SflnetError(f"--check {path}: not a digest file (a JSON object of runs)")
+    return found
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
@@ -140,6 +153,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=sorted(RUNS), help="digest these runs only")
     args = parser.parse_args(argv)
     names = args.only or list(RUNS)
+    want = _read_digests(args.check) if args.check else None      # before the runs, which take minutes
     scratch = tempfile.mkdtemp(prefix="sflnet-digest-")
     try:
         got = digest(names, scratch)
@@ -152,8 +166,6 @@ def main(argv=None):
             handle.write("\n")
         print(f"wrote {args.write}")
         return 0
-    with open(args.check, encoding="utf-8") as handle:
-        want = json.load(handle)
     differ = 0
     for name in names:
         if want.get(name) == got[name]:
@@ -172,4 +184,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -19,6 +19,7 @@ Writes one JSON file (``--out``; an existing file is replaced) and prints the ta
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -27,14 +28,22 @@ import numpy as np
 
 from sflnet import bench
 from sflnet.backend import select_device
+from sflnet.errors import SflnetError, run_script
 from sflnet.io.images import load_dataset
 
 
 def willow_memory(folder, device):
-    """Run ``sflnet bench`` on Willow70 in a child process; returns its JSON result."""
+    """Run ``sflnet bench`` on Willow70 in a child process; returns its JSON result.
+
+    Raises:
+        SflnetError: the child failed (its own one-line error is passed on).
+    """
     command = [sys.executable, "-m", "sflnet_cli.main", "bench", "--data", str(folder), "--exclude", "winebottle*",
                "--device", device, "--repeat", "1", "--warmup", "0", "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise SflnetError(f"--willow: sflnet bench failed: {lines[-1].removeprefix('Error: ')}")
     return json.loads(done.stdout)
 
 
@@ -46,6 +55,8 @@ def main(argv=None):
     parser.add_argument("--willow", metavar="DIR", help="Willow folder for the 70-image memory figure")
     parser.add_argument("--out", metavar="FILE.json", help="write all results here")
     args = parser.parse_args(argv)
+    if args.willow and not os.path.isdir(args.willow):       # before the demo benchmark, not after
+        raise SflnetError(f"--willow {args.willow} is not a folder")
 
     xp = select_device(args.device)
     images = load_dataset(None, size=300, dtype=np.float32).images
@@ -67,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -66,6 +66,7 @@ from sflnet.training.evaluation import evaluate_model, model_from_checkpoint
 from sflnet.training.history import read_history
 from sflnet.training.run import run_training
 from sflnet.training.run_folder import CHECKPOINT_FILE
+from sflnet.errors import run_script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared/data/willow"
@@ -418,11 +419,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SflnetError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("Interrupted: start the same command again to resume.", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_script(main, "Interrupted: start the same command again to resume."))

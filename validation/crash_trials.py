@@ -30,7 +30,6 @@ Everything is written to a temporary folder (``--keep`` to keep it).
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -43,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from sflnet.io.checkpoint import load_checkpoint
-from sflnet.errors import SflnetError
+from sflnet.errors import SflnetError, run_script
 from sflnet.models.cae import PARAM_NAMES
 
 
@@ -184,4 +183,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -60,6 +60,7 @@ from sflnet.gradcheck import run_suite
 from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS, init_params
 from sflnet.training.step import train_step
 from sflnet_cli.main import cli as sflnet_command
+from sflnet.errors import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -662,4 +663,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

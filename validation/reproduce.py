@@ -57,6 +57,7 @@ from sflnet.training.config import TrainOptions
 from sflnet.training.evaluation import model_from_checkpoint
 from sflnet.training.history import history_columns
 from sflnet.training.run import run_training
+from sflnet.errors import run_script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared/data/willow"
@@ -403,11 +404,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SflnetError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_script(main))

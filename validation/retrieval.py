@@ -34,6 +34,7 @@ from sflnet.features import encode_images  # noqa: E402
 from sflnet.training.config import TrainOptions  # noqa: E402
 from sflnet.training.evaluation import model_from_checkpoint  # noqa: E402
 from sflnet.training.run import run_training  # noqa: E402
+from sflnet.errors import run_script  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "retrieval")
 RUNS = {"PL": "pl", "PL+SFL": "pl+sfl"}
@@ -134,4 +135,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -26,6 +26,8 @@ import time
 import numpy as np
 from PIL import Image
 
+from sflnet.errors import run_script
+
 DEMO = pathlib.Path(__file__).resolve().parents[1] / "sflnet" / "demo_data"
 
 
@@ -139,4 +141,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -16,6 +16,7 @@ smaller subband errors, most of all at σ = 0.8 (the highest frequencies), as in
 Fig. 4 and 5. Needs torch.
 """
 
+import sys
 import argparse
 import json
 import time
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from sflnet.io.images import demo_dir, find_image_files, load_image
 from sflnet.ops.filters import PAPER_SIGMAS
 from sflnet.torch import Objective
+from sflnet.errors import run_script
 
 
 class SmallAutoencoder(torch.nn.Module):
@@ -116,4 +118,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_script(main))

@@ -9,6 +9,7 @@ printed, with the largest difference of the two gradients. Needs torch (and CuPy
 """
 
 import argparse
+import sys
 import time
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from sflnet.losses.base import PAPER_SFL_WEIGHTS
 from sflnet.ops.filters import PAPER_SIGMAS, log_bank_weights
 from sflnet.torch import Objective
+from sflnet.errors import run_script
 
 
 def plain_pl_sfl(pred, target, bank, weights):
@@ -75,4 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -87,6 +87,7 @@ from sflnet.training.evaluation import checkpoint_options, evaluate_model, model
 from sflnet.training.history import read_history
 from sflnet.training.run import run_training
 from sflnet.training.runlock import RunFolderInUse
+from sflnet.errors import run_script
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "validation" / "results" / "vae"
@@ -426,8 +427,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SflnetError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_script(main))

@@ -44,6 +44,7 @@ from sflnet.training.calibrate import calibrate, initial_setup, suggestions  # n
 from sflnet.training.config import TrainOptions  # noqa: E402
 from sflnet.training.data import check_image_sizes, load_training_data  # noqa: E402
 from sflnet.training.run_folder import CHECKPOINT_FILE  # noqa: E402
+from sflnet.errors import run_script  # noqa: E402
 
 TERMS = ("sfl", "fft", "stft")
 MULTIPLES = (0.1, 1.0, 10.0, 100.0)
@@ -276,11 +277,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SflnetError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("Interrupted: start the same command again to resume.", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_script(main, "Interrupted: start the same command again to resume."))
