@@ -52,7 +52,7 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SflnetError(f"--out {out} exists and is not a folder")
     dataset = load_images(list(inputs), size=size, skip_bad=skip_bad, dtype=ckpt.dtype, warn=data_warning,
-                          default_size=ckpt.config["size"])     # a store: its own size unless --size is given
+                          default_size=ckpt.config["size"], lazy=True)   # a store: read as used; its size unless --size
     targets, seen = [], {}
     for name in dataset.names:
         file = os.path.splitext(name)[0] + ".npy"
@@ -65,7 +65,7 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
     refuse_existing([os.path.join(out, f) for f in targets] + [manifest_path], overwrite)
     xp = select_device(device)
     model = model_from_checkpoint(ckpt, xp)
-    features = encode_images(model, [to_device(image, xp) for image in dataset.images], layer, pool)
+    features = encode_images(model, (to_device(image, xp) for image in dataset.images), layer, pool)
     os.makedirs(out, exist_ok=True)
     entries = []
     for name, file, feature in zip(dataset.names, targets, features):

@@ -8,12 +8,12 @@ import click
 import numpy as np
 
 from sflnet import SflnetError
-from sflnet.backend import DEVICES, select_device, to_device
+from sflnet.backend import DEVICES, select_device
 from sflnet.io.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.losses import canonical, extra_column
 from sflnet.models import names_with
 from sflnet.training.data import check_image_sizes
-from sflnet.training.evaluation import checkpoint_options, evaluate_model, model_from_checkpoint
+from sflnet.training.evaluation import checkpoint_options, evaluate_data, model_from_checkpoint
 from sflnet_cli.loss_help import LossHelpCommand
 from sflnet_cli.options import (absolute_paths, check_size, data_options, data_warning, evaluation_settings,
                                 format_list, json_safe,
@@ -80,11 +80,10 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
         if seed < 0:
             raise SflnetError(f"--seed must be >= 0, got {seed}")
         model.noise = np.random.default_rng(seed)
-    images = [to_device(image, xp) for image in dataset.images]
-    report, gradient = evaluate_model(model, images, compute_grads=grads is not None)
+    report, gradient = evaluate_data(model, dataset, xp, compute_grads=grads is not None)
     if grads is not None:
         meta = {"what": "full-batch gradient dE/dtheta", "loss": model.loss, "E": report["E"],
-                "checkpoint": os.path.abspath(checkpoint), "epoch": ckpt.epoch, "images": len(images),
+                "checkpoint": os.path.abspath(checkpoint), "epoch": ckpt.epoch, "images": report["images"],
                 "size": size, "dtype": str(ckpt.dtype)}
         arrays = {name: gradient[name] for name in ckpt.spec.param_names}
         arrays["meta"] = np.array(json.dumps(meta))
@@ -102,7 +101,7 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     low, high = ckpt.spec.value_range
     lines = [
         f"checkpoint  {checkpoint} (epoch {ckpt.epoch}: parameters after {ckpt.epoch} updates)",
-        f"data        {dataset.source}: {len(images)} images, {shape}",
+        f"data        {dataset.source}: {report['images']} images, {shape}",
         f"loss        {model.loss} ({loss_text}; SFL weights {format_list(config['sfl_weights'])})",
         f"E           {report['E']:.10g}",
         f"E_PL        {report['E_PL']:.10g}",

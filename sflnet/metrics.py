@@ -119,15 +119,27 @@ def mean_psnr_ssim(
         values (mean PSNR is ``inf`` if any pair is identical; mean SSIM is
         ``nan`` if any image is smaller than 11 pixels on a side).
     """
+    if len(originals) == 0:
+        raise ValueError("need at least one image to compute mean PSNR and SSIM")
+    psnr_values, ssim_values = psnr_ssim_values(originals, reconstructions, data_range, data_min=data_min)
+    return float(np.mean(psnr_values)), float(np.mean(ssim_values))
+
+
+def psnr_ssim_values(
+    originals: Sequence[np.ndarray],
+    reconstructions: Sequence[np.ndarray],
+    data_range: float = 2.0,
+    *,
+    data_min: float = -1.0,
+) -> tuple[list[float], list[float]]:
+    """Each pair's PSNR and SSIM (arguments as :func:`mean_psnr_ssim`): two lists, in the pairs' order."""
     if len(originals) != len(reconstructions):
         raise ValueError(
             f"need as many reconstructions as originals, got {len(reconstructions)} "
             f"and {len(originals)}"
         )
-    if len(originals) == 0:
-        raise ValueError("need at least one image to compute mean PSNR and SSIM")
     psnr_values = [psnr(o, r, data_range) for o, r in zip(originals, reconstructions)]
     ssim_values = [
         ssim(o, r, data_range, data_min=data_min) for o, r in zip(originals, reconstructions)
     ]
-    return float(np.mean(psnr_values)), float(np.mean(ssim_values))
+    return psnr_values, ssim_values

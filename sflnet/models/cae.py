@@ -316,7 +316,7 @@ def reconstruct_inputs(options, inputs, size, skip_bad, count, warn):
     if not inputs:
         raise SflnetError("give at least one INPUT image file or folder to reconstruct")
     return load_images(list(inputs), size=size, skip_bad=skip_bad, dtype=np.dtype(options.dtype), warn=warn,
-                       default_size=options.size)   # a store's own size unless --size is given
+                       default_size=options.size, lazy=True)   # a store: read as used; its size unless --size
 
 
 def evaluation_data(options, request):
@@ -338,7 +338,7 @@ def evaluation_data(options, request):
     def load():   # a store: its own size unless --size is given
         return load_images(paths or None, size=request["size"], include=include, exclude=exclude,
                            skip_bad=skip_bad, dtype=np.dtype(options.dtype), warn=request["warn"],
-                           default_size=options.size)
+                           default_size=options.size, lazy=True)   # a store is streamed (evaluate_data)
     return load, f"longer side {size if size else 'native'}{' px' if size else ''}"
 
 

@@ -7,7 +7,10 @@ import numpy as np
 
 from sflnet.backend import to_device, to_host
 from sflnet.losses import LossSettings, sigma_label
+from sflnet.metrics import mean_psnr_ssim, psnr_ssim_values
 from sflnet.training.config import TrainOptions
+from sflnet.training.distributed import SingleProcess
+from sflnet.training.source import MemorySource, data_source
 
 
 def checkpoint_loss_settings(checkpoint, **overrides):
@@ -51,8 +54,6 @@ def evaluate_model(model, images, compute_grads=False):
     A VAE with ``model.noise`` set (``sflnet evaluate --sample-latent``) is scored on the z = μ + σε of
     the losses' pass: the metrics decode the same ε (a copy of the generator replays the draw).
     """
-    from sflnet.metrics import mean_psnr_ssim  # noqa: PLC0415
-
     low, high = model.loss_settings.value_range
     noise = getattr(model, "noise", None)
     replay = None if noise is None else copy.deepcopy(noise)
@@ -61,11 +62,47 @@ def evaluate_model(model, images, compute_grads=False):
         recons = model.reconstruct(images) if replay is None else model.reconstruct(images, noise=replay)
         psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons],
                                     data_range=high - low, data_min=low)
+    return _report(model, result, psnr, ssim, len(images), compute_grads)
+
+
+def evaluate_data(model, dataset, xp, compute_grads=False):
+    """:func:`evaluate_model` on a data set (``names``, ``images``; see :func:`sflnet.io.store.load_images`).
+
+    Images held in memory are put on the device whole. An image store (``--data STORE``) is streamed,
+    so a store larger than memory can be evaluated: one pass of the store's chunks for the losses
+    (and gradient), a second for the reconstructions and the per-image PSNR/SSIM; no image is held.
+    The chunks are the ones the model cuts the same images into when they are held, so both ways give
+    the same numbers bit for bit. returns what :func:`evaluate_model` returns.
+    """
+    source = data_source(dataset, xp, model)
+    if isinstance(source, MemorySource):
+        return evaluate_model(model, source.images, compute_grads)
+    low, high = model.loss_settings.value_range
+    everything = [list(range(len(dataset)))]
+    single = SingleProcess()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for batch, _ in source.steps(everything, single):
+            result = model.loss_and_grads(batch, compute_grads=compute_grads)
+        psnr_values, ssim_values = [None] * len(dataset), [None] * len(dataset)
+        for batch, _ in source.steps(everything, single):
+            for ids, chunk in zip(source.chunk_indices(everything[0]), batch.stream()):
+                recon = model.forward(chunk)      # what model.reconstruct computes for this chunk
+                originals = [to_host(chunk[row]) for row in range(len(ids))]
+                values = psnr_ssim_values(originals, [to_host(recon[row]) for row in range(len(ids))],
+                                          data_range=high - low, data_min=low)
+                for row, i in enumerate(ids):
+                    psnr_values[i], ssim_values[i] = values[0][row], values[1][row]
+    return _report(model, result, float(np.mean(psnr_values)), float(np.mean(ssim_values)), len(dataset),
+                   compute_grads)
+
+
+def _report(model, result, psnr, ssim, count, compute_grads):
+    """The report and gradient of :func:`evaluate_model` from a :class:`LossResult` and the mean metrics."""
     report = {
         "loss": model.loss, "E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL,
         "sfl": {sigma_label(s): float(v) for s, v in zip(model.sigmas, result.sfl)},
         "terms": dict(result.terms),
-        "psnr": psnr, "ssim": ssim, "images": len(images),
+        "psnr": psnr, "ssim": ssim, "images": count,
     }
     grads = {n: to_host(g) for n, g in result.grads.items()} if compute_grads else None
     return report, grads

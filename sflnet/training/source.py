@@ -138,7 +138,7 @@ class StoreSource:
         self.pixels = self.store.pixels
         self.images = DeviceImages(dataset, xp)
 
-    def _chunks(self, local):
+    def chunk_indices(self, local):
         """The step's chunks as lists of image indices (``local``: this process's images of the step)."""
         return [[local[p] for p in positions] for positions in self.plan([self.store.shapes[i] for i in local])]
 
@@ -147,7 +147,7 @@ class StoreSource:
         for indices in order:
             positions = shard(indices, self.pixels, world.size, world.rank) if world.distributed else None
             local = [indices[p] for p in positions] if world.distributed else list(indices)
-            shares.append((indices, positions, self._chunks(local)))
+            shares.append((indices, positions, self.chunk_indices(local)))
         chunks = [ids for _, _, step in shares for ids in step]
         itemsize = np.dtype(self.dtype).itemsize
         largest = max(len(ids) * int(np.prod(self.store.shapes[ids[0]])) * itemsize for ids in chunks)
