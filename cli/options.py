@@ -108,7 +108,9 @@ def data_options(size_default, data_default):
                                help="Keep only images whose path relative to the data folder matches "
                                     "(repeatable).")(command)
         command = click.option("--data", "data", multiple=True, type=click.Path(), metavar="PATH",
-                               help="Image file or folder (searched recursively); repeatable. "
+                               help="Image file or folder (searched recursively); repeatable. A vae "
+                                    "checkpoint: one digits .npz or a folder of MNIST's IDX files "
+                                    "(docs/data.md). "
                                     f"Default: {data_default}. Images over {MAX_IMAGE_PIXELS:,} pixels "
                                     "(sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
                                     "decompression bombs.")(command)

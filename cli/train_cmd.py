@@ -73,7 +73,10 @@ class TrainCommand(LossHelpCommand):
                    "sflnet prepare (streamed, its --size applies); images over "
                    f"{MAX_IMAGE_PIXELS:,} pixels (sflnet.io.images.MAX_IMAGE_PIXELS) are refused as possible "
                    "decompression bombs. vae: one .npz "
-                   "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one. "
+                   "with uint8 'images' (N, 28, 28) and 'labels' (N,), split like the built-in one, or with "
+                   "x_train, y_train, x_test, y_test (Keras' mnist.npz, its own split), or a folder of MNIST's "
+                   "four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                   "t10k-labels-idx1-ubyte, raw or .gz; its own split, 60,000 train / 10,000 test). "
                    "Default: the built-in demo photos (cae) or MNIST 5k digits, 4,000 train / 1,000 test (vae).")
 @click.option("--include", "include", multiple=True, metavar="GLOB",
               help="cae: keep only images whose path relative to the data folder matches (repeatable).")

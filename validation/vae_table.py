@@ -138,7 +138,8 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per objective")
     parser.add_argument("--train-images", type=int, default=None, help="digits used for training (default 4000)")
     parser.add_argument("--data", type=pathlib.Path, default=None,
-                        help="a digits .npz instead of the built-in 5,000 (docs/data.md), e.g. the full MNIST")
+                        help="a digits .npz or a folder of MNIST's four IDX files (raw or .gz) instead of "
+                             "the built-in 5,000 (docs/data.md), e.g. the full MNIST")
     parser.add_argument("--only", default=None, help="comma-separated objective names to train now")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 100 training digits")

@@ -28,6 +28,16 @@ A user file (``--data FILE.npz``) has one of two layouts:
   ``x_train`` image and ``"test"`` every ``x_test`` image, in file order (``"all"``: train then test).
   The full MNIST (60,000 + 10,000 digits) in this layout gives Dalal et al.'s training set.
 
+A user folder (``--data FOLDER``) holds MNIST's own four IDX files, the files the MNIST site distributes
+and torchvision, Keras and TensorFlow Datasets download (:data:`IDX_FILES`): ``train-images-idx3-ubyte``,
+``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each raw or
+gzip-compressed (``.gz``), also spelt with ``.idx`` (``train-images.idx3-ubyte``). Its split is its own,
+exactly as the ``x_train`` ... layout: ``"train"`` is every ``train-*`` digit and ``"test"`` every ``t10k-*``
+digit, in file order (``"all"``: train then test). An IDX file is a big-endian header -- two zero bytes, the
+type code 0x08 (unsigned byte), the number of dimensions d, then d dimensions as uint32 -- followed by the
+values in C order: images ``(N, 28, 28)`` (d = 3), labels ``(N,)`` (d = 1). Only the files a split needs
+are read, when it is loaded: the two label files (small) and the images of the split.
+
 Every image becomes a float array of shape ``(1, 28, 28)`` (one grey channel,
 channels first like the colour images of :mod:`sflnet.io.images`) with the value
 ``pixel / 255`` in ``[0, 1]`` -- not ``[-1, 1]`` as the colour photos: the
@@ -38,9 +48,11 @@ each value becomes exactly 0 or 1 by the test ``pixel / 255 > 0.5``.
 
 from __future__ import annotations
 
+import gzip
 import os
 import pathlib
 import zipfile
+import zlib
 from typing import Optional, Union
 
 import numpy as np
@@ -159,6 +171,193 @@ def _check_arrays(path, images, labels, images_key, labels_key):
         )
 
 
+# ---------------------------------------------------------------------------
+# MNIST's own IDX files (--data FOLDER)
+# ---------------------------------------------------------------------------
+
+#: MNIST's four IDX files: (split, kind, file name without ``.gz``), in the order they are looked for.
+IDX_FILES = (
+    ("train", "images", "train-images-idx3-ubyte"),
+    ("train", "labels", "train-labels-idx1-ubyte"),
+    ("test", "images", "t10k-images-idx3-ubyte"),
+    ("test", "labels", "t10k-labels-idx1-ubyte"),
+)
+
+#: The IDX type code of unsigned bytes, the only one MNIST's files (and sflnet) use.
+IDX_UBYTE = 0x08
+
+#: IDX type codes and their value types, to name a wrong one.
+IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
+             0x0E: "float64"}
+
+#: Number of dimensions of an IDX file of each kind: images (N, 28, 28), labels (N,).
+IDX_DIMS = {"images": 3, "labels": 1}
+
+#: The first two bytes of every gzip file.
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def idx_file_names(name: str) -> tuple[str, ...]:
+    """The file names that may hold IDX file ``name`` (e.g. ``"train-images-idx3-ubyte"``), in order of
+    preference: raw before ``.gz`` (torchvision's ``raw/`` folder keeps both), the ``-idx`` spelling before
+    the ``.idx`` one (``train-images.idx3-ubyte``)."""
+    dotted = name.replace("-idx", ".idx")
+    return (name, dotted, name + ".gz", dotted + ".gz")
+
+
+def _find_idx_files(folder: pathlib.Path) -> dict[tuple[str, str], pathlib.Path]:
+    """{(split, kind): path} of the four IDX files of ``folder`` (:data:`IDX_FILES`).
+
+    Raises:
+        SflnetError: one line naming every missing file and what the folder holds.
+    """
+    found, missing = {}, []
+    for split, kind, name in IDX_FILES:
+        for candidate in idx_file_names(name):
+            if (folder / candidate).is_file():
+                found[(split, kind)] = folder / candidate
+                break
+        else:
+            missing.append(name)
+    if missing:
+        try:
+            held = sorted(entry.name for entry in folder.iterdir())
+        except OSError as exc:
+            raise SflnetError(f"cannot list digits folder {folder}: {one_line(exc)}") from None
+        shown = ", ".join(" ".join(name.split()) for name in held[:8]) or "nothing"
+        if len(held) > 8:
+            shown += f" and {len(held) - 8} more"
+        if len(missing) == len(IDX_FILES):
+            raise SflnetError(
+                f"digits folder {folder} holds none of MNIST's four IDX files ({', '.join(missing)}; raw or "
+                f".gz); it holds: {shown}"
+            )
+        raise SflnetError(f"digits folder {folder} lacks MNIST's {', '.join(missing)} (raw or .gz); it holds: {shown}")
+    return found
+
+
+def _idx_bytes(path: pathlib.Path) -> bytes:
+    """The whole content of IDX file ``path``, decompressed if its name ends in ``.gz``.
+
+    Raises:
+        SflnetError: the file cannot be read, or is not a complete gzip stream.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SflnetError(f"cannot read digits file {path}: {one_line(exc)}") from None
+    if not path.name.endswith(".gz"):
+        return data
+    if data[:2] != _GZIP_MAGIC:
+        raise SflnetError(f"digits file {path} is not a gzip file (a corrupt .gz, or a raw IDX file named .gz)")
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:   # gzip.BadGzipFile is an OSError
+        raise SflnetError(f"digits file {path} is a corrupt .gz ({one_line(exc)})") from None
+
+
+def read_idx(path: PathLike, kind: str) -> np.ndarray:
+    """Read one MNIST IDX file of uint8 values.
+
+    Args:
+        path: the file, raw or gzip-compressed (a name ending in ``.gz``).
+        kind: ``"images"`` (3 dimensions, each image 28x28) or ``"labels"`` (1 dimension, digits 0-9).
+
+    Returns:
+        A read-only uint8 array of the file's shape: ``(N, 28, 28)`` images or ``(N,)`` labels (N ≥ 1).
+
+    Raises:
+        SflnetError: one line naming the file: unreadable or a corrupt .gz, a wrong magic number (not two
+            zero bytes), a type code other than 0x08, a wrong number of dimensions, images not 28x28,
+            fewer or more bytes than the header says, no values, labels outside 0-9.
+    """
+    path = pathlib.Path(path)
+    ndim = IDX_DIMS[kind]
+    data = _idx_bytes(path)
+    if not data:
+        raise SflnetError(f"digits file {path} is empty (0 bytes)")
+    if len(data) < 4:
+        raise SflnetError(f"digits file {path} is truncated: {len(data)} bytes, shorter than an IDX header")
+    if data[:2] != b"\x00\x00":
+        hint = " (it looks gzip-compressed: name it .gz)" if data[:2] == _GZIP_MAGIC else ""
+        raise SflnetError(
+            f"digits file {path} is not an IDX file: magic number 0x{data[:4].hex()}, an IDX file of {kind} "
+            f"starts 0x0000{IDX_UBYTE:02x}{ndim:02x}{hint}"
+        )
+    if data[2] != IDX_UBYTE:
+        what = IDX_TYPES.get(data[2], "unknown")
+        raise SflnetError(
+            f"digits file {path} holds IDX type 0x{data[2]:02x} ({what}), expected 0x{IDX_UBYTE:02x} (unsigned byte)"
+        )
+    if data[3] != ndim:
+        raise SflnetError(
+            f"digits file {path} has {data[3]} dimensions, an IDX file of {kind} has {ndim}: "
+            f"{'(N, 28, 28)' if kind == 'images' else '(N,)'}"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise SflnetError(f"digits file {path} is truncated: {len(data)} bytes, its header alone is {header}")
+    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if kind == "images" and shape[1:] != (DIGITS_SIZE, DIGITS_SIZE):
+        raise SflnetError(
+            f"digits file {path} holds {shape[1]}x{shape[2]} images, expected {DIGITS_SIZE}x{DIGITS_SIZE}"
+        )
+    expected = int(np.prod(shape, dtype=np.int64))
+    body = len(data) - header
+    if body < expected:
+        raise SflnetError(
+            f"digits file {path} is truncated: its header says {shape[0]} {kind} ({expected} bytes), "
+            f"it holds {body} bytes after the header"
+        )
+    if body > expected:
+        raise SflnetError(
+            f"digits file {path} has {body - expected} bytes more than its header says ({shape[0]} {kind}, "
+            f"{expected} bytes)"
+        )
+    if shape[0] == 0:
+        raise SflnetError(f"digits file {path} holds no {kind}")
+    values = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    if kind == "labels" and values.max() >= NUM_CLASSES:
+        raise SflnetError(
+            f"digits file {path}: labels must be digits 0-{NUM_CLASSES - 1}, found {int(values.max())}"
+        )
+    return values
+
+
+def _read_idx_split(folder: pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The digits of ``split`` from a folder of MNIST's IDX files, reading only what the split needs (both
+    label files, which are small, and the images of the split).
+
+    Returns:
+        ``(images, labels, positions, total)``: uint8 ``(n, 28, 28)`` and ``(n,)`` of the split in file order,
+        int64 ``(n,)`` the index of each in the folder's train-then-test order (as the ``x_train`` layout
+        numbers them), and the number of digits in train and test together.
+
+    Raises:
+        SflnetError: a missing or bad file (:func:`read_idx`), or image and label counts that differ.
+    """
+    paths = _find_idx_files(folder)
+    labels = {part: read_idx(paths[(part, "labels")], "labels") for part in ("train", "test")}
+    parts = ("train", "test") if split == "all" else (split,)
+    images = {}
+    for part in parts:
+        images[part] = read_idx(paths[(part, "images")], "images")
+        if images[part].shape[0] != labels[part].shape[0]:
+            raise SflnetError(
+                f"digits folder {folder}: {paths[(part, 'images')].name} has {images[part].shape[0]} images "
+                f"but {paths[(part, 'labels')].name} has {labels[part].shape[0]} labels"
+            )
+    n_train, n_test = labels["train"].shape[0], labels["test"].shape[0]
+    first = {"train": 0, "test": n_train}
+    if len(parts) == 1:
+        chosen_images, chosen_labels = images[split], labels[split]
+    else:
+        chosen_images = np.concatenate([images["train"], images["test"]])
+        chosen_labels = np.concatenate([labels["train"], labels["test"]])
+    positions = np.arange(first[parts[0]], first[parts[0]] + chosen_labels.shape[0], dtype=np.int64)
+    return chosen_images, chosen_labels, positions, n_train + n_test
+
+
 def split_indices(labels: np.ndarray, split: str = "train") -> np.ndarray:
     """Indices into the file of the images in ``split``, in file order.
 
@@ -214,32 +413,45 @@ def load_digits_with_labels(
     dtype = check_dtype_argument(dtype)
     packaged = path is None
     path = digits_path() if packaged else pathlib.Path(path)
-    images, labels, n_train = _read_arrays(path)
-    if n_train is not None:     # the file's own split (x_train / x_test)
-        indices = {"train": np.arange(n_train), "test": np.arange(n_train, labels.shape[0]),
-                   "all": np.arange(labels.shape[0])}[split].astype(np.int64)
+    if path.is_dir():           # MNIST's IDX files, their own split
+        images, labels, positions, total = _read_idx_split(path, split)
+        stem = path.name
     else:
-        try:
-            indices = split_indices(labels, split)
-        except SflnetError as exc:
-            raise SflnetError(f"digits file {path}: {exc}") from None
+        all_images, all_labels, n_train = _read_arrays(path)
+        if n_train is not None:     # the file's own split (x_train / x_test)
+            positions = {"train": np.arange(n_train), "test": np.arange(n_train, all_labels.shape[0]),
+                         "all": np.arange(all_labels.shape[0])}[split].astype(np.int64)
+        else:
+            try:
+                positions = split_indices(all_labels, split)
+            except SflnetError as exc:
+                raise SflnetError(f"digits file {path}: {exc}") from None
+        images, labels, total = all_images[positions], all_labels[positions], all_images.shape[0]
+        stem = path.stem
+    count = positions.shape[0]
 
-    # (n, 28, 28) uint8 -> (n, 1, 28, 28) in [0, 1]; the division is done in
-    # float64 so that float32 and float64 results agree to the last bit of float32.
-    values = images[indices].astype(np.float64) / 255.0
+    # (n, 28, 28) uint8 -> (n, 1, 28, 28) in [0, 1]. Binarised: pixel / 255 > 0.5 exactly when
+    # pixel >= 128 (127/255 < 0.5 < 128/255), so the 0/1 values come without a float64 copy of every
+    # pixel. Grey: the division is done in float64 so that float32 and float64 results agree to the
+    # last bit of float32.
     if binarize:
-        values = (values > 0.5).astype(dtype)
+        values = (images >= 128).astype(dtype)
     else:
-        values = values.astype(dtype)
-    values = values.reshape(indices.shape[0], 1, DIGITS_SIZE, DIGITS_SIZE)
+        values = (images.astype(np.float64) / 255.0).astype(dtype)
+    values = values.reshape(count, 1, DIGITS_SIZE, DIGITS_SIZE)
 
-    width = max(5, len(str(images.shape[0] - 1)))
-    names = [f"{path.stem}/{int(i):0{width}d}_label{int(labels[i])}" for i in indices]
+    width = max(5, len(str(total - 1)))
+    names = [f"{stem}/{i:0{width}d}_label{label}" for i, label in zip(positions.tolist(), labels.tolist())]
     what = "binarised" if binarize else "grey"
-    where = f"built-in digits {path.name}" if packaged else f"digits file {path}"
-    source = f"{where}, split {split!r} ({indices.shape[0]} {what} images)"
-    dataset = Dataset(names=names, images=[values[k] for k in range(indices.shape[0])], source=source)
-    return dataset, labels[indices].astype(np.int64)
+    if packaged:
+        where = f"built-in digits {path.name}"
+    elif path.is_dir():
+        where = f"MNIST IDX folder {path}"
+    else:
+        where = f"digits file {path}"
+    source = f"{where}, split {split!r} ({count} {what} images)"
+    dataset = Dataset(names=names, images=list(values), source=source)
+    return dataset, labels.astype(np.int64)
 
 
 def load_digits(
@@ -258,7 +470,9 @@ def load_digits(
         dtype: floating dtype of the images (float32 or float64).
         path: another ``.npz`` with the same layout (``images`` uint8
             ``(N, 28, 28)``, ``labels`` uint8 ``(N,)``) or with its own split (``x_train``,
-            ``y_train``, ``x_test``, ``y_test``, see the module docstring); None for the packaged file.
+            ``y_train``, ``x_test``, ``y_test``, see the module docstring); a folder of MNIST's four IDX
+            files (:data:`IDX_FILES`, raw or ``.gz``; its own split, like ``x_train`` ...); None for the
+            packaged file.
 
     Returns:
         A Dataset whose images are ``(1, 28, 28)`` arrays in ``[0, 1]``,
@@ -269,7 +483,8 @@ def load_digits(
     Raises:
         SflnetError: bad split or dtype; the file is missing, unreadable, not
             an .npz, lacks an array, has wrong shapes/dtypes, or (for
-            "train"/"test") a class with fewer than 500 images.
+            "train"/"test") a class with fewer than 500 images; a folder lacks an IDX
+            file or holds a bad one (:func:`read_idx`), or image and label counts differ.
     """
     dataset, _ = load_digits_with_labels(split=split, binarize=binarize, dtype=dtype, path=path)
     return dataset

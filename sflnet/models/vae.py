@@ -318,7 +318,8 @@ HYPERPARAMETERS = (
                    "symmetric (sflnet's) or tf-same (TensorFlow's 'same', extra row/column at the "
                    "bottom/right, as the authors' code).", choices=TCONV_PADDINGS, added_later=True),
     Hyperparameter("train_images", "int", None, "train on the first N/10 training digits of each class (a "
-                   "multiple of 10, for quick trials).", check=_train_images_check, default_help="all 4000"),
+                   "multiple of 10, for quick trials).", check=_train_images_check,
+                   default_help="all 4000, or all of a --data file's or folder's training split"),
 )
 
 
@@ -330,7 +331,8 @@ def validate_options(options):
     if not isinstance(options.binarize, bool):
         raise SflnetError(f"binarize must be true or false, got {options.binarize!r}")
     if options.data is not None and len(options.data) != 1:
-        raise SflnetError(f"--model vae takes one --data file (an .npz of digits), got {len(options.data)}")
+        raise SflnetError(f"--model vae takes one --data (an .npz of digits or a folder of MNIST's IDX files), "
+                          f"got {len(options.data)}")
 
 
 def make_optimizer(options):
@@ -382,7 +384,8 @@ def reconstruct_inputs(options, inputs, size, skip_bad, count, warn):
 
 def evaluation_data(options, request):
     """What ``sflnet evaluate`` measures: the ``request["split"]`` (default "test") of the run's digits,
-    or of ``request["data"]`` (one .npz). returns (load: () -> Dataset, a description for the report)."""
+    or of ``request["data"]`` (one .npz, or a folder of MNIST's IDX files). returns (load: () -> Dataset,
+    a description for the report)."""
     if request["size"] is not None or request["include"] or request["exclude"] or request["skip_bad"]:
         raise SflnetError("--size, --include, --exclude and --skip-bad are not used with a vae checkpoint")
     if request["data"]:
@@ -421,10 +424,13 @@ def build_for_run(params, loss, settings, options=None):
 
 
 def load_for_run(options, split="train", warn=None):
-    """The digits of a run: the built-in MNIST 5k (or ``--data FILE.npz``), its train or test split.
+    """The digits of a run: the built-in MNIST 5k (or ``--data FILE.npz``, or ``--data FOLDER`` of MNIST's
+    four IDX files, :mod:`sflnet.io.digits`), its train or test split.
 
     With ``options.train_images`` = N (a multiple of 10), the training split keeps only the first N/10
-    digits of each class (in split order), for quick trials; the test split is always whole.
+    digits of each class (in split order), for quick trials; the test split is always whole. This holds
+    for every layout: with a file's or folder's own split (``x_train``, or ``train-images-idx3-ubyte``)
+    it keeps the first N/10 of each class of that training split.
     """
     from sflnet.io.images import Dataset  # noqa: PLC0415
     from sflnet.io.digits import load_digits_with_labels  # noqa: PLC0415
@@ -436,7 +442,12 @@ def load_for_run(options, split="train", warn=None):
     if split != "train" or options.train_images is None:
         return dataset
     per_class = options.train_images // 10
-    keep = [i for i, label in enumerate(labels) if np.count_nonzero(labels[:i] == label) < per_class]
+    seen = [0] * 10             # digits of each class kept so far: one pass, also over 60,000 digits
+    keep = []
+    for i, label in enumerate(labels.tolist()):
+        if seen[label] < per_class:
+            seen[label] += 1
+            keep.append(i)
     return Dataset([dataset.names[i] for i in keep], [dataset.images[i] for i in keep],
                    f"{dataset.source}, the first {per_class} of each digit")
 
