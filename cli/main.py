@@ -4,6 +4,13 @@ Error policy: a problem the user can fix (:class:`sflnet.SflnetError`, a bad
 option value) prints one line ``Error: ...`` on stderr and exits with status 2
 (usage) or 1 (everything else), without a traceback. ``sflnet --debug ...``
 shows the traceback instead. Ctrl-C exits with 130.
+
+Exit statuses: 0 success; 1 a user error or a failed check (``gradcheck``); 2 a usage
+error; 130 SIGINT (Ctrl-C); 143 SIGTERM (``train``: 128 + the signal's number). A command
+that ends with a status of its own calls ``ctx.exit(N)``: the group runs with
+``standalone_mode=False``, where Click returns that status from ``cli.main()`` instead of
+exiting, and :func:`main` exits with it (tests/test_exit_status.py runs the installed
+``sflnet`` script to check every command's status).
 """
 
 import sys
@@ -75,7 +82,7 @@ def main(argv=None):
         sys.exit(1)
     quiet = world is not None and not world.is_root
     try:
-        cli.main(args=argv, prog_name="sflnet", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="sflnet", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -102,7 +109,19 @@ def main(argv=None):
         click.echo(f"Error: rank {world.rank} failed unexpectedly; stopping all {world.size} ranks:", err=True)
         traceback.print_exc()
         world.abort(1)
-    sys.exit(0)
+    sys.exit(exit_status(status))
+
+
+def exit_status(returned):
+    """The exit status for what ``cli.main(..., standalone_mode=False)`` returned.
+
+    Click returns N for ``ctx.exit(N)`` (0 for ``--help`` and ``--version``) and otherwise the
+    command's return value, which is None for every sflnet command: a whole number is the
+    status, anything else (None) is success, 0, as Click itself does in standalone mode.
+    """
+    if isinstance(returned, int) and not isinstance(returned, bool):
+        return returned
+    return 0
 
 
 if __name__ == "__main__":
