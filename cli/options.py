@@ -136,7 +136,9 @@ class ProgressReporter(Reporter):
         if row is None:
             return ""
         # the row's own subband columns: they follow the run's sigmas (--sigmas or sfl(sigmas=...), or a resumed run's)
-        sfl = " ".join(f"sfl{key[4:]}={value:.3e}" for key, value in row.items() if key.startswith("sfl_"))
+        # (nan: not measured by a VAE's training steps, see sflnet.training.history)
+        sfl = " ".join(f"sfl{key[4:]}={value:.3e}" for key, value in row.items()
+                       if key.startswith("sfl_") and value == value)
         return f"epoch {row['epoch']}/{self.last} E={row['E']:.4e} {sfl}"
 
     def start(self, first_epoch, last_epoch):

@@ -183,7 +183,8 @@ def _report_training(result):
     summary = ""
     if row:
         summary = " ".join(f"{key}={row[key]:.6g}" for key in ("E", "E_PL", "E_SFL", *(
-            key for key in row if key.startswith("E_") and key not in ("E_PL", "E_SFL"))))
+            key for key in row if key.startswith("E_") and key not in ("E_PL", "E_SFL")))
+            if row[key] == row[key])   # nan: a paper's column the VAE's training steps do not measure
     click.echo(f"Trained to epoch {result.epoch} in {result.seconds:.1f} s on "
                f"{result.extra.get('device_name', '?')} ({result.extra.get('images', '?')} images). "
                f"Last logged {summary}.")

@@ -13,12 +13,16 @@ interface a restructure keeps), evaluates each final checkpoint with
   300 px (mixed sizes, full batch processed in four chunks of at most two images), 5 epochs;
 * ``cae_fft_ssim``: ``pl+100*fft+ssim`` on the demo photos at 96 px, 3 epochs;
 * ``vae``: Dalal's β-VAE with its default loss on 500 of the built-in digits, 2 epochs;
+* ``vae_authors_l2``, ``vae_authors_stft``, ``vae_sfl_ssim``: the authors' network (``--output linear
+  --tconv-padding tf-same``) with mini-batches of 5, 32 and 8, trained with ``2*pl``, the default
+  objective and ``500*ssim+4.3*sfl``;
 * ``mpi2``: ``mpiexec -n 2`` of a ``pl+sfl`` run at 64 px, 3 epochs (skipped with a note when
   ``mpiexec`` or mpi4py is missing);
 * ``resumed``: a ``pl+sfl`` run with mini-batches of 3 at 64 px, stopped after 2 epochs and
   resumed to 4.
 
-What is hashed: ``history.csv`` without its ``seconds`` column; every array of
+What is hashed: ``history.csv`` without its ``seconds`` column, and again without the paper's
+columns (``history_objective``: what a change of the measured-but-untrained terms keeps); every array of
 ``checkpoint.npz`` except ``meta`` (the parameters and the optimiser's state); the
 checkpoint's epoch, step count and shuffling RNG state; every array of the gradient file;
 the numbers of ``evaluate --json``. Equal digests mean equal bytes: bit for bit.
@@ -43,6 +47,12 @@ RUNS = {
     "cae_pl_sfl": ["--loss", "pl+sfl", "--epochs", "5", "--size", "300"],
     "cae_fft_ssim": ["--loss", "pl+100*fft+ssim", "--epochs", "3", "--size", "96"],
     "vae": ["--model", "vae", "--epochs", "2", "--train-images", "500"],
+    "vae_authors_l2": ["--model", "vae", "--epochs", "2", "--train-images", "200", "--batch-size", "5", "--loss", "2*pl",
+                       "--output", "linear", "--tconv-padding", "tf-same"],
+    "vae_authors_stft": ["--model", "vae", "--epochs", "2", "--train-images", "300", "--batch-size", "32",
+                         "--output", "linear", "--tconv-padding", "tf-same"],
+    "vae_sfl_ssim": ["--model", "vae", "--epochs", "1", "--train-images", "100", "--batch-size", "8",
+                     "--loss", "500*ssim+4.3*sfl", "--output", "linear", "--tconv-padding", "tf-same"],
     "mpi2": ["--loss", "pl+sfl", "--epochs", "3", "--size", "64"],
     "resumed": ["--loss", "pl+sfl", "--epochs", "4", "--size", "64", "--batch-size", "3"],
 }
@@ -58,10 +68,17 @@ def _array_digest(array):
     return _sha(str(array.dtype).encode() + str(array.shape).encode() + array.tobytes())
 
 
-def _history_digest(path):
+#: The paper's columns, which a mini-batch VAE run measures only when its objective trains them.
+PAPER_COLUMNS = ("E_PL", "E_SFL")
+
+
+def _history_digest(path, drop_paper=False):
+    """SHA-256 of history.csv without its ``seconds`` column (and, with ``drop_paper``, without the
+    paper's columns ``E_PL``, ``E_SFL``, ``sfl_<σ>``: the digest of what the objective itself logs)."""
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
-    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
+    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"
+            and not (drop_paper and (name in PAPER_COLUMNS or name.startswith("sfl_")))]
     text = "\n".join(",".join(row[i] for i in keep) for row in rows)
     return _sha(text.encode())
 
@@ -124,7 +141,8 @@ def digest(names, scratch):
         grads = os.path.join(scratch, f"{name}_grads.npz")
         checkpoint = os.path.join(out, "checkpoint.npz")
         report = _sflnet(["evaluate", checkpoint, "--grads", grads, "--json", "--device", "cpu"], env)
-        entry = {"history": _history_digest(os.path.join(out, "history.csv"))}
+        history = os.path.join(out, "history.csv")
+        entry = {"history": _history_digest(history), "history_objective": _history_digest(history, drop_paper=True)}
         entry.update(_npz_digests(checkpoint, "checkpoint."))
         entry.update(_npz_digests(grads, "grads."))
         entry["evaluate"] = _json_digest(report)

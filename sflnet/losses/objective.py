@@ -36,7 +36,9 @@ numbers of the pre-0.2 ``--loss sfl`` (``E_PL + E_SFL``).
 **Measured terms.** Besides the objective's own terms, :data:`ALWAYS_MEASURED`
 (``pl`` and ``sfl``) are measured in every pass, because every history keeps
 the paper's columns ``E_PL, E_SFL, sfl_<σ>``; as in the paper's PL runs, a term
-that is not trained is still measured but never backpropagated.
+that is not trained is still measured but never backpropagated. A pass may ask for
+the objective's own terms only (:attr:`Objective.own_terms`): the VAE's training
+steps do, since on 28×28 digits the 27×27 LoG bank alone cost about a sixth of a step.
 """
 
 import math
@@ -208,9 +210,18 @@ class Objective:
         for loss in self.losses.values():
             loss.begin_batch()
 
-    def forward(self, recon, target, batch_count):
-        """Measure every loss on one group. returns {name: (share (0-d), parts {label: 0-d})}."""
-        return {name: loss.forward(recon, target, batch_count) for name, loss in self.losses.items()}
+    @property
+    def own_terms(self):
+        """Names of the expression's own terms (trained or of weight 0), in measuring order: what a
+        training step that does not log the paper's columns measures (see :meth:`forward`)."""
+        names = {t.name for t in self.terms}
+        return tuple(name for name in self.losses if name in names)
+
+    def forward(self, recon, target, batch_count, names=None):
+        """Measure the losses on one group: every measured loss, or only ``names`` (e.g. :attr:`own_terms`).
+        returns {name: (share (0-d), parts {label: 0-d})}."""
+        chosen = self.losses if names is None else names
+        return {name: self.losses[name].forward(recon, target, batch_count) for name in chosen}
 
     def backward(self):
         """``Σ_t w_t ∂E_t/∂f^L`` over the trained terms, for the last :meth:`forward`: (n, C, H, W)."""

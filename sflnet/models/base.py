@@ -136,8 +136,9 @@ class Model:
 
     * ``chunks(batch, batch_count, positions) -> (N_m, iterable of chunks)``: the batch cut into the
       pieces one forward pass takes (checked on the way), and N_m, the images of the whole step;
-    * ``measure(chunk, batch_count) -> {name: (share, parts)}``: a forward pass of one chunk, measured
-      by every loss (the objective's, plus the model's own such as the VAE's KL);
+    * ``measure(chunk, batch_count, names=None) -> {name: (share, parts)}``: a forward pass of one chunk,
+      measured by every loss (the objective's, or only ``names`` of them, plus the model's own such
+      as the VAE's KL);
     * ``backward_measured()``: backpropagate the last measured chunk, filling the layers' grads;
     * ``layer_grads() -> {name: array}``: the layers' parameter gradients of the last backward.
 
@@ -146,9 +147,13 @@ class Model:
 
     PARAM_SHAPES = {}
     extra_energy = None
+    #: Whether a training step measures the paper's columns (``pl``, ``sfl``) when its objective does
+    #: not train them: True for the CAE (the paper's figures), False for the VAE (whose small steps
+    #: would spend a sixth of their time on them; its history leaves them ``nan``).
+    TRAINING_MEASURES_PAPER_TERMS = True
 
     def loss_and_grads(self, batch, compute_grads=True, then=None, batch_count=None, reduce=None,
-                       positions=None):
+                       positions=None, paper_terms=True):
         """The objective E over a whole batch, and ∂E/∂θ if ``compute_grads``.
 
         batch: the model's images (see its :meth:`chunks`); N_m is the number of images, or
@@ -157,6 +162,9 @@ class Model:
         then: optional callback ``then(grads) -> {name: device bool}`` run before the scalars are
         transferred (see :func:`loss_result`; a training step updates the parameters there).
         reduce: optional sum over processes of the gradients and loss totals (see :func:`loss_result`).
+        paper_terms: measure every loss of the objective (True), or only its own terms (False: the
+        losses of :data:`sflnet.losses.ALWAYS_MEASURED` that it does not train are then absent from
+        the result's terms and parts).
         returns :class:`LossResult`; ``grads`` holds the full-batch gradient, the mean over images of
         each image's gradient.
 
@@ -167,9 +175,10 @@ class Model:
         batch_count, chunks = self.chunks(batch, batch_count, positions)
         totals, part_totals = {}, {}
         grads = {n: xp.zeros_like(p) for n, p in self.params.items()} if compute_grads else None
+        names = None if paper_terms else self.objective.own_terms
         self.objective.begin_batch()
         for chunk in chunks:
-            accumulate_measured(self.measure(chunk, batch_count), totals, part_totals, xp, self.dtype)
+            accumulate_measured(self.measure(chunk, batch_count, names), totals, part_totals, xp, self.dtype)
             if not compute_grads:
                 continue
             self.backward_measured()

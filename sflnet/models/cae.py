@@ -231,9 +231,10 @@ class Autoencoder(Model):
             plan += [positions[i:i + per] for i in range(0, len(positions), per)]
         return plan
 
-    def measure(self, chunk, batch_count):
-        """Eq. 2-3 forward of one chunk (n, 3, H, W), then every measured loss (Eq. 4, 6 for ``pl+sfl``)."""
-        return self.objective.forward(self.forward(chunk), chunk, batch_count)
+    def measure(self, chunk, batch_count, names=None):
+        """Eq. 2-3 forward of one chunk (n, 3, H, W), then every measured loss (Eq. 4, 6 for ``pl+sfl``),
+        or only ``names``."""
+        return self.objective.forward(self.forward(chunk), chunk, batch_count, names)
 
     def backward_measured(self):
         """∂E/∂f^L of the last chunk (Eq. 8, 9 for ``pl+sfl``) back through the layers."""

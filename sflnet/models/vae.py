@@ -133,6 +133,7 @@ class VAE(Model):
     """
 
     PARAM_SHAPES = PARAM_SHAPES
+    TRAINING_MEASURES_PAPER_TERMS = False
 
     def __init__(self, params, loss=DEFAULT_EXPRESSION, beta=DEFAULT_BETA, loss_settings=None,
                  max_chunk_images=DEFAULT_MAX_CHUNK_IMAGES, output=DEFAULT_OUTPUT,
@@ -252,11 +253,12 @@ class VAE(Model):
         step = self.max_chunk_images
         return batch_count, [(x[s:s + step], None if eps is None else eps[s:s + step]) for s in range(0, n, step)]
 
-    def measure(self, chunk, batch_count):
-        """Forward one (x, ε) chunk; every reconstruction loss of the objective, and ``kl`` at unit weight."""
+    def measure(self, chunk, batch_count, names=None):
+        """Forward one (x, ε) chunk; every reconstruction loss of the objective (or only ``names``), and
+        ``kl`` at unit weight."""
         x, eps = chunk
         out = self.forward(x, eps)
-        measured = dict(self.objective.forward(out.recon, x, batch_count))
+        measured = dict(self.objective.forward(out.recon, x, batch_count, names))
         measured["kl"] = self.kl.forward(out.mu, out.logvar, batch_count)
         return measured
 

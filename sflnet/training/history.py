@@ -7,7 +7,9 @@ Header ``epoch,E,E_PL,E_SFL,sfl_0.8,sfl_1.6,sfl_3.2,[E_<TERM>...,]seconds`` (one
 the weighted sum of the ``--loss`` expression's terms (``E_PL`` for ``pl``,
 ``E_PL + E_SFL`` for ``pl+sfl``). The paper's columns are there for every run:
 ``E_PL`` and ``E_SFL`` (with the configured subband weights) and the ``sfl_``
-unit-weight subband losses are measured even when they are not trained. Each
+unit-weight subband losses are measured even when they are not trained (by the CAE;
+a VAE's training steps measure only its objective's terms, and leave an untrained
+paper's column ``nan``: ``sflnet evaluate`` measures them). Each
 term of the expression that is not ``pl`` or ``sfl`` adds one column
 ``E_<NAME>`` (``E_FFT``, ``E_SSIM``...), its unit-weight value, in expression order.
 Losses are written with Python's shortest round-trip ``repr`` so they can be
@@ -21,6 +23,7 @@ parameters after k−1 updates), see :mod:`sflnet.training.run`.
 
 import contextlib
 import csv
+import math
 import os
 
 from sflnet.io.checkpoint import write_text_atomic
@@ -45,9 +48,14 @@ def extra_terms(expression):
 
 
 def result_row(result, sigmas, extra):
-    """The history values of one :class:`LossResult`: {"E", "E_PL", "E_SFL", "sfl_<σ>"..., "E_<TERM>"...}."""
-    row = {"E": result.E, "E_PL": result.E_PL, "E_SFL": result.E_SFL}
-    for sigma, value in zip(sigmas, result.sfl):
+    """The history values of one :class:`LossResult`: {"E", "E_PL", "E_SFL", "sfl_<σ>"..., "E_<TERM>"...}.
+
+    A paper's column whose loss the step did not measure (a VAE step whose objective does not train
+    ``pl`` or ``sfl``, see :meth:`sflnet.models.base.Model.loss_and_grads`) is ``nan``.
+    """
+    row = {"E": result.E, "E_PL": result.terms.get("pl", math.nan), "E_SFL": result.terms.get("sfl", math.nan)}
+    subbands = result.sfl if "sfl" in result.terms else [math.nan] * len(sigmas)
+    for sigma, value in zip(sigmas, subbands):
         row[subband_column(sigma)] = float(value)
     for name in extra:
         row[extra_column(name)] = result.terms[name]

@@ -26,6 +26,8 @@ def train_step(model, optimizer, batch, **sharing):
 
     sharing: for data-parallel training, ``batch_count``, ``reduce`` and ``positions`` of
     ``model.loss_and_grads`` (this process's share of the step, and the sum over processes).
+    The paper's untrained columns are measured only for a model whose
+    ``TRAINING_MEASURES_PAPER_TERMS`` is True (see :class:`sflnet.models.base.Model`).
     returns the :class:`sflnet.models.base.LossResult` measured before the update, with
     ``flags`` = :func:`health_flags` after it. The update runs before the losses come to the
     host, so the whole step needs a single device→host transfer.
@@ -34,7 +36,7 @@ def train_step(model, optimizer, batch, **sharing):
         optimizer.step(model.params, grads)
         return health_flags(model.params, grads)
 
-    return model.loss_and_grads(batch, then=update, **sharing)
+    return model.loss_and_grads(batch, then=update, paper_terms=model.TRAINING_MEASURES_PAPER_TERMS, **sharing)
 
 
 def minibatch_order(n_images, batch_size, rng):
