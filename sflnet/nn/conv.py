@@ -19,7 +19,7 @@ from sflnet.backend import device_constant, get_array_module
 from sflnet.nn.base import Layer
 from sflnet.nn.fixed import Upsample2x
 from sflnet.ops import resample
-from sflnet.ops.im2col import col2im, conv_output_size, im2col
+from sflnet.ops.im2col import col2im, col2im_row_width, col2im_rows, conv_output_size, im2col
 
 
 class _ScratchLayer(Layer):
@@ -439,7 +439,8 @@ class ConvTranspose2D(_ScratchLayer):
     s·(h−1) + k, pixel i's window at s·i), both keep s·h rows starting at row P_top; PyTorch's
     ``conv_transpose2d(x, w, stride=s, padding=0)[..., P_top:P_top + s·h, P_top:P_top + s·w]``.
 
-    Implementation: the same col2im with offset ``pad = P_top`` onto an (s·h + e)² grid,
+    Implementation: the same col2im (:func:`sflnet.ops.im2col.col2im_rows`, on the input padded with
+    zero columns, which gives the same sums) with offset ``pad = P_top`` onto an (s·h + e)² grid,
     ``e = max(k − s − 2·P_top, 0)`` (the rows whose windows need one more row to be whole:
     e = 1 for k = 3, s = 2, tf-same; e = 0 whenever the padding is symmetric), then the first s·h
     rows and columns are kept. The backward pads ∂E/∂out with e zero rows/columns at the
@@ -486,15 +487,22 @@ class ConvTranspose2D(_ScratchLayer):
             raise ValueError(f"ConvTranspose2D expects {c_in} input channels, got {x.shape[1]}")
         n, _, h, wd = x.shape
         x_matrix = x.transpose(1, 0, 2, 3).reshape(c_in, n * h * wd)     # a copy only if x is not channel-major
-        cols = xp.matmul(w.reshape(c_in, c_out * k * k).T, x_matrix,     # Wᵀ X: (C_out·k², N·h·w)
-                         out=self._scratch("cols", (c_out * k * k, n * h * wd), x))
         n_out, _, h_out, w_out = self.output_shape(x.shape)
+        grid_shape = (n_out, c_out, h_out + self.extra, w_out + self.extra)
+        # X with its rows padded by zeros to the width col2im_rows needs, so that Wᵀ X comes out in
+        # that layout (its extra columns are Wᵀ·0 = 0) and the scatter is one flat add per tap
+        row = col2im_row_width(grid_shape[2:], k, k, self.stride, self.pad)
+        x_rows = self._scratch("x_rows", (c_in, n, h, row), x)
+        x_rows[:, :, :, :wd] = x_matrix.reshape(c_in, n, h, wd)
+        x_rows[:, :, :, wd:] = 0
+        cols = xp.matmul(w.reshape(c_in, c_out * k * k).T, x_rows.reshape(c_in, n * h * row),   # Wᵀ X: (C_out·k², N·h·row)
+                         out=self._scratch("cols", (c_out * k * k, n * h * row), x))
+        grid = col2im_rows(cols, grid_shape, k, k, self.stride, self.pad, row)
         if self.extra:
-            grid = col2im(cols, (n_out, c_out, h_out + self.extra, w_out + self.extra), k, k, self.stride, self.pad)
             out = grid[:, :, :h_out, :w_out] + b[None, :, None, None]
         else:
-            out = col2im(cols, (n_out, c_out, h_out, w_out), k, k, self.stride, self.pad)
-            out += b[None, :, None, None]    # out is col2im's fresh array
+            out = grid
+            out += b[None, :, None, None]    # out is col2im_rows' fresh array
         self.input_shape = x.shape
         self.input_matrix = x_matrix
         return out

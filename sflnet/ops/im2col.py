@@ -187,3 +187,70 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
     channel_bytes = n * h * w * cols.itemsize
     parallel_ranges(xp, c, cols.size, _channel_blocks(stride, channel_bytes, fold_channels))
     return x_cn.transpose(1, 0, 2, 3)
+
+
+# ---------------------------------------------------------------------------
+# col2im on row-padded columns: one contiguous add per tap, for small planes
+# ---------------------------------------------------------------------------
+
+def col2im_row_width(x_hw, kh, kw, stride, pad):
+    """The narrowest row width R for :func:`col2im_rows` on an image of ``x_hw = (H, W)``.
+
+    With every (Ho × R) plane of the columns and every (H_p × R) phase of the image flattened,
+    a tap that adds column (y, x) onto image (y + oy, x + ox) becomes one shift of the flat index by
+    ``oy·R + ox``. That is exact when the entries it wraps onto are zeros: R ≥ Wo + ox (a read
+    left of a row lands in the zero columns Wo … R−1 of the row above) and R ≥ W_p − ox (a write
+    right of a phase row lands in its spare columns W_p … R−1, which are dropped), for every tap.
+    """
+    h, w = x_hw
+    wo = conv_output_size(w, kw, stride, pad)
+    width = wo
+    for _, _, (_, px), _, ox in _taps(kh, kw, pad, stride):
+        phase_w = len(range(px, w, stride))
+        width = max(width, wo + max(ox, 0), phase_w + max(-ox, 0))
+    return width
+
+
+def col2im_rows(cols, x_shape, kh, kw, stride, pad, row):
+    """:func:`col2im` of columns laid out ``row`` wide, whose extra columns are zeros.
+
+    cols:    (C*kh*kw, N*Ho*row): column ``(n, y, x)`` at ``(n·Ho + y)·row + x``; every entry with
+             x ≥ Wo must be 0 (e.g. a GEMM of an input padded with zero columns to width ``row``)
+    x_shape: (N, C, H, W); row: ≥ :func:`col2im_row_width` ((H, W), kh, kw, stride, pad)
+    returns  (N, C, H, W), channel-major, equal bit for bit to ``col2im`` of the Wo-wide columns.
+
+    Why: :func:`col2im` adds blocks of Wo-long rows, so for 7×7 or 14×14 planes NumPy spends its
+    time starting rows. Here each tap is one flat, contiguous add per (channel, image) (see
+    :func:`col2im_row_width`), in the same tap order onto the same zero start: every image entry
+    receives the same terms in the same order, plus exact zeros from the padding (x + 0 = x),
+    so the sums are the same numbers.
+    """
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    ho = conv_output_size(h, kh, stride, pad)
+    if row < col2im_row_width((h, w), kh, kw, stride, pad):
+        raise ValueError(f"col2im_rows needs rows of at least {col2im_row_width((h, w), kh, kw, stride, pad)}, "
+                         f"got {row}")
+    cols5 = cols.reshape(c, kh, kw, n, ho * row)
+    x_cn = xp.empty((c, n, h, w), dtype=cols.dtype)
+    phases = dict(_phase_shapes(h, w, stride))
+    shifts = {phase: [(dy, dx, oy * row + ox) for dy, dx, p, oy, ox in _taps(kh, kw, pad, stride) if p == phase]
+              for phase in phases}
+
+    def fold_channels(c0, c1):
+        part = x_cn[c0:c1]
+        for (py, px), (phase_h, phase_w) in phases.items():
+            target = xp.zeros((c1 - c0, n, phase_h * row), dtype=cols.dtype)
+            for dy, dx, shift in shifts[(py, px)]:
+                t0, t1 = max(0, shift), min(phase_h * row, ho * row + shift)
+                if t1 > t0:
+                    target[:, :, t0:t1] += cols5[c0:c1, dy, dx, :, t0 - shift:t1 - shift]
+            plane = target.reshape(c1 - c0, n, phase_h, row)[:, :, :, :phase_w]
+            if stride == 1:
+                part[...] = plane
+            else:
+                part[:, :, py::stride, px::stride] = plane
+
+    channel_bytes = n * h * w * cols.itemsize
+    parallel_ranges(xp, c, cols.size, _channel_blocks(stride, channel_bytes, fold_channels))
+    return x_cn.transpose(1, 0, 2, 3)

@@ -19,7 +19,12 @@ import numpy as np
 from sflnet.backend import get_array_module
 
 
-PARALLEL_MIN_ELEMENTS = 1 << 18   # below ~1 MB of float32 work a thread hand-off costs more than it saves
+# Below ~16 MB of float32 work a hand-off to the pool costs more than it saves: OpenBLAS's own threads
+# keep spinning for a while after each GEMM, so a kernel thread started right after one shares a core
+# with them. Measured on 2 cores (A/B rounds in one process): with 1 << 18 the VAE's batch-5 and
+# batch-32 steps were 5-15 % slower on two threads than on one; with 1 << 22 they are not, and the
+# CAE's full-batch epochs at 64, 128 and 300 px were as fast or faster.
+PARALLEL_MIN_ELEMENTS = 1 << 22
 
 
 def default_num_threads():
