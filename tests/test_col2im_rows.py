@@ -61,3 +61,15 @@ def test_the_width_rule_is_needed():
     finally:
         module.col2im_row_width = original
     assert not np.array_equal(wrong, expected)
+
+
+@pytest.mark.parametrize("h, w, k, s, p", [(15, 15, 3, 2, 0), (29, 29, 3, 2, 0), (14, 13, 3, 2, 1), (9, 9, 5, 1, 2)])
+def test_keep_is_the_top_left_crop(h, w, k, s, p):
+    n, c = 2, 3
+    ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
+    cols = np.random.default_rng(7).standard_normal((c * k * k, n * ho * wo))
+    row = col2im_row_width((h, w), k, k, s, p)
+    full = np.ascontiguousarray(col2im(cols, (n, c, h, w), k, k, s, p))
+    got = col2im_rows(_padded(cols, c, k, n, ho, wo, row), (n, c, h, w), k, k, s, p, row, keep=(h - 1, w - 1))
+    assert got.shape == (n, c, h - 1, w - 1)
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(full[:, :, :h - 1, :w - 1]).tobytes()

@@ -7,6 +7,7 @@ Run from the repository root after ``pip install .``::
     python validation/vae_table.py --quick    # 6 objectives x 1 seed, 2 epochs on 100 digits (a minute)
     python validation/vae_table.py --protocol authors   # the authors' code's protocol (see below)
     python validation/vae_table.py --protocol authors &   # twice side by side: they share the runs (2 cores)
+    python validation/vae_table.py --protocol authors --data MNIST_DIR   # the full MNIST (60,000 / 10,000)
 
 Two protocols. ``--protocol sflnet`` (the default, "sflnet scaling", results in
 ``validation/results/vae/``) is described first; ``--protocol authors`` (results in
@@ -61,9 +62,14 @@ optimiser, β, batch 32 and data, with
   unclipped, data range 1 — exactly ``sflnet evaluate CHECKPOINT --sample-latent --seed SEED --split test``
   (each run's ``evaluate_args`` in table.json; ``run_dir`` is relative to the table's folder).
 
-Batch 32 and not the authors' configuration's 5: the paper names none, and 5 would make 800 updates
-per epoch of 4,000 digits instead of 125, several times the CPU time of a table that already takes
-hours (see docs/vae.md for the measurement). Each row also gets ``kl``, the KL term in nats on the test set.
+Batch 32 (``--batch-size``) and not the authors' configuration's 5: the paper names none, and 5 costs
+about twice the CPU time per digit (docs/vae.md has the measurement). Each row also gets ``kl``, the KL
+term in nats on the test set.
+
+``--data MNIST_DIR`` (a folder of MNIST's four IDX files, or a Keras-layout ``.npz``) trains on its
+training split (the full MNIST: 60,000 digits) and evaluates on its test split (10,000 digits); with
+``--protocol authors`` the results go to ``validation/results/vae_mnist/`` unless ``--out`` says otherwise.
+``digits.png`` shows each row's reconstructions of test digits and its 20×20 latent grid (the paper's Fig. 2).
 """
 
 import argparse
@@ -92,6 +98,9 @@ from sflnet.errors import run_script
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "validation" / "results" / "vae"
 AUTHORS_OUT = REPO / "validation" / "results" / "vae_authors"
+# --protocol authors with --data (e.g. the full MNIST's IDX folder): its own results folder
+AUTHORS_DATA_OUT = REPO / "validation" / "results" / "vae_mnist"
+LATENT_GRID = 20   # the latent grid of digits.png: LATENT_GRID × LATENT_GRID decoded z values, as the paper's Fig. 2
 SFL_WEIGHT = 3.5
 # name → (expression, extra options)
 OBJECTIVES = {
@@ -140,13 +149,19 @@ def parse_args(argv=None):
     parser.add_argument("--data", type=pathlib.Path, default=None,
                         help="a digits .npz or a folder of MNIST's four IDX files (raw or .gz) instead of "
                              "the built-in 5,000 (docs/data.md), e.g. the full MNIST")
+    parser.add_argument("--batch-size", type=int, default=32, help="digits per training step (default 32)")
     parser.add_argument("--only", default=None, help="comma-separated objective names to train now")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 100 training digits")
     parser.add_argument("--table-only", action="store_true", help="measure and write the table, train nothing")
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = AUTHORS_OUT if args.protocol == "authors" else DEFAULT_OUT
+        if args.protocol == "authors":
+            args.out = AUTHORS_OUT if args.data is None else AUTHORS_DATA_OUT
+        else:
+            args.out = DEFAULT_OUT
+    if args.batch_size < 1:
+        raise SflnetError(f"--batch-size must be >= 1, got {args.batch_size}")
     args.sfl_weight = None
     if args.quick:
         args.epochs, args.seeds, args.train_images = 2, 1, 100
@@ -199,7 +214,7 @@ def sfl_weight(args):
 def options_for(name, seed, args):
     expression, extra = objective(name, args)
     values = dict(extra, loss=expression, seed=seed, epochs=args.epochs, device=args.device,
-                  snapshot_every=0)
+                  snapshot_every=0, batch_size=args.batch_size)
     if args.train_images is not None:
         values["train_images"] = args.train_images
     if args.data is not None:
@@ -295,7 +310,7 @@ def draw_digits(args, names, test_images, xp):
         model = model_from_checkpoint(ckpt, xp)
         recons = model.reconstruct(shown)
         rows.append((name, np.concatenate([to_host(r)[0] for r in recons], axis=1)))
-        grids.append((name, decode_grid(model, 10)[0]))
+        grids.append((name, decode_grid(model, LATENT_GRID)[0]))
     fig = Figure(figsize=(12, 1.1 * len(rows) + 2.6))
     FigureCanvasAgg(fig)
     top = fig.add_gridspec(len(rows), 1, left=0.12, right=0.98, top=0.98, bottom=0.30, hspace=0.15)
@@ -358,12 +373,12 @@ def write_authors_table(args, names, test_images, xp, train_count):
                      f"{paper_ssim if paper_ssim is not None else '—'} | {show(*kl, 2)} | {show(*secs, 1)} | "
                      f"{count} |")
     header = (f"Dalal's β-VAE (VAE1), the authors' code's protocol: linear output, TensorFlow 'same' transposed "
-              f"convolutions, {args.epochs} epochs, batch 32, {train_count} training digits; "
+              f"convolutions, {args.epochs} epochs, batch {args.batch_size}, {train_count} training digits; "
               f"evaluated on the {len(test_images)} test digits with z sampled from q (ε from the run's seed), "
               f"unclipped, data range 1 (`sflnet evaluate CHECKPOINT --sample-latent --seed SEED --split test`). "
               f"SFL+SSIM weight {sfl_weight(args):g}. Mean ± std over the finished seeds.\n\n")
     summary_all = {"protocol": "authors", "epochs": args.epochs, "seeds": args.seeds,
-                   "train_images": train_count, "test_images": len(test_images), "batch_size": 32,
+                   "train_images": train_count, "test_images": len(test_images), "batch_size": args.batch_size,
                    "data": "built-in" if args.data is None else args.data.name, "sfl_weight": sfl_weight(args),
                    "rows": summary}
     write_text_atomic(args.out / "table.md", header + "\n".join(lines) + "\n", what="table")

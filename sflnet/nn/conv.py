@@ -497,12 +497,8 @@ class ConvTranspose2D(_ScratchLayer):
         x_rows[:, :, :, wd:] = 0
         cols = xp.matmul(w.reshape(c_in, c_out * k * k).T, x_rows.reshape(c_in, n * h * row),   # Wᵀ X: (C_out·k², N·h·row)
                          out=self._scratch("cols", (c_out * k * k, n * h * row), x))
-        grid = col2im_rows(cols, grid_shape, k, k, self.stride, self.pad, row)
-        if self.extra:
-            out = grid[:, :, :h_out, :w_out] + b[None, :, None, None]
-        else:
-            out = grid
-            out += b[None, :, None, None]    # out is col2im_rows' fresh array
+        out = col2im_rows(cols, grid_shape, k, k, self.stride, self.pad, row, keep=(h_out, w_out))
+        out += b[None, :, None, None]    # out is col2im_rows' fresh array, the grid's first s·h rows and columns
         self.input_shape = x.shape
         self.input_matrix = x_matrix
         return out

@@ -211,13 +211,16 @@ def col2im_row_width(x_hw, kh, kw, stride, pad):
     return width
 
 
-def col2im_rows(cols, x_shape, kh, kw, stride, pad, row):
+def col2im_rows(cols, x_shape, kh, kw, stride, pad, row, keep=None):
     """:func:`col2im` of columns laid out ``row`` wide, whose extra columns are zeros.
 
     cols:    (C*kh*kw, N*Ho*row): column ``(n, y, x)`` at ``(n·Ho + y)·row + x``; every entry with
              x ≥ Wo must be 0 (e.g. a GEMM of an input padded with zero columns to width ``row``)
     x_shape: (N, C, H, W); row: ≥ :func:`col2im_row_width` ((H, W), kh, kw, stride, pad)
-    returns  (N, C, H, W), channel-major, equal bit for bit to ``col2im`` of the Wo-wide columns.
+    keep:    optional (H', W') ≤ (H, W): only the top-left H' × W' of the image is returned
+             (the transposed convolution's crop), without a copy of the whole
+    returns  (N, C, H, W) (or (N, C, H', W')), channel-major, equal bit for bit to ``col2im`` of the
+             Wo-wide columns (cropped).
 
     Why: :func:`col2im` adds blocks of Wo-long rows, so for 7×7 or 14×14 planes NumPy spends its
     time starting rows. Here each tap is one flat, contiguous add per (channel, image) (see
@@ -232,7 +235,8 @@ def col2im_rows(cols, x_shape, kh, kw, stride, pad, row):
         raise ValueError(f"col2im_rows needs rows of at least {col2im_row_width((h, w), kh, kw, stride, pad)}, "
                          f"got {row}")
     cols5 = cols.reshape(c, kh, kw, n, ho * row)
-    x_cn = xp.empty((c, n, h, w), dtype=cols.dtype)
+    keep_h, keep_w = (h, w) if keep is None else keep
+    x_cn = xp.empty((c, n, keep_h, keep_w), dtype=cols.dtype)
     phases = dict(_phase_shapes(h, w, stride))
     shifts = {phase: [(dy, dx, oy * row + ox) for dy, dx, p, oy, ox in _taps(kh, kw, pad, stride) if p == phase]
               for phase in phases}
@@ -245,7 +249,8 @@ def col2im_rows(cols, x_shape, kh, kw, stride, pad, row):
                 t0, t1 = max(0, shift), min(phase_h * row, ho * row + shift)
                 if t1 > t0:
                     target[:, :, t0:t1] += cols5[c0:c1, dy, dx, :, t0 - shift:t1 - shift]
-            plane = target.reshape(c1 - c0, n, phase_h, row)[:, :, :, :phase_w]
+            kept_h, kept_w = len(range(py, keep_h, stride)), len(range(px, keep_w, stride))
+            plane = target.reshape(c1 - c0, n, phase_h, row)[:, :, :kept_h, :kept_w]
             if stride == 1:
                 part[...] = plane
             else:
