@@ -11,8 +11,6 @@ from sflnet import SflnetError
 from sflnet import bench as harness
 from sflnet.backend import DEVICES, select_device
 from sflnet.bench.vae import VAE_BENCH_LOSSES, format_vae_report, run_vae_benchmark
-from sflnet.io.digits import load_digits_with_labels
-from sflnet.io.store import load_images
 from sflnet.models.cae import DEFAULT_MAX_CHUNK_PIXELS
 from sflnet_cli.options import data_options
 
@@ -56,6 +54,8 @@ def bench(data, include, exclude, size, skip_bad, device, dtype, model_name, los
     OPENBLAS_NUM_THREADS); sflnet's own copy kernels use OMP_NUM_THREADS threads when it is set,
     else every CPU.
     """
+    from sflnet.io.store import load_images  # noqa: PLC0415
+
     if compare_torch and not harness.torch_available():
         raise SflnetError("--compare-torch needs PyTorch, which is not installed in this environment "
                           "(it is never a dependency of sflnet)")
@@ -86,6 +86,8 @@ def bench(data, include, exclude, size, skip_bad, device, dtype, model_name, los
 def _bench_vae(data, include, exclude, size, skip_bad, device, dtype, loss, batch_size, steps, repeat, warmup,
                compare_torch, as_json):
     """``sflnet bench --model vae``: see :mod:`sflnet.bench.vae`."""
+    from sflnet.io.digits import load_digits_with_labels  # noqa: PLC0415
+
     source = click.get_current_context()
     for name in ("size", "max_chunk_pixels"):
         if source.get_parameter_source(name) == ParameterSource.COMMANDLINE:
@@ -95,13 +97,18 @@ def _bench_vae(data, include, exclude, size, skip_bad, device, dtype, loss, batc
     if len(data) > 1:
         raise SflnetError(f"--model vae takes one --data (a digits .npz or a folder of MNIST's IDX files), "
                           f"got {len(data)}")
+    loss = VAE_BENCH_LOSSES[0] if loss is None else loss
+    if loss not in VAE_BENCH_LOSSES:
+        raise SflnetError(f"--loss for --model vae must be one of {', '.join(VAE_BENCH_LOSSES)}, got {loss!r}")
     xp = select_device(device)
     digits, _ = load_digits_with_labels(split="train", binarize=True, dtype=np.dtype(dtype),
                                         path=data[0] if data else None)
+    if batch_size > len(digits.images):
+        raise SflnetError(f"--batch-size must be from 1 to the {len(digits.images)} digits, got {batch_size}")
     log = (lambda message: None) if as_json else (lambda message: click.echo(message, err=True))
     log(f"{len(digits.images)} digits from {digits.source}")
     result = run_vae_benchmark(digits.images, xp, dtype=np.dtype(dtype), batch_size=batch_size,
-                               loss=VAE_BENCH_LOSSES[0] if loss is None else loss, steps=steps, repeat=repeat,
+                               loss=loss, steps=steps, repeat=repeat,
                                warmup=warmup, compare_torch=compare_torch, log=log)
     result["data"] = digits.source
     if as_json:
