@@ -11,10 +11,6 @@ from sflnet.backend import DEVICES, DTYPES, select_device, to_device
 from sflnet.io.checkpoint import load_checkpoint
 from sflnet.losses import canonical
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES
-from sflnet.training.calibrate import checkpoint_setup, calibrate, initial_setup, suggestions
-from sflnet.training.config import TrainOptions
-from sflnet.training.data import check_image_sizes
-from sflnet.training.evaluation import checkpoint_options
 from sflnet_cli.loss_help import LossHelpCommand
 from sflnet_cli.options import (absolute_paths, check_size, data_options, data_warning, evaluation_settings,
                                 json_safe, stft_options)
@@ -67,6 +63,11 @@ def calibrate_command(checkpoint, data, include, exclude, size, skip_bad, loss, 
     first, or --reference) keeps its weight: every w_t·E_t equal (value rule), or every
     w_t·‖∂E_t/∂θ‖ equal (gradient rule).
     """
+    from sflnet.training.calibrate import checkpoint_setup, calibrate, initial_setup, suggestions  # noqa: PLC0415
+    from sflnet.training.config import TrainOptions  # noqa: PLC0415
+    from sflnet.training.data import check_image_sizes  # noqa: PLC0415
+    from sflnet.training.evaluation import checkpoint_options  # noqa: PLC0415
+
     ctx = click.get_current_context()
     check_size(size)
     expression = canonical(loss)

@@ -9,10 +9,8 @@ import numpy as np
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device
 from sflnet.io.checkpoint import load_checkpoint, write_text_atomic
-from sflnet.io.store import load_images
 from sflnet.features import DEFAULT_LAYER, DEFAULT_POOL, LAYERS, POOLS, check_layer_and_pool, encode_images
 from sflnet.models import names_with
-from sflnet.training.evaluation import model_from_checkpoint
 from sflnet_cli.options import check_size, data_warning, refuse_existing
 
 MANIFEST_FILE = "manifest.json"
@@ -41,6 +39,9 @@ def encode(checkpoint, inputs, out, layer, pool, size, device, overwrite, skip_b
     (sub-folders kept); DIR/manifest.json lists {image, file, shape, layer, pool}
     for every image.
     """
+    from sflnet.io.store import load_images  # noqa: PLC0415
+    from sflnet.training.evaluation import model_from_checkpoint  # noqa: PLC0415
+
     check_layer_and_pool(layer, pool)
     check_size(size)
     ckpt = load_checkpoint(checkpoint)

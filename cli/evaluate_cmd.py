@@ -1,4 +1,8 @@
-"""``sflnet evaluate``: a checkpoint's loss terms, metrics and optionally gradients on a data set."""
+"""``sflnet evaluate``: a checkpoint's loss terms, metrics and optionally gradients on a data set.
+
+The evaluation itself (:mod:`sflnet.training.evaluation`, :mod:`sflnet.training.data`) is imported when
+the command runs, not when ``sflnet`` starts.
+"""
 
 import json
 import math
@@ -12,8 +16,6 @@ from sflnet.backend import DEVICES, select_device
 from sflnet.io.checkpoint import load_checkpoint, write_npz_atomic
 from sflnet.losses import canonical, extra_column
 from sflnet.models import names_with
-from sflnet.training.data import check_image_sizes
-from sflnet.training.evaluation import checkpoint_options, evaluate_data, model_from_checkpoint
 from sflnet_cli.loss_help import LossHelpCommand
 from sflnet_cli.options import (absolute_paths, check_size, data_options, data_warning, evaluation_settings,
                                 format_list, json_safe,
@@ -54,6 +56,9 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     the decoder's output as the run's --output made it (the sigmoid's, or the raw linear output);
     the report's "scored" line says which.
     """
+    from sflnet.training.data import check_image_sizes  # noqa: PLC0415
+    from sflnet.training.evaluation import checkpoint_options, evaluate_data, model_from_checkpoint  # noqa: PLC0415
+
     check_size(size)
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.config

@@ -1,18 +1,41 @@
-"""``sflnet gradcheck``: the gradient-check validation suite (thin over :mod:`sflnet.gradcheck`)."""
+"""``sflnet gradcheck``: the gradient-check validation suite (thin over :mod:`sflnet.gradcheck`).
+
+The suite (its references import the whole of ``scipy.signal``) is imported when the command
+runs or its help is shown, not when ``sflnet`` starts: the ``--layer`` help, which lists the checked
+layers (plug-in losses included), is filled in by :class:`GradcheckCommand` at that time.
+"""
 
 import click
 
 from sflnet import SflnetError
-from sflnet import gradcheck as suite
+
+LAYER_HELP = "Only this layer's rows: one of {names}."
 
 
-@click.command("gradcheck")
+class GradcheckCommand(click.Command):
+    """``sflnet gradcheck``: its ``--layer`` help names the checked layers (:func:`sflnet.gradcheck.layer_names`),
+    read from the suite's registry the first time the command is used, not when ``sflnet`` starts."""
+
+    layers_read = False
+
+    def get_params(self, ctx):
+        if not self.layers_read:
+            from sflnet import gradcheck as suite  # noqa: PLC0415  (scipy.signal: ~0.7 s to import)
+
+            for param in self.params:
+                if param.name == "layer":
+                    param.help = LAYER_HELP.format(names=", ".join(suite.layer_names()))
+            self.layers_read = True
+        return super().get_params(ctx)
+
+
+@click.command("gradcheck", cls=GradcheckCommand)
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="cpu: NumPy only. auto: also CuPy when a GPU is usable. gpu: also CuPy, error without a GPU. "
                    "The float64 NumPy checks always run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of every random draw.")
 @click.option("--layer", metavar="NAME", default=None,
-              help=f"Only this layer's rows: one of {', '.join(suite.layer_names())}.")
+              help=LAYER_HELP.format(names="the checked layers (listed by sflnet gradcheck --help)"))
 @click.option("--verbose", is_flag=True,
               help="Also show, per row, a few elements side by side (analytic vs numeric, sflnet vs reference).")
 @click.option("--json", "as_json", is_flag=True,
@@ -31,6 +54,8 @@ def gradcheck(ctx, device, seed, layer, verbose, as_json, full, explain):
     One row per check; exit status 1 if any row FAILs. The footer explains the
     error bands and the thresholds.
     """
+    from sflnet import gradcheck as suite  # noqa: PLC0415
+
     if explain is not None:
         text = suite.explain(explain)
         if layer is not None and suite.resolve_layers(layer) != suite.resolve_layers(explain):

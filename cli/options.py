@@ -1,6 +1,8 @@
 """What the commands share: option groups (data, STFT), list parsing, the progress reporter, output checks.
 
-Used by every module of :mod:`sflnet_cli` that defines a command; it defines none itself.
+Used by every module of :mod:`sflnet_cli` that defines a command; it defines none itself. What only
+a command's work needs (the training options, the evaluation) is imported inside the functions, not
+when ``sflnet`` starts.
 """
 
 import datetime
@@ -16,8 +18,6 @@ from sflnet.io.images import MAX_IMAGE_PIXELS
 from sflnet.losses import STFT_WINDOW_FNS, LossSettings, sigma_label
 from sflnet.models import MODEL_NAMES
 from sflnet.training.callbacks import Reporter
-from sflnet.training.config import TrainOptions
-from sflnet.training.evaluation import checkpoint_loss_settings
 
 
 EXIT_INTERRUPTED = 130
@@ -198,6 +198,8 @@ def command_line(ctx):
 
 def both_defaults(option):
     """``[default: X (cae), Y (vae)]`` for an option whose default depends on --model."""
+    from sflnet.training.config import TrainOptions  # noqa: PLC0415  (not needed when sflnet starts)
+
     def show(value):
         return "unused" if value is None else format_list(value) if isinstance(value, tuple) else str(value)
     defaults = (f"{show(getattr(TrainOptions.for_model(name), option))} ({name})" for name in MODEL_NAMES)
@@ -247,6 +249,9 @@ FIG4_FILE = "fig4_subbands.png"
 
 def evaluation_settings(ckpt, stft_window, stft_stride, stft_window_fn, stft_phase_weight):
     """The checkpoint's loss settings, with the stft options given on the command line (validated)."""
+    from sflnet.training.config import TrainOptions  # noqa: PLC0415  (not needed when sflnet starts)
+    from sflnet.training.evaluation import checkpoint_loss_settings  # noqa: PLC0415
+
     given = {"stft_window": stft_window, "stft_stride": stft_stride, "stft_window_fn": stft_window_fn,
              "stft_phase_weight": stft_phase_weight}
     settings = checkpoint_loss_settings(ckpt, **given)

@@ -9,7 +9,6 @@ from sflnet import SflnetError
 from sflnet.backend import DEVICES, select_device, to_device, to_host
 from sflnet.io.checkpoint import load_checkpoint
 from sflnet.io.images import save_png
-from sflnet.training.evaluation import checkpoint_options, model_from_checkpoint
 from sflnet_cli.options import SIDE_BY_SIDE_GAP, check_size, data_warning, refuse_existing
 
 
@@ -34,6 +33,8 @@ def reconstruct(checkpoint, inputs, out, size, device, side_by_side, overwrite, 
     square digit pictures (resized to 28x28, averaged to grey, binarised like its training
     data), with z = μ; without INPUT it reconstructs the first --count test digits.
     """
+    from sflnet.training.evaluation import checkpoint_options, model_from_checkpoint  # noqa: PLC0415
+
     check_size(size)
     ckpt = load_checkpoint(checkpoint)
     if os.path.lexists(out) and not os.path.isdir(out):

@@ -6,7 +6,6 @@ import statistics
 import click
 
 from sflnet import SflnetError
-from sflnet.training.config import show_value
 from sflnet.training.history import read_history
 from sflnet.training.run_folder import CONFIG_FILE, HISTORY_FILE, RunFolder, read_config
 
@@ -19,6 +18,8 @@ def run_summary(folder):
 
     SflnetError (one line) when the folder is missing or holds no config.json/history.csv.
     """
+    from sflnet.training.config import show_value  # noqa: PLC0415
+
     if not os.path.isdir(folder.path):
         raise SflnetError(f"{folder.path} is not a folder")
     for path, name in ((folder.config, CONFIG_FILE), (folder.history, HISTORY_FILE)):

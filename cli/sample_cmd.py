@@ -9,7 +9,6 @@ from sflnet.backend import DEVICES, select_device
 from sflnet.io.checkpoint import load_checkpoint
 from sflnet.io.images import save_png
 from sflnet.models import names_with
-from sflnet.training.evaluation import model_from_checkpoint
 from sflnet_cli.options import refuse_existing
 
 
@@ -34,6 +33,8 @@ def sample(checkpoint, out, grid, quantile, device, overwrite):
 
     Writes DIR/latent_grid.png: GRID x GRID digits, z1 growing left to right and z2 bottom to top.
     """
+    from sflnet.training.evaluation import model_from_checkpoint  # noqa: PLC0415
+
     if not 2 <= grid <= 100:
         raise SflnetError(f"--grid must be between 2 and 100, got {grid}")
     if not 0 < quantile < 0.5:

@@ -14,12 +14,9 @@ from click.core import ParameterSource
 from sflnet import SflnetError
 from sflnet.backend import DEVICES, DTYPES
 from sflnet.io.images import MAX_IMAGE_PIXELS
-from sflnet.io.store import ImageStore, store_path
 from sflnet.losses import canonical, sigma_label
 from sflnet.models import DEFAULT_MODEL, MODEL_NAMES, hyperparameters
 from sflnet.models.cae import DEFAULT_SIGMAS, DEFAULT_SFL_WEIGHTS
-from sflnet.training.config import RESUME_OPTIONS, TrainOptions, key_options
-from sflnet.training.run import run_training
 from sflnet_cli.loss_help import LossHelpCommand
 from sflnet_cli.options import (EXIT_INTERRUPTED, LOSS_HELP, ProgressReporter, absolute_paths, both_defaults,
                                 command_line, default_out, format_list, parse_float_list, stft_options)
@@ -128,6 +125,10 @@ def train(model, data, include, exclude, size, skip_bad, loss, epochs, seed, sig
     Ctrl-C stops after the current epoch, saves and prints how to resume (exit 130); so does
     SIGTERM, a scheduler's preemption (exit 143). A signal ignored at start (nohup) stays ignored.
     """
+    from sflnet.io.store import ImageStore, store_path  # noqa: PLC0415
+    from sflnet.training.config import RESUME_OPTIONS, TrainOptions, key_options  # noqa: PLC0415
+    from sflnet.training.run import run_training  # noqa: PLC0415
+
     ctx = click.get_current_context()
     sigma_values = parse_float_list(sigmas, "--sigmas")
     weight_values = parse_float_list(sfl_weights, "--sfl-weights")
