@@ -1,11 +1,11 @@
 """``sflnet prepare``: decode the images once into an image store (thin over :mod:`sflnet.io.store`)."""
 
+import contextlib
 import os
 import sys
 
 import click
 
-from sflnet.io.store import prepare_store
 from sflnet_cli.options import check_size, data_warning
 
 
@@ -34,14 +34,23 @@ def prepare(data, out, include, exclude, size, skip_bad, workers):
     An interrupted prepare continues where it stopped when run again; a store whose sources
     changed is refreshed.
     """
-    check_size(size)
-    with click.progressbar(length=1, label="prepare", file=sys.stderr,
-                           show_pos=True) as bar:
-        def progress(count):
-            bar.update(count)
+    from sflnet.io.images import find_image_files  # noqa: PLC0415
+    from sflnet.io.store import prepare_store  # noqa: PLC0415
 
-        from sflnet.io.images import find_image_files  # noqa: PLC0415
-        bar.length = len(find_image_files(list(data), include=include, exclude=exclude))
+    check_size(size)
+    # The images are found, and the bar is drawn only once the first one is done, so that an error before
+    # any image is stored (no images, --out not a store) is the one line ``Error: ...``, without the bar.
+    count = len(find_image_files(list(data), include=include, exclude=exclude))
+    with contextlib.ExitStack() as stack:
+        bar = None
+
+        def progress(done):
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(click.progressbar(length=count, label="prepare", file=sys.stderr,
+                                                            show_pos=True))
+            bar.update(done)
+
         status, store = prepare_store(list(data), out, size=size, include=include, exclude=exclude,
                                       skip_bad=skip_bad, workers=workers, progress=progress, warn=data_warning)
     summary = store.summary()

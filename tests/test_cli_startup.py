@@ -63,3 +63,39 @@ def test_gradcheck_layer_is_still_checked_against_the_suite(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("Error: --layer 'nosuchlayer'")
     assert ", ".join(gradcheck.layer_names()) in err[0]
+
+
+@pytest.mark.parametrize("case", ["empty folder", "missing path", "out is a file"])
+def test_a_prepare_error_is_one_line_without_the_progress_label(tmp_path, capsys, case):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "a_file").write_text("not a store")
+    image = tmp_path / "images"
+    image.mkdir()
+    from PIL import Image  # noqa: PLC0415
+
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(image / "one.png")
+    data, out, named = {"empty folder": (empty, tmp_path / "store", "no image files"),
+                        "missing path": (tmp_path / "nowhere", tmp_path / "store", "does not exist"),
+                        "out is a file": (image, tmp_path / "a_file", "not a folder")}[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", str(data), "--out", str(out), "--workers", "1"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and named in err[0], err
+    assert not (tmp_path / "store").exists()
+
+
+def test_prepare_still_shows_its_progress(tmp_path, capsys):
+    from PIL import Image  # noqa: PLC0415
+
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 6), (10 * i, 20, 30)).save(tmp_path / "images" / f"im{i}.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", str(tmp_path / "images"), "--out", str(tmp_path / "store"), "--size", "0",
+              "--workers", "1"])
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[0].startswith("prepare")
+    assert "2 images" in captured.out
