@@ -73,6 +73,11 @@ def _column(rows, key):
     return np.array([float(row[key]) for row in rows], dtype=np.float64)
 
 
+def _measured(rows, key):
+    """True when the history has column ``key`` with at least one finite value (not all ``nan``)."""
+    return key in rows[0] and bool(np.isfinite(_column(rows, key)).any())
+
+
 def _positive(values):
     """Values for a log axis: non-positive entries become NaN (matplotlib leaves a gap)."""
     out = np.array(values, dtype=np.float64)
@@ -247,6 +252,9 @@ def plot_curves(history_rows, sigmas, out_path, title=None, dpi=100):
     (floats, or strings as read from the history CSV), one per epoch.
     Left panel: E_PL and E_SFL (with the training's subband weights w_SFL, as
     logged); right panel: the unit-weight subband SFLs. Both log-y.
+    A run whose history leaves the paper's columns ``nan`` (a VAE not trained with ``pl`` or
+    ``sfl``, see :mod:`sflnet.training.history`) shows its own terms instead: left, every
+    measured ``E_<TERM>`` column (unit weight); right, the trained objective E.
     """
     rows = list(history_rows)
     if not rows:
@@ -254,15 +262,31 @@ def plot_curves(history_rows, sigmas, out_path, title=None, dpi=100):
     epochs = _column(rows, "epoch")
     fig = _new_figure(10, 4)
     left = fig.add_subplot(1, 2, 1)
-    left.plot(epochs, _positive(_column(rows, "E_PL")), lw=1.0, label="E_PL")
-    left.plot(epochs, _positive(_column(rows, "E_SFL")), lw=1.0, label="E_SFL (weighted by w_SFL)")
+    if _measured(rows, "E_PL") or _measured(rows, "E_SFL"):
+        left.plot(epochs, _positive(_column(rows, "E_PL")), lw=1.0, label="E_PL")
+        left.plot(epochs, _positive(_column(rows, "E_SFL")), lw=1.0, label="E_SFL (weighted by w_SFL)")
+        left.set_title("pixel loss and weighted SFL", fontsize=10)
+    else:
+        for key in rows[0]:
+            if key.startswith("E_") and _measured(rows, key):
+                left.plot(epochs, _positive(_column(rows, key)), lw=1.0, label=key)
+        left.set_title("the objective's terms (unit weight)", fontsize=10)
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_ylabel("loss")
-    left.set_title("pixel loss and weighted SFL", fontsize=10)
     left.legend(fontsize=8)
     left.grid(True, which="both", alpha=0.3)
-    _plot_subband_panel(fig.add_subplot(1, 2, 2), rows, sigmas, "subband SFLs")
+    right = fig.add_subplot(1, 2, 2)
+    if any(_measured(rows, _sigma_key(sigma)) for sigma in sigmas):
+        _plot_subband_panel(right, rows, sigmas, "subband SFLs")
+    else:
+        right.plot(epochs, _positive(_column(rows, "E")), lw=1.0, label="E (trained)")
+        right.set_yscale("log")
+        right.set_xlabel("epoch")
+        right.set_ylabel("E")
+        right.set_title("trained objective", fontsize=10)
+        right.legend(fontsize=8)
+        right.grid(True, which="both", alpha=0.3)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -331,3 +331,29 @@ def test_reproduce_missing_data_is_one_line_error(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error:") and "--data" in lines[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_curves_of_a_vae_history_show_its_own_terms(tmp_path):
+    """A VAE history leaves the paper's columns nan: the figure plots the E_<TERM> columns and E instead
+    (the lines drawn are read back from the saved figure's axes)."""
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    from sflnet import figures  # noqa: PLC0415
+
+    nan = float("nan")
+    rows = [{"epoch": e, "E": 10.0 / e, "E_PL": nan, "E_SFL": nan, "sfl_0.8": nan, "sfl_1.6": nan, "sfl_3.2": nan,
+             "E_SSIM": 0.5 / e, "E_KL": 0.1 * e, "seconds": 1.0} for e in (1, 2, 3)]
+    drawn = {}
+    original = figures._save
+
+    def keep(fig, out_path, dpi):
+        drawn["labels"] = [[line.get_label() for line in ax.get_lines()] for ax in fig.axes]
+        return original(fig, out_path, dpi)
+
+    figures._save = keep
+    try:
+        figures.plot_curves(rows, (0.8, 1.6, 3.2), str(tmp_path / "curves.png"))
+    finally:
+        figures._save = original
+    assert drawn["labels"] == [["E_SSIM", "E_KL"], ["E (trained)"]]
+    assert (tmp_path / "curves.png").stat().st_size > 0
