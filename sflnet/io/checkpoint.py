@@ -1,7 +1,7 @@
 """Checkpoints: the network's parameters, the optimiser's state and the run's state in one ``.npz``.
 
-File format (``FORMAT_VERSION`` 3)
-----------------------------------
+File format (version 3; 4 for a mid-epoch checkpoint)
+------------------------------------------------------
 A plain NumPy ``.npz`` archive (a zip of ``.npy`` files), readable with
 ``numpy.load(path, allow_pickle=False)``. It holds only numeric arrays and one
 string, never pickled Python objects:
@@ -16,6 +16,10 @@ parameters           the model's shapes           ``w2`` … ``b5`` for the CAE 
 ``adam_m_<name>``,   same as the parameter        Adam's first and second moments (VAE checkpoints)
 ``adam_v_<name>``
 ``meta``             () unicode                   a JSON document, see below
+``partial_rows``     (k, C) float64               mid-epoch checkpoints only: the history values of
+                                                  the epoch's k finished steps, one column per
+                                                  ``meta["partial_epoch"]["columns"]``
+``partial_sizes``    (k,) int64                   mid-epoch checkpoints only: their image counts
 ===================  ===========================  ==========================================
 
 Which state arrays a model's optimiser keeps is :data:`sflnet.optim.OPTIMIZER_STATE`.
@@ -45,8 +49,19 @@ and live on the host.
   expression with every loss option resolved, the alias flags folded in
   (:func:`sflnet.losses.resolve`);
 * ``rng_state``: ``numpy.random.Generator.bit_generator.state`` of the
-  mini-batch shuffling generator, so that a resumed run draws the same
+  mini-batch shuffling generator (also the VAE's ε), so that a resumed run draws the same
   mini-batches as an uninterrupted one.
+* ``partial_epoch`` (format 4, mid-epoch checkpoints only: a stop request or ``--checkpoint-every``
+  in the middle of an epoch of mini-batches): ``{"epoch": e, "steps_done": k, "steps": S,
+  "start_rng_state": …, "columns": [...], "seconds": s}``. The parameters and optimiser state are
+  those after ``epoch`` (= e − 1) whole epochs and the first k of epoch e's S steps; ``rng_state``
+  is the generator after those steps; ``start_rng_state`` the generator before epoch e drew its
+  shuffled order (which a resume draws again from it); ``partial_rows``/``partial_sizes`` what the
+  epoch's history row needs of the finished steps (:func:`sflnet.training.history.combine_rows`),
+  ``seconds`` their compute time. history.csv holds rows 1 … e − 1. An epoch-end checkpoint has no
+  ``partial_epoch`` and is written as format 3, so sflnet versions that predate mid-epoch
+  checkpoints read it, and refuse (format 4 is newer than they read) the mid-epoch ones they could not
+  resume.
 
 Loading into PyTorch takes a few lines::
 
@@ -67,7 +82,7 @@ Older files still load, evaluate, reconstruct and resume. Version 1 (sflnet 0.1)
 differs in ``config``: ``loss`` was ``"pl"`` or ``"sfl"`` (the latter meaning
 ``pl+sfl``) and the stft options did not exist (:func:`upgrade_legacy_options`).
 Version 2 has no ``optimizer`` entry and no model options: all its runs were CAE
-runs with momentum SGD (:func:`upgrade_model_options`).
+runs with momentum SGD (:func:`upgrade_model_options`). Versions 1 to 3 are epoch-end checkpoints.
 :func:`load_checkpoint` returns their config upgraded to today's form.
 
 Loading (:func:`load_checkpoint`) always uses ``allow_pickle=False`` and
@@ -95,7 +110,9 @@ from sflnet.models import BY_ARCHITECTURE, CAE, REGISTRY
 from sflnet.optim import OPTIMIZER_STATE
 
 FORMAT_NAME = "sflnet-checkpoint"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4            # the newest this sflnet reads: 4 = a mid-epoch checkpoint (``partial_epoch``)
+EPOCH_END_FORMAT_VERSION = 3  # written for an epoch-end checkpoint (it needs nothing of format 4)
+PARTIAL_ARRAYS = ("partial_rows", "partial_sizes")
 LEGACY_FORMAT_VERSION = 1     # sflnet 0.1: --loss "pl"/"sfl", no stft options
 # Options added after sflnet 0.1, with the values that reproduce a 0.1 run (the defaults).
 ADDED_OPTIONS = {"stft_window": LossSettings.stft_window, "stft_stride": LossSettings.stft_stride,
@@ -114,12 +131,15 @@ class Checkpoint:
                {"velocity": …} for momentum SGD, {"adam_m": …, "adam_v": …} for Adam
     meta:      the decoded ``meta`` JSON (dict)
     path:      the file it came from (str)
+    partial:   None for an epoch-end checkpoint; for a mid-epoch one ``meta["partial_epoch"]`` with
+               ``rows`` ((k, C) float64) and ``sizes`` ((k,) int64) added (see the module docstring)
     """
 
     params: dict
     state: dict
     meta: dict
     path: str
+    partial: dict = None
 
     @property
     def spec(self):
@@ -215,11 +235,13 @@ def architecture_meta(spec=CAE):
 # Saving
 # ---------------------------------------------------------------------------
 
-def make_meta(epoch, config, rng_state, spec=CAE, optimizer_step=0):
-    """The ``meta`` dict of a checkpoint (see the module docstring)."""
-    return {
+def make_meta(epoch, config, rng_state, spec=CAE, optimizer_step=0, partial_epoch=None):
+    """The ``meta`` dict of a checkpoint (see the module docstring); ``partial_epoch`` (a dict) makes it
+    a mid-epoch checkpoint (format 4), whose ``partial_rows`` and ``partial_sizes`` go to
+    :func:`save_checkpoint`."""
+    meta = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": EPOCH_END_FORMAT_VERSION if partial_epoch is None else FORMAT_VERSION,
         "sflnet_version": __version__,
         "architecture": architecture_meta(spec),
         "optimizer": {"name": spec.optimizer, "step_count": int(optimizer_step)},
@@ -228,15 +250,19 @@ def make_meta(epoch, config, rng_state, spec=CAE, optimizer_step=0):
         "config": config,
         "rng_state": rng_state,
     }
+    if partial_epoch is not None:
+        meta["partial_epoch"] = partial_epoch
+    return meta
 
 
-def save_checkpoint(path, params, state, meta):
+def save_checkpoint(path, params, state, meta, partial_arrays=None):
     """Write a checkpoint atomically.
 
     params:   {name: array (host or device)}, the model's parameters, all one float dtype
     state:    {prefix: {name: array}}, the optimiser's arrays (``{"velocity": …}`` for momentum SGD,
               ``{"adam_m": …, "adam_v": …}`` for Adam); a missing entry (before the first step) is saved as zeros
     meta:     dict from :func:`make_meta` (must be JSON-serialisable); its architecture names the model
+    partial_arrays: a mid-epoch checkpoint's ``{"partial_rows": (k, C) float64, "partial_sizes": (k,) int64}``
 
     Raises ValueError if any parameter or velocity is not finite (a checkpoint
     must always be a good state to resume from), SflnetError if the file cannot
@@ -257,6 +283,10 @@ def save_checkpoint(path, params, state, meta):
         if not all(np.isfinite(a).all() for a in saved):
             raise ValueError(f"refusing to save a checkpoint with non-finite values in {name}")
         arrays[name] = theta
+    if ("partial_epoch" in meta) != (partial_arrays is not None):
+        raise ValueError("a mid-epoch checkpoint needs both meta['partial_epoch'] and its partial arrays")
+    for key in PARTIAL_ARRAYS if partial_arrays is not None else ():
+        arrays[key] = np.array(partial_arrays[key], dtype=np.float64 if key == "partial_rows" else np.int64)
     arrays["meta"] = np.array(json.dumps(meta, allow_nan=False, sort_keys=True))
     write_npz_atomic(path, arrays, what="checkpoint")
 
@@ -405,6 +435,57 @@ def _check_meta(meta, path):
     except Exception as exc:
         raise SflnetError(f"corrupt checkpoint {path}: bad rng_state ({_one_line(exc)})") from None
     _check_optimizer_meta(meta, spec, version, path)
+    if version >= 4 or "partial_epoch" in meta:
+        _check_partial_meta(meta, version, path)
+
+
+def _is_count(value, least=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_partial_meta(meta, version, path):
+    """``meta["partial_epoch"]``: present exactly in format 4, and well formed (see the module docstring)."""
+    partial = meta.get("partial_epoch")
+    if version < 4:
+        raise SflnetError(f"corrupt checkpoint {path}: format version {version} cannot hold 'partial_epoch'")
+    if not isinstance(partial, dict):
+        raise SflnetError(f"corrupt checkpoint {path}: format 4 needs a 'partial_epoch' object")
+    epoch, done, steps = partial.get("epoch"), partial.get("steps_done"), partial.get("steps")
+    if not (_is_count(epoch, 1) and epoch == meta["epoch"] + 1):
+        raise SflnetError(f"corrupt checkpoint {path}: partial epoch {_brief(epoch)} does not follow epoch "
+                          f"{meta['epoch']}")
+    if not (_is_count(done, 1) and _is_count(steps, 2) and done < steps):
+        raise SflnetError(f"corrupt checkpoint {path}: bad partial epoch position {_brief(done)} of "
+                          f"{_brief(steps)} steps")
+    columns = partial.get("columns")
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        raise SflnetError(f"corrupt checkpoint {path}: bad partial epoch columns {_brief(columns)}")
+    seconds = partial.get("seconds")
+    if not (_is_number(seconds) and seconds >= 0):
+        raise SflnetError(f"corrupt checkpoint {path}: bad partial epoch seconds {_brief(seconds)}")
+    try:
+        generator_from_state(partial.get("start_rng_state"))
+    except Exception as exc:
+        raise SflnetError(f"corrupt checkpoint {path}: bad partial epoch start_rng_state ({_one_line(exc)})") \
+            from None
+
+
+def _partial_arrays(arrays, meta, path):
+    """The ``partial_rows`` and ``partial_sizes`` of a mid-epoch checkpoint, checked against its meta."""
+    partial = meta["partial_epoch"]
+    missing = [key for key in PARTIAL_ARRAYS if key not in arrays]
+    if missing:
+        raise SflnetError(f"incomplete checkpoint {path}: missing array(s) {', '.join(missing)}")
+    rows, sizes = arrays["partial_rows"], arrays["partial_sizes"]
+    shape = (partial["steps_done"], len(partial["columns"]))
+    if rows.dtype != np.float64 or tuple(rows.shape) != shape:
+        raise SflnetError(f"checkpoint {path}: array 'partial_rows' has dtype {rows.dtype} shape "
+                          f"{tuple(rows.shape)}, expected float64 {shape}")
+    if sizes.dtype != np.int64 or tuple(sizes.shape) != shape[:1] or not (sizes >= 1).all():
+        raise SflnetError(f"checkpoint {path}: array 'partial_sizes' must be {shape[0]} int64 image counts >= 1")
+    if np.isinf(rows).any():     # nan is a paper's column a step did not measure; inf is never logged
+        raise SflnetError(f"checkpoint {path}: array 'partial_rows' holds Inf values")
+    return dict(partial, rows=rows, sizes=sizes)
 
 
 def _check_optimizer_meta(meta, spec, version, path):
@@ -494,4 +575,5 @@ def load_checkpoint(path, expect=None):
         params = {n: arrays[n] for n in spec.param_names}
         state = {prefix: {n: arrays[f"{prefix}_{n}"] for n in spec.param_names}
                  for prefix in OPTIMIZER_STATE[spec.optimizer]}
-    return Checkpoint(params=params, state=state, meta=meta, path=path)
+        partial = _partial_arrays(arrays, meta, path) if "partial_epoch" in meta else None
+    return Checkpoint(params=params, state=state, meta=meta, path=path, partial=partial)

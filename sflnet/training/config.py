@@ -9,6 +9,9 @@ model's hyperparameters need no edit here.
 :data:`RESUME_OPTIONS` are those a resume may change (:func:`merge_resume_options`).
 """
 
+import math
+import re
+
 from sflnet.backend import DEVICES, DTYPES
 from sflnet.errors import SflnetError
 from sflnet.io.checkpoint import same_value, upgrade_legacy_options, upgrade_model_options
@@ -26,7 +29,33 @@ SHARED_KEY_OPTIONS = ("model", "data", "include", "exclude", "size", "skip_bad",
 # 2: --loss is an expression and the stft options exist (absent: sflnet 0.1); 3: --model and the VAE's options
 CONFIG_VERSION = 3
 # Options a resume may change.
-RESUME_OPTIONS = ("epochs", "device", "snapshot_every")
+RESUME_OPTIONS = ("epochs", "device", "snapshot_every", "checkpoint_every")
+# Mid-epoch checkpoints (--checkpoint-every): at most every 10 minutes of training, so a crash or a
+# scheduler's kill loses minutes, not an epoch; a short epoch's own checkpoint makes them unneeded.
+DEFAULT_CHECKPOINT_EVERY = "10m"
+_TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_INTERVAL = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h|steps?)")
+
+
+def parse_checkpoint_every(value):
+    """``--checkpoint-every``: ``None`` for ``"0"``/``"off"`` (checkpoints at epoch ends only),
+    ``("seconds", t)`` for a time (``"90s"``, ``"10m"``, ``"1.5h"``), ``("steps", n)`` for a count of
+    optimiser steps (``"500steps"``, ``"1step"``). SflnetError (one line) for anything else."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in ("0", "off"):
+        return None
+    found = _INTERVAL.fullmatch(text) if text is not None else None
+    if found is not None:
+        amount, unit = found.groups()
+        if unit.startswith("step"):
+            if amount.isdigit() and int(amount) >= 1:
+                return ("steps", int(amount))
+        else:
+            seconds = float(amount) * _TIME_UNITS[unit]
+            if seconds > 0 and math.isfinite(seconds):
+                return ("seconds", seconds)
+    raise SflnetError(f"--checkpoint-every must be a time (90s, 10m, 1.5h), a number of steps (500steps) or 0 "
+                      f"(epoch ends only), got {value!r}")
 
 
 def default_snapshot_every(epochs):
@@ -62,6 +91,7 @@ SHARED_OPTIONS = {
     "device": "auto",
     "dtype": "float32",
     "snapshot_every": None,
+    "checkpoint_every": DEFAULT_CHECKPOINT_EVERY,
 }
 
 
@@ -86,6 +116,8 @@ class TrainOptions:
     stft_window, stft_stride, stft_window_fn, stft_phase_weight: the stft loss's settings
     batch_size: 0 for full batch, else images per mini-batch
     snapshot_every: epochs between snapshots; 0 = only the final epoch; None = :func:`default_snapshot_every`
+    checkpoint_every: mid-epoch checkpoints with mini-batches, :func:`parse_checkpoint_every` (a time such
+               as "10m", the default, a step count such as "500steps", or "0": at epoch ends only)
 
     and one attribute per hyperparameter of every registered model
     (:attr:`sflnet.models.ModelSpec.hyperparameters`), None where the run's model does not declare it:
@@ -167,6 +199,8 @@ class TrainOptions:
         if self.snapshot_every is not None and (not is_whole_number(self.snapshot_every) or self.snapshot_every < 0):
             raise SflnetError(f"--snapshot-every must be 0 (final epoch only) or positive, "
                               f"got {self.snapshot_every!r}")
+        parse_checkpoint_every(self.checkpoint_every)
+        self.checkpoint_every = "".join(self.checkpoint_every.split()).lower()   # " 10 M" -> "10m"
         self.loss = canonical(self.loss)
         if not is_whole_number(self.stft_window) or self.stft_window < 1:
             raise SflnetError(f"--stft-window must be a whole number >= 1, got {self.stft_window!r}")
@@ -226,6 +260,11 @@ class TrainOptions:
             return default_snapshot_every(self.epochs)
         return self.snapshot_every
 
+    @property
+    def checkpoint_interval(self):
+        """:func:`parse_checkpoint_every` of :attr:`checkpoint_every`: None, ("seconds", t) or ("steps", n)."""
+        return parse_checkpoint_every(self.checkpoint_every)
+
     def is_snapshot_epoch(self, epoch):
         """True at multiples of ``snapshot_every`` and at the final epoch."""
         every = self.effective_snapshot_every
@@ -250,6 +289,7 @@ class TrainOptions:
         """
         known = cls.option_names()
         config = upgrade_legacy_options(config) if legacy else upgrade_model_options(config)
+        config.setdefault("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)   # run folders that predate the option
         try:
             values = {}
             for name in known:
@@ -281,7 +321,7 @@ def merge_resume_options(saved_options, overrides, config_path):
     """The options of a resumed run: the saved ones, with ``overrides`` (options the user gave explicitly).
 
     Run-defining options (:func:`key_options`) must equal the saved values;
-    ``epochs``, ``device`` and ``snapshot_every`` may change.
+    ``epochs``, ``device``, ``snapshot_every`` and ``checkpoint_every`` may change.
     """
     values = saved_options.to_config()
     key = key_options()
