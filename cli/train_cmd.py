@@ -103,14 +103,18 @@ class TrainCommand(LossHelpCommand):
 @click.option("--snapshot-every", type=int, default=None,
               help="Epochs between snapshots (checkpoints/epoch_NNNN.npz and reconstructions); "
                    "0 = final epoch only. Default: max(1, epochs // 10); the final epoch always gets one.")
+@click.option("--checkpoint-every", default=None, metavar="WHEN",
+              help="With mini-batches, also write checkpoint.npz in the middle of an epoch: a time since the "
+                   "last checkpoint (90s, 10m, 1.5h) or every N optimiser steps (500steps); 0 = at epoch ends "
+                   "only. A crash then loses at most that much.  [default: 10m]")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its checkpoint.npz up to --epochs, exactly as if it had "
                    "never stopped. Its settings come from its config.json.")
 @click.option("--overwrite", is_flag=True,
               help="Allow --out to be an existing run or a non-empty folder (sflnet's own files are replaced).")
 def train(model, data, include, exclude, size, skip_bad, loss, epochs, seed, sigmas, sfl_weights, stft_window,
-          stft_stride, stft_window_fn, stft_phase_weight, batch_size, device, dtype, out, snapshot_every, resume,
-          overwrite, **model_options):
+          stft_stride, stft_window_fn, stft_phase_weight, batch_size, device, dtype, out, snapshot_every,
+          checkpoint_every, resume, overwrite, **model_options):
     """Train a model (the Table 1 autoencoder by default, or --model vae) and write a run folder.
 
     \b
@@ -122,8 +126,10 @@ def train(model, data, include, exclude, size, skip_bad, loss, epochs, seed, sig
     RUN_DIR/snapshots/           reconstructions of the first 8 images at snapshot epochs
     RUN_DIR/curves.png           learning curves (paper Fig. 5 style)
 
-    Ctrl-C stops after the current epoch, saves and prints how to resume (exit 130); so does
-    SIGTERM, a scheduler's preemption (exit 143). A signal ignored at start (nohup) stays ignored.
+    Ctrl-C stops after the current step (mini-batches; full batch: epoch), saves and prints how
+    to resume (exit 130); so does SIGTERM, a scheduler's preemption (exit 143). A second one stops
+    at once, losing the steps since the last checkpoint. A signal ignored at start (nohup) stays
+    ignored.
     """
     from sflnet.io.store import ImageStore, store_path  # noqa: PLC0415
     from sflnet.training.config import RESUME_OPTIONS, TrainOptions, key_options  # noqa: PLC0415
@@ -137,7 +143,7 @@ def train(model, data, include, exclude, size, skip_bad, loss, epochs, seed, sig
               "seed": seed, "sigmas": sigma_values, "sfl_weights": weight_values, "stft_window": stft_window,
               "stft_stride": stft_stride, "stft_window_fn": stft_window_fn, "stft_phase_weight": stft_phase_weight,
               "batch_size": batch_size, "device": device, "dtype": dtype, "snapshot_every": snapshot_every,
-              **model_options}    # the registered models' hyperparameters (TrainCommand)
+              "checkpoint_every": checkpoint_every, **model_options}    # the registered models' hyperparameters (TrainCommand)
     if resume and ctx.get_parameter_source("loss") == ParameterSource.COMMANDLINE:
         values["loss"] = canonical(loss)
     reporter = ProgressReporter(sigma_values)
@@ -173,8 +179,16 @@ def _report_training(result):
     if result.status == "interrupted":
         if not quiet:
             command = shlex.join(["sflnet", "train", "--resume", "--out", folder])
-            click.echo(f"Interrupted. {os.path.join(folder, 'checkpoint.npz')} holds epoch {result.epoch} and "
-                       f"history.csv is flushed.", err=True)
+            checkpoint = os.path.join(folder, "checkpoint.npz")
+            step = result.extra.get("saved_step")
+            if step is None:
+                click.echo(f"Interrupted. {checkpoint} holds epoch {result.epoch} and history.csv is flushed.",
+                           err=True)
+            else:
+                rows = {0: "no finished epoch", 1: "epoch 1"}.get(result.epoch, f"epochs 1 to {result.epoch}")
+                click.echo(f"Interrupted in epoch {result.epoch + 1} after step {step[0]} of {step[1]}. "
+                           f"{checkpoint} holds epoch {result.epoch} and those {step[0]} steps; history.csv "
+                           f"({rows}) is flushed.", err=True)
             click.echo(f"Resume with: {command}", err=True)
         signum = result.extra.get("signal")
         sys.exit(128 + signum if signum else EXIT_INTERRUPTED)   # 130 for SIGINT, 143 for SIGTERM

@@ -11,13 +11,17 @@ hook                                     when
 ``on_train_start(trainer)``              once, before the first epoch of this call
 ``on_step_end(trainer, epoch, result)``  after every optimiser step (``result``: the step's
                                          :class:`LossResult`, measured before the update)
+``on_step_checkpoint(trainer, record)``  after a step in the middle of an epoch at which a mid-epoch
+                                         checkpoint is due (a stop request, ``--checkpoint-every``);
+                                         ``record``: (``partial_epoch`` meta, arrays), see
+                                         :meth:`Trainer.progress_record`
 ``on_epoch_end(trainer, row)``           after every completed epoch (``row``: its history row)
 ``teardown(trainer)``                    once after the loop, whatever happened (``finally``)
 ``on_train_end(trainer, status)``        once after a loop that stopped by itself: ``status``
                                          "completed", "interrupted" or "diverged"
 =======================================  ====================================================
 
-``on_train_start`` and ``on_epoch_end`` run under :meth:`Trainer.collectively`: under MPI, an
+``on_train_start``, ``on_step_checkpoint`` and ``on_epoch_end`` run under :meth:`Trainer.collectively`: under MPI, an
 :class:`SflnetError` on one rank stops every rank. A callback whose ``root_only`` is True writes
 files and is called on rank 0 alone. ``state_dict()`` / ``load_state_dict(state)`` hold what a
 callback would need to resume; today's callbacks keep none (the checkpoint holds the trainer's
@@ -26,7 +30,8 @@ parameters, optimiser state, RNG state and epoch), so both are the empty default
 The order :func:`default_callbacks` gives is part of the crash-safety argument: after epoch k,
 history.csv row k is flushed and fsync'ed, then the snapshot PNGs and ``checkpoints/epoch_k.npz``
 are written, and only then ``checkpoint.npz``. A checkpoint of epoch k on disk therefore always
-has its history rows and its snapshot.
+has its history rows and its snapshot. A mid-epoch checkpoint (epoch k and some steps of epoch
+k + 1) is written between epoch ends, when history.csv holds rows 1 … k: the two agree after any stop.
 """
 
 import contextlib
@@ -62,6 +67,9 @@ class Callback:
 
     def on_step_end(self, trainer, epoch, result):
         """After each optimiser step of epoch ``epoch`` (1-based) with its :class:`LossResult`."""
+
+    def on_step_checkpoint(self, trainer, record):
+        """After a step in the middle of epoch ``trainer.epoch + 1`` that asks for a mid-epoch checkpoint."""
 
     def on_epoch_end(self, trainer, row):
         """After each completed epoch (``trainer.epoch`` is its number) with its history row (dict)."""
@@ -139,8 +147,10 @@ class SnapshotCallback(Callback):
 
 class CheckpointCallback(Callback):
     """checkpoint.npz after every epoch (and the initialisation, epoch 0, for a fresh run) and
-    ``checkpoints/epoch_NNNN.npz`` at snapshot epochs. Rank 0 writes; every rank keeps
-    ``trainer.saved_epoch``, the epoch of the checkpoint.npz on disk, up to date.
+    ``checkpoints/epoch_NNNN.npz`` at snapshot epochs; checkpoint.npz also in the middle of an epoch
+    when the trainer asks (a stop request, ``--checkpoint-every``). Rank 0 writes; every rank keeps
+    ``trainer.saved_epoch`` (the epoch of the checkpoint.npz on disk), ``trainer.saved_step`` (its
+    mid-epoch position, or None) and ``trainer.saved_at`` (when it was written) up to date.
 
     config: the checkpoint's ``config`` (the options, ``data_sha256`` and ``n_images``).
     """
@@ -150,17 +160,24 @@ class CheckpointCallback(Callback):
         self.options = options
         self.config = config
 
-    def save(self, trainer, path):
-        """One checkpoint of the trainer's state: parameters, optimiser arrays and meta (rank 0 only)."""
+    def save(self, trainer, path, record=None):
+        """One checkpoint of the trainer's state: parameters, optimiser arrays and meta (rank 0 only);
+        ``record`` (:meth:`Trainer.progress_record`) makes it a mid-epoch checkpoint."""
         if not trainer.world.is_root:
             return
+        partial, arrays = record if record is not None else (None, None)
         meta = make_meta(trainer.epoch, self.config, trainer.rng.bit_generator.state, trainer.spec,
-                         trainer.optimizer.step_count)
-        save_checkpoint(path, trainer.model.params, trainer.optimizer.state_arrays(), meta)
+                         trainer.optimizer.step_count, partial_epoch=partial)
+        save_checkpoint(path, trainer.model.params, trainer.optimizer.state_arrays(), meta, partial_arrays=arrays)
 
-    def save_latest(self, trainer):
-        self.save(trainer, self.folder.checkpoint)
+    def save_latest(self, trainer, record=None):
+        self.save(trainer, self.folder.checkpoint, record)
         trainer.saved_epoch = trainer.epoch
+        trainer.saved_step = (record[0]["steps_done"], record[0]["steps"]) if record is not None else None
+        trainer.saved_at = time.monotonic()
+
+    def on_step_checkpoint(self, trainer, record):
+        self.save_latest(trainer, record)
 
     def on_train_start(self, trainer):
         if trainer.saved_epoch is None:     # a fresh run: the initialisation is epoch 0
@@ -185,6 +202,7 @@ class CurvesCallback(Callback):
         self.columns = columns
         self.n_images = n_images
         self.last_drawn = time.monotonic()
+        self.drawn_epoch = None      # trainer.epoch when curves.png was last drawn
 
     def draw(self, trainer):
         from sflnet.figures import plot_curves  # noqa: PLC0415  (matplotlib is slow to import)
@@ -198,13 +216,21 @@ class CurvesCallback(Callback):
             except OSError as exc:   # disk full, read-only folder: the figure is optional, the data is safe
                 trainer.reporter.note(f"warning: cannot write {self.folder.curves}: {exc.strerror or exc}")
         self.last_drawn = time.monotonic()
+        self.drawn_epoch = trainer.epoch
+
+    def on_train_start(self, trainer):
+        if os.path.isfile(self.folder.curves):    # a resumed run's: drawn with its rows by the previous call
+            self.drawn_epoch = trainer.epoch
 
     def on_epoch_end(self, trainer, row):
         if self.options.is_snapshot_epoch(trainer.epoch) and time.monotonic() - self.last_drawn >= CURVES_EVERY_S:
             self.draw(trainer)
 
     def on_train_end(self, trainer, status):
-        """The final curves; a second Ctrl-C while drawing is ignored (the data is safe)."""
+        """The final curves (unless this call drew them with every row there is: a stop in the middle
+        of an epoch need not wait for matplotlib); a second Ctrl-C while drawing is ignored (the data is safe)."""
+        if self.drawn_epoch == trainer.epoch:
+            return
         with contextlib.suppress(KeyboardInterrupt):
             self.draw(trainer)
 
@@ -273,8 +299,11 @@ class DivergenceGuard(Callback):
         if status != "diverged":
             return
         smaller = trainer.spec.smaller_rate(trainer.options)
+        saved = f"epoch {trainer.saved_epoch}"
+        if trainer.saved_step is not None:
+            saved += f" and {trainer.saved_step[0]} of the {trainer.saved_step[1]} steps of epoch {trainer.saved_epoch + 1}"
         raise SflnetError(f"training diverged: {trainer.diverged}; {self.checkpoint_path} keeps the last finite "
-                          f"state (epoch {trainer.saved_epoch}); try a smaller learning rate, e.g. {smaller}")
+                          f"state ({saved}); try a smaller learning rate, e.g. {smaller}")
 
 
 def default_callbacks(folder, options, reporter, checkpoint_config, n_images):

@@ -22,7 +22,8 @@ What this module holds (nothing else in sflnet talks to MPI):
   uses NCCL (``cupy.cuda.nccl``) when CuPy has it, else host copies through mpi4py.
 * ``World.agree`` — every rank learns of an error on any rank (one ``allgather``),
   so all of them stop together with the same message instead of some hanging in
-  the next collective.
+  the next collective; ``World.gather`` — after each mini-batch step the ranks agree on a stop
+  request and a periodic checkpoint (:mod:`sflnet.training.trainer`).
 
 Determinism: MPI sums in an order fixed by the number of ranks and the message
 size (MPICH, Open MPI), so a rerun with the same P is bit-identical; against a
@@ -103,6 +104,9 @@ class SingleProcess(World):
 
     def first_nonzero(self, value):
         return value
+
+    def gather(self, value):
+        return [value]
 
     def abort(self, code):
         sys.exit(code)
@@ -188,6 +192,10 @@ class MPIWorld(World):
     def first_nonzero(self, value):
         """The first non-zero ``value`` in rank order (0 if none), the same on every rank."""
         return next((v for v in self.comm.allgather(value) if v), 0)
+
+    def gather(self, value):
+        """Every rank's ``value`` (small, picklable), in rank order, on every rank (one ``allgather``)."""
+        return self.comm.allgather(value)
 
     def abort(self, code):
         """Stop every rank now (a failure on one rank that the others cannot learn of)."""

@@ -24,14 +24,17 @@ Robustness
   anything is written.
 * ``checkpoint.npz`` is rewritten atomically after every epoch and only with
   finite values, so a crash or ``kill -9`` at any moment leaves a loadable
-  checkpoint of the last completed epoch.
+  checkpoint of the last completed epoch; with mini-batches also in the middle of an
+  epoch, at most every ``--checkpoint-every`` (default 10 minutes), so a crash loses
+  minutes, not an epoch (:mod:`sflnet.training.trainer`).
 * ``resume`` continues exactly: the checkpoint holds parameters, the optimiser's
-  state and the shuffling RNG state; ``history.csv`` rows after the
-  checkpoint's epoch (left by a crash) are dropped. Resuming refuses data or
-  settings that differ from ``config.json``.
-* Ctrl-C (SIGINT) asks the loop to stop after the current epoch; a second
-  Ctrl-C abandons the epoch at once. Either way the last completed epoch is
-  in ``checkpoint.npz`` and :func:`run_training` returns ``"interrupted"``.
+  state and the shuffling RNG state (and, mid-epoch, the epoch's order and its finished
+  steps' losses); ``history.csv`` rows after the checkpoint's epoch (left by a crash) are
+  dropped. Resuming refuses data or settings that differ from ``config.json``.
+* Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step (with
+  mini-batches; a mid-epoch checkpoint is written) or epoch (full batch); a second one
+  abandons the step at once. Either way ``checkpoint.npz`` and history.csv agree and
+  :func:`run_training` returns ``"interrupted"``.
 * A NaN/Inf loss or parameter stops training with an :class:`SflnetError`
   suggesting a smaller learning rate; ``checkpoint.npz`` keeps the last good
   epoch.
@@ -57,7 +60,7 @@ from sflnet.training.distributed import check_shardable, current_world, local_si
 from sflnet.training.history import truncate_history
 from sflnet.training.run_folder import RunFolder, check_output_folder, now, read_config, write_config
 from sflnet.training.runlock import RunLock
-from sflnet.training.trainer import Trainer, collectively
+from sflnet.training.trainer import Trainer, collectively, restore_progress
 
 SHUFFLE_STREAM = 1           # mini-batch RNG: numpy.random.default_rng((seed, SHUFFLE_STREAM))
 
@@ -67,7 +70,8 @@ class RunResult:
     """What :func:`run_training` did.
 
     status:  "completed", "interrupted" or "up-to-date" (resume with nothing left to do)
-    epoch:   the epoch of the last saved checkpoint.npz (updates applied)
+    epoch:   the epoch of the last saved checkpoint.npz (whole epochs applied; a mid-epoch
+             checkpoint's steps of the next are ``extra["saved_step"]``: (steps done, steps))
     folder:  the run folder (absolute path)
     last_row: the last history row written (dict) or None
     options: the effective :class:`TrainOptions`
@@ -137,12 +141,19 @@ def _read_resume(folder, overrides, warn, world):
     if checkpoint.epoch > options.epochs:
         raise SflnetError(f"{folder.checkpoint} is already at epoch {checkpoint.epoch}, beyond --epochs "
                           f"{options.epochs}")
+    partial = checkpoint.partial
+    if partial is not None and partial["epoch"] > options.epochs:
+        raise SflnetError(f"{folder.checkpoint} is in the middle of epoch {partial['epoch']} (step "
+                          f"{partial['steps_done']} of {partial['steps']}), beyond --epochs {options.epochs}; "
+                          f"resume with --epochs {partial['epoch']} or more")
     if checkpoint.epoch == options.epochs:
         return options, config, checkpoint, None, xp
     dataset = load_training_data(options, warn)
     check_same_data(config["data"], dataset, folder.config)
     check_image_sizes(options.loss, options.loss_settings, dataset)
     _check_world(world, options, dataset)
+    if partial is not None:     # before anything is written: the epoch in progress fits this run
+        restore_progress(partial, options, len(dataset.images), checkpoint.epoch)
     return options, config, checkpoint, dataset, xp
 
 
@@ -154,6 +165,8 @@ def _start_resume(folder, read, reporter, world):
     config["config_version"] = CONFIG_VERSION   # a resumed 0.1 run folder is rewritten in today's format
     entry = {"time": now(), "from_epoch": checkpoint.epoch, "to_epoch": options.epochs,
              "device_name": device_name(xp)}
+    if checkpoint.partial is not None:     # in the middle of epoch from_epoch + 1, after this many steps
+        entry["from_step"] = checkpoint.partial["steps_done"]
     if world.distributed:
         entry["mpi_ranks"] = world.size
     config.setdefault("resumes", []).append(entry)
@@ -168,8 +181,10 @@ def _start_resume(folder, read, reporter, world):
     params = {n: to_device(checkpoint.params[n], xp) for n in options.spec.param_names}
     callbacks = _callbacks(folder, options, reporter, config, dataset)
     trainer = Trainer(options, dataset, xp, params, checkpoint.state, checkpoint.rng(), checkpoint.epoch, reporter,
-                      callbacks, checkpoint.optimizer_step, world=world)
+                      callbacks, checkpoint.optimizer_step, world=world, partial=checkpoint.partial)
     trainer.saved_epoch = checkpoint.epoch
+    if checkpoint.partial is not None:
+        trainer.saved_step = (checkpoint.partial["steps_done"], checkpoint.partial["steps"])
     return trainer
 
 
@@ -272,4 +287,5 @@ def _run_locked(folder, options, resume, overwrite, overrides, reporter, command
     return RunResult(status, trainer.saved_epoch, folder.path, trainer.last_row, options,
                      seconds=time.perf_counter() - started, history_rows=trainer.epoch,
                      extra={"device_name": device_name(trainer.xp) + world.describe(),
-                            "images": len(trainer.images), "signal": trainer.stop_signal})
+                            "images": len(trainer.images), "signal": trainer.stop_signal,
+                            "saved_step": trainer.saved_step})
