@@ -205,10 +205,10 @@ class CurvesCallback(Callback):
         self.drawn_epoch = None      # trainer.epoch when curves.png was last drawn
 
     def draw(self, trainer):
-        from sflnet.figures import plot_curves  # noqa: PLC0415  (matplotlib is slow to import)
-
         rows = read_history(self.folder.history, self.columns)
-        if rows:
+        if rows:     # matplotlib takes most of a second to import: not for a history without rows
+            from sflnet.figures import plot_curves  # noqa: PLC0415
+
             options = self.options
             title = f"{options.model} {options.loss} run, {self.n_images} images, {options.spec.rate_label(options)}"
             try:

@@ -12,6 +12,7 @@ uploaded asynchronously. Under MPI each rank streams only its own share of every
 """
 
 import collections
+import contextlib
 import queue
 import threading
 
@@ -122,8 +123,14 @@ class _Prefetcher:
         return upload_async(item, self.xp)
 
     def stop(self):
+        """End the thread: at once if it waits on a full queue (emptied here, so a stop after a step does
+        not wait for its 0.1 s poll), else after the chunk it is filling."""
         self.stopping.set()
-        self.thread.join()
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.queue.get_nowait()
+            self.thread.join(timeout=0.01)
 
 
 class StoreSource:
