@@ -33,6 +33,16 @@ numbers as the usual PSNR and SSIM of the 8-bit images on a ``[0, 255]`` scale
 
 Arrays are only read, never modified. CuPy arrays are accepted too: they are
 copied to the host first.
+
+**Many images at once.** :func:`psnr_ssim_values` (and so :func:`mean_psnr_ssim`) computes
+the pairs of one shape together, in blocks (:func:`psnr_ssim_batch`), instead of one call of
+:func:`psnr` and :func:`ssim` per image (for 10,000 MNIST digits: about 1.3 s of Python
+overhead in ~10,000 small filter calls). Each image's numbers are bit for bit those of
+:func:`psnr` and :func:`ssim`: every image goes through the same element-wise operations, the
+same 1-D filter passes along its own rows and columns, and the same reduction of its own
+contiguous block of values (numpy's pairwise sum over the image's C·H·W values, or C·(H−10)·(W−10)
+of the SSIM map), in the same order; the last step of PSNR is the same Python ``math.log10``
+(tests/test_evaluate_speed.py checks the identity on many shapes and blocks).
 """
 
 from __future__ import annotations
@@ -132,14 +142,94 @@ def psnr_ssim_values(
     *,
     data_min: float = -1.0,
 ) -> tuple[list[float], list[float]]:
-    """Each pair's PSNR and SSIM (arguments as :func:`mean_psnr_ssim`): two lists, in the pairs' order."""
+    """Each pair's PSNR and SSIM (arguments as :func:`mean_psnr_ssim`): two lists, in the pairs' order.
+
+    The numbers are those of :func:`psnr` and :func:`ssim` pair by pair, bit for bit; pairs of
+    one shape are computed together (:func:`psnr_ssim_batch`, see the module doc).
+    """
     if len(originals) != len(reconstructions):
         raise ValueError(
             f"need as many reconstructions as originals, got {len(reconstructions)} "
             f"and {len(originals)}"
         )
-    psnr_values = [psnr(o, r, data_range) for o, r in zip(originals, reconstructions)]
-    ssim_values = [
-        ssim(o, r, data_range, data_min=data_min) for o, r in zip(originals, reconstructions)
-    ]
+    hosts = [_host_pair(o, r) for o, r in zip(originals, reconstructions)]
+    by_shape: dict[tuple, list[int]] = {}
+    for index, (o, _) in enumerate(hosts):
+        by_shape.setdefault(o.shape, []).append(index)
+    psnr_values: list = [None] * len(hosts)
+    ssim_values: list = [None] * len(hosts)
+    for shape, indices in by_shape.items():
+        per_block = _images_per_block(shape)
+        for start in range(0, len(indices), per_block):
+            block = indices[start:start + per_block]
+            x = np.stack([hosts[i][0] for i in block])
+            y = np.stack([hosts[i][1] for i in block])
+            block_psnr, block_ssim = psnr_ssim_batch(x, y, data_range, data_min=data_min)
+            for row, i in enumerate(block):
+                psnr_values[i], ssim_values[i] = block_psnr[row], block_ssim[row]
+    return psnr_values, ssim_values
+
+
+#: :func:`psnr_ssim_batch` works on at most about this many float64 values of each image stack at a
+#: time (2 MB; the SSIM's five statistics and their maps stay a few tens of MB), at least one image.
+BLOCK_VALUES = 1 << 18
+
+
+def _images_per_block(shape) -> int:
+    return max(1, BLOCK_VALUES // max(1, math.prod(shape)))
+
+
+def _host_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """The pair on the host, as it is (any float dtype; converted to float64 in blocks), checked as
+    :func:`psnr` checks it: the same shape, (C, H, W)."""
+    if hasattr(x, "get"):  # a CuPy array: copy to host memory
+        x = x.get()
+    if hasattr(y, "get"):
+        y = y.get()
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape:
+        raise ValueError(f"images must have the same shape, got {x.shape} and {y.shape}")
+    if x.ndim != 3:
+        raise ValueError(f"expected images of shape (C, H, W), got {x.shape}")
+    return x, y
+
+
+def psnr_ssim_batch(x, y, data_range: float = 2.0, *, data_min: float = -1.0) -> tuple[list[float], list[float]]:
+    """The PSNR and SSIM of each pair of two stacks of images of one shape.
+
+    Args:
+        x, y: arrays of shape ``(n, C, H, W)`` (NumPy or CuPy, any float dtype; only read).
+        data_range, data_min: see :func:`psnr` and :func:`ssim`.
+
+    Returns:
+        ``(psnr values, ssim values)``: two lists of n Python floats, equal bit for bit to
+        ``psnr(x[i], y[i], data_range)`` and ``ssim(x[i], y[i], data_range, data_min=data_min)``
+        (see the module doc); SSIM is ``nan`` for images smaller than the window.
+    """
+    if hasattr(x, "get"):
+        x = x.get()
+    if hasattr(y, "get"):
+        y = y.get()
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != y.shape:
+        raise ValueError(f"image stacks must have the same shape, got {x.shape} and {y.shape}")
+    if x.ndim != 4:
+        raise ValueError(f"expected image stacks of shape (n, C, H, W), got {x.shape}")
+    n = x.shape[0]
+    psnr_values: list[float] = []
+    ssim_values: list[float] = []
+    per_block = _images_per_block(x.shape[1:])
+    too_small = size_problem_text(*x.shape[2:]) is not None
+    peak = data_range**2
+    for start in range(0, n, per_block):
+        xb = np.asarray(x[start:start + per_block], dtype=np.float64)
+        yb = np.asarray(y[start:start + per_block], dtype=np.float64)
+        # psnr: mean over each image's own contiguous C*H*W values (the reduction np.mean(image) makes)
+        squared = (xb - yb) ** 2
+        mse = np.mean(squared.reshape(squared.shape[0], -1), axis=1)
+        psnr_values += [math.inf if m == 0.0 else 10.0 * math.log10(peak / m) for m in mse.tolist()]
+        if too_small:
+            ssim_values += [float("nan")] * xb.shape[0]
+        else:
+            ssim_values += ssim_per_image(xb, yb, data_range, data_min).tolist()
     return psnr_values, ssim_values
