@@ -1,13 +1,16 @@
 """A model from a checkpoint, and its evaluation: losses, PSNR/SSIM and optionally the gradient
 (``sflnet evaluate``, ``reconstruct``, ``sample``, ``encode`` and the validation scripts)."""
 
+import contextlib
 import copy
 
 import numpy as np
 
-from sflnet.backend import to_device, to_host
+from sflnet.backend import get_array_module, to_device, to_host
 from sflnet.losses import LossSettings, sigma_label
-from sflnet.metrics import mean_psnr_ssim, psnr_ssim_values
+from sflnet.metrics import psnr_ssim_batch, psnr_ssim_values
+from sflnet.models.cae import Autoencoder
+from sflnet.models.vae import VAE
 from sflnet.training.config import TrainOptions
 from sflnet.training.distributed import SingleProcess
 from sflnet.training.source import MemorySource, data_source
@@ -52,17 +55,29 @@ def evaluate_model(model, images, compute_grads=False):
     same as 8-bit PSNR/SSIM), [0, 1] with data_range 1 for the VAE; the reconstructions are not
     clipped (a VAE with a linear output is scored on its raw output).
     A VAE with ``model.noise`` set (``sflnet evaluate --sample-latent``) is scored on the z = μ + σε of
-    the losses' pass: the metrics decode the same ε (a copy of the generator replays the draw).
+    the losses' pass.
+
+    One pass for the built-in models (:func:`reconstructs_as_measured`): the metrics score the
+    reconstructions the losses' pass makes, chunk by chunk (:class:`ChunkMetrics`), which are what
+    ``model.reconstruct`` returns for the same images (the same forward of the same chunks; with
+    ``model.noise``, the same ε). For another model, or where the chunks cannot be matched to the
+    images, the reconstructions are made in a second pass, as before (a copy of the generator replays ε).
     """
     low, high = model.loss_settings.value_range
     noise = getattr(model, "noise", None)
     replay = None if noise is None else copy.deepcopy(noise)
+    plan = model.chunk_plan([tuple(x.shape) for x in images]) if hasattr(model, "chunk_plan") else None
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # non-finite results are returned as such
-        result = model.loss_and_grads(images, compute_grads=compute_grads)
-        recons = model.reconstruct(images) if replay is None else model.reconstruct(images, noise=replay)
-        psnr, ssim = mean_psnr_ssim([to_host(x) for x in images], [to_host(r) for r in recons],
-                                    data_range=high - low, data_min=low)
-    return _report(model, result, psnr, ssim, len(images), compute_grads)
+        metrics = ChunkMetrics(len(images), high - low, low, plan=plan, images=images)
+        with metrics.watching(model.objective) if reconstructs_as_measured(model) else contextlib.nullcontext():
+            result = model.loss_and_grads(images, compute_grads=compute_grads)
+        if metrics.complete:
+            psnr_values, ssim_values = metrics.psnr, metrics.ssim
+        else:
+            recons = model.reconstruct(images) if replay is None else model.reconstruct(images, noise=replay)
+            psnr_values, ssim_values = psnr_ssim_values([to_host(x) for x in images], [to_host(r) for r in recons],
+                                                        data_range=high - low, data_min=low)
+    return _report(model, result, *_means(psnr_values, ssim_values), len(images), compute_grads)
 
 
 def evaluate_data(model, dataset, xp, compute_grads=False):
@@ -70,7 +85,7 @@ def evaluate_data(model, dataset, xp, compute_grads=False):
 
     Images held in memory are put on the device whole. An image store (``--data STORE``) is streamed,
     so a store larger than memory can be evaluated: one pass of the store's chunks for the losses
-    (and gradient), a second for the reconstructions and the per-image PSNR/SSIM; no image is held.
+    (and gradient) and the per-image PSNR/SSIM of each chunk's reconstructions; no image is held.
     The chunks are the ones the model cuts the same images into when they are held, so both ways give
     the same numbers bit for bit. returns what :func:`evaluate_model` returns.
     """
@@ -81,19 +96,103 @@ def evaluate_data(model, dataset, xp, compute_grads=False):
     everything = [list(range(len(dataset)))]
     single = SingleProcess()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for batch, _ in source.steps(everything, single):
-            result = model.loss_and_grads(batch, compute_grads=compute_grads)
-        psnr_values, ssim_values = [None] * len(dataset), [None] * len(dataset)
-        for batch, _ in source.steps(everything, single):
-            for ids, chunk in zip(source.chunk_indices(everything[0]), batch.stream()):
-                recon = model.forward(chunk)      # what model.reconstruct computes for this chunk
-                originals = [to_host(chunk[row]) for row in range(len(ids))]
-                values = psnr_ssim_values(originals, [to_host(recon[row]) for row in range(len(ids))],
-                                          data_range=high - low, data_min=low)
-                for row, i in enumerate(ids):
-                    psnr_values[i], ssim_values[i] = values[0][row], values[1][row]
-    return _report(model, result, float(np.mean(psnr_values)), float(np.mean(ssim_values)), len(dataset),
-                   compute_grads)
+        metrics = ChunkMetrics(len(dataset), high - low, low, plan=source.chunk_indices(everything[0]))
+        with metrics.watching(model.objective) if reconstructs_as_measured(model) else contextlib.nullcontext():
+            for batch, _ in source.steps(everything, single):
+                result = model.loss_and_grads(batch, compute_grads=compute_grads)
+        if metrics.complete:
+            psnr_values, ssim_values = metrics.psnr, metrics.ssim
+        else:   # a second pass of the store's chunks for the reconstructions
+            psnr_values, ssim_values = [None] * len(dataset), [None] * len(dataset)
+            for batch, _ in source.steps(everything, single):
+                for ids, chunk in zip(source.chunk_indices(everything[0]), batch.stream()):
+                    recon = model.forward(chunk)      # what model.reconstruct computes for this chunk
+                    values = psnr_ssim_batch(to_host(chunk), to_host(recon), high - low, data_min=low)
+                    for row, i in enumerate(ids):
+                        psnr_values[i], ssim_values[i] = values[0][row], values[1][row]
+    return _report(model, result, *_means(psnr_values, ssim_values), len(dataset), compute_grads)
+
+
+def reconstructs_as_measured(model):
+    """Whether ``model.reconstruct`` is known to compute the very forward passes that ``loss_and_grads``
+    measures, chunk for chunk: the built-in models, exactly (the CAE cuts the chunks of its ``chunk_plan``
+    both times; the VAE runs of ``max_chunk_images`` digits, with ε drawn for the whole batch in one
+    draw both times). A plug-in model, or a subclass, may reconstruct otherwise (image by image, say,
+    where a matrix product of other shapes may round differently), so it gets the second pass."""
+    return type(model) in (Autoencoder, VAE)
+
+
+class ChunkMetrics:
+    """The per-image PSNR and SSIM of the reconstructions a losses' pass makes, taken chunk by chunk.
+
+    While :meth:`watching` an objective, every ``objective.forward(recon, target, ...)`` of a chunk first
+    scores ``recon`` against ``target`` (:func:`sflnet.metrics.psnr_ssim_batch`) and files the values
+    under the chunk's images: ``plan[k]``, the image positions of the k-th chunk (the model's
+    ``chunk_plan``, or a store's planned chunks), or without a plan the next ``len(target)`` positions
+    (a model that cuts consecutive runs, as the VAE does). With ``images`` (held on the device) each
+    chunk's targets are checked to be those images, bit for bit; a chunk that is not (or more chunks
+    than images) leaves :attr:`complete` False, and the caller makes the reconstructions itself.
+    """
+
+    def __init__(self, count, data_range, data_min, plan=None, images=None):
+        self.data_range, self.data_min = data_range, data_min
+        self.plan = None if plan is None else [list(positions) for positions in plan]
+        self.images = images
+        self.psnr, self.ssim = [None] * count, [None] * count
+        self.chunks, self.next, self.matched = 0, 0, True
+
+    @property
+    def complete(self):
+        """Whether every image got its values from a matched chunk."""
+        return self.matched and all(value is not None for value in self.psnr)
+
+    @contextlib.contextmanager
+    def watching(self, objective):
+        """Score every chunk ``objective.forward`` measures while the block runs."""
+        measure = objective.forward
+
+        def forward(recon, target, *args, **kwargs):
+            if self.matched:
+                self.add(recon, target)
+            return measure(recon, target, *args, **kwargs)
+
+        objective.forward = forward
+        try:
+            yield self
+        finally:
+            del objective.forward     # the class's method again
+
+    def _positions(self, n):
+        if self.plan is not None:
+            positions = self.plan[self.chunks] if self.chunks < len(self.plan) else []
+        else:
+            positions = list(range(self.next, min(self.next + n, len(self.psnr))))
+        self.chunks += 1
+        self.next += n
+        return positions
+
+    def add(self, recon, target):
+        """File the values of one chunk: recon and target (n, C, H, W) on the device."""
+        positions = self._positions(int(target.shape[0]))
+        if len(positions) != target.shape[0] or any(self.psnr[i] is not None for i in positions) or (
+                self.images is not None and not self._same_images(target, positions)):
+            self.matched = False
+            return
+        psnr, ssim = psnr_ssim_batch(to_host(target), to_host(recon), self.data_range, data_min=self.data_min)
+        for row, i in enumerate(positions):
+            self.psnr[i], self.ssim[i] = psnr[row], ssim[row]
+
+    def _same_images(self, target, positions):
+        xp = get_array_module(target)
+        held = [self.images[i] for i in positions]
+        if any(tuple(x.shape) != tuple(target.shape[1:]) or x.dtype != target.dtype for x in held):
+            return False
+        return bool(xp.array_equal(target, xp.stack(held)))
+
+
+def _means(psnr_values, ssim_values):
+    """The plain means of the per-image values (as :func:`sflnet.metrics.mean_psnr_ssim` takes them)."""
+    return float(np.mean(psnr_values)), float(np.mean(ssim_values))
 
 
 def _report(model, result, psnr, ssim, count, compute_grads):
