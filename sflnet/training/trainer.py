@@ -163,6 +163,7 @@ class Trainer:
         self.saved_step = None            # (steps done, steps) of a mid-epoch checkpoint.npz on disk, else None
         self.saved_at = time.monotonic()  # when a checkpoint was last written (--checkpoint-every)
         self.stop_requested = 0           # request_stop()'s signal number
+        self.checkpoint_interval = options.checkpoint_interval   # --checkpoint-every, parsed
         self._interrupt = None            # the loop's signal flag (sflnet.training.signals)
         if partial is not None:
             self.progress = self._restore(partial)
@@ -206,7 +207,7 @@ class Trainer:
 
     def _checkpoint_due(self):
         """Whether ``--checkpoint-every`` asks for a checkpoint after the step just taken."""
-        interval = self.options.checkpoint_interval
+        interval = self.checkpoint_interval
         if interval is None:
             return False
         kind, amount = interval
@@ -227,6 +228,7 @@ class Trainer:
             holding = self._interrupt.holding() if self._interrupt is not None else contextlib.nullcontext()
             with holding:   # a second signal during the write waits for its end (milliseconds)
                 self.collectively(lambda: self.fire("on_step_checkpoint", record))
+            self.saved_at = time.monotonic()   # (also without a checkpoint callback: the next one is due later)
         return stop
 
     # -- one epoch --------------------------------------------------------------
