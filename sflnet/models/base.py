@@ -178,7 +178,9 @@ class Model:
         names = None if paper_terms else self.objective.own_terms
         self.objective.begin_batch()
         for chunk in chunks:
-            accumulate_measured(self.measure(chunk, batch_count, names), totals, part_totals, xp, self.dtype)
+            # a model written before ``names`` existed (a plug-in) takes two arguments: it is asked for everything
+            measured = self.measure(chunk, batch_count) if names is None else self.measure(chunk, batch_count, names)
+            accumulate_measured(measured, totals, part_totals, xp, self.dtype)
             if not compute_grads:
                 continue
             self.backward_measured()
