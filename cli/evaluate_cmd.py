@@ -105,7 +105,7 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
         loss_text += spec.energy_text(model)
     low, high = ckpt.spec.value_range
     lines = [
-        f"checkpoint  {checkpoint} (epoch {ckpt.epoch}: parameters after {ckpt.epoch} updates)",
+        f"checkpoint  {checkpoint} ({_trained_text(ckpt)})",
         f"data        {dataset.source}: {report['images']} images, {shape}",
         f"loss        {model.loss} ({loss_text}; SFL weights {format_list(config['sfl_weights'])})",
         f"E           {report['E']:.10g}",
@@ -130,3 +130,12 @@ def evaluate(checkpoint, data, include, exclude, size, skip_bad, loss, stft_wind
     if grads is not None:
         lines.append(f"gradient    written to {grads}")
     click.echo("\n".join(lines))
+
+
+def _trained_text(ckpt):
+    """How far the checkpoint's parameters were trained: ``epoch 3: parameters after 3 epochs``, and for a
+    mid-epoch checkpoint (a stop request or --checkpoint-every) the steps of the epoch in progress too."""
+    text = f"epoch {ckpt.epoch}: parameters after {ckpt.epoch} epoch{'' if ckpt.epoch == 1 else 's'}"
+    if ckpt.partial is not None:
+        text += f" and {ckpt.partial['steps_done']} of the {ckpt.partial['steps']} steps of epoch {ckpt.partial['epoch']}"
+    return text
