@@ -22,7 +22,6 @@ uninterrupted run's (:func:`sflnet.training.history.combine_rows`): bit for bit.
 """
 
 import contextlib
-import math
 import signal
 import time
 from dataclasses import dataclass, field
