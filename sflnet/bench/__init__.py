@@ -3,7 +3,11 @@
 * :mod:`sflnet.bench.harness`          — one full-batch epoch timed (median of repeats), the per-layer
   breakdown, the convolutions' flop count, peak memory, and the report ``sflnet bench`` prints;
 * :mod:`sflnet.bench.torch_reference`  — the same network and loss in PyTorch (optional: needs torch),
-  run in a child process by the harness (``python -m sflnet.bench.torch_reference``).
+  run in a child process by the harness (``python -m sflnet.bench.torch_reference``);
+* :mod:`sflnet.bench.vae`              — ``sflnet bench --model vae``: the β-VAE's mini-batch training step,
+  timed in rounds, with a per-layer breakdown;
+* :mod:`sflnet.bench.torch_vae`        — the β-VAE, its two objectives and Adam in PyTorch, its reference
+  (``python -m sflnet.bench.torch_vae``, a child process).
 
 The harness's public names are importable from here, e.g. ``from sflnet.bench import run_benchmark``.
 """
