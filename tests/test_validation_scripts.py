@@ -48,6 +48,8 @@ def _run(script, *args, cwd):
     ("behaviour_digest.py", ["--check", "missing.json"], "Error: --check missing.json: cannot read digests"),
     ("behaviour_digest.py", ["--check", "list.json"], "Error: --check list.json: not a digest file"),
     ("bench.py", ["--willow", "no_such_folder", "--no-torch"], "Error: --willow no_such_folder is not a folder"),
+    ("vae_speed.py", ["--repeat", "0"], "Error: --repeat must be >= 1, got 0"),
+    ("vae_table.py", ["--batch-size", "0", "--table-only"], "Error: --batch-size must be >= 1, got 0"),
 ])
 def test_a_bad_input_ends_the_script_at_once_in_one_line(tmp_path, script, args, message):
     (tmp_path / "list.json").write_text("[1, 2]\n")
