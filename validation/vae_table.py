@@ -306,37 +306,39 @@ def write_table(args, results):
 
 
 def draw_digits(args, names, test_images, xp):
-    """digits.png: the first test digits of each class and each objective's reconstructions (seed 0),
-    then each objective's latent grid."""
+    """digits.png, laid out as the paper's Fig. 2: a row per objective (seed 0) with its reconstructions of
+    the same test digits (z = μ) and, beside them, its LATENT_GRID × LATENT_GRID latent grid; the test
+    digits themselves on top."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     shown = [test_images[i] for i in range(0, len(test_images), max(1, len(test_images) // SHOWN_DIGITS))][
         :SHOWN_DIGITS]
-    rows = [("test digits", np.concatenate([to_host(x)[0] for x in shown], axis=1))]
-    grids = []
+    rows = [("test digits", np.concatenate([to_host(x)[0] for x in shown], axis=1), None)]
     for name in names:
         ckpt = load_checkpoint(run_folder(args.out, name, 0) / "checkpoint.npz")
         model = model_from_checkpoint(ckpt, xp)
-        recons = model.reconstruct(shown)
-        rows.append((name, np.concatenate([to_host(r)[0] for r in recons], axis=1)))
-        grids.append((name, decode_grid(model, LATENT_GRID)[0]))
-    fig = Figure(figsize=(12, 1.1 * len(rows) + 2.6))
+        recons = [np.clip(to_host(r)[0], 0.0, 1.0) for r in model.reconstruct(shown)]
+        rows.append((name, np.concatenate(recons, axis=1), decode_grid(model, LATENT_GRID)[0]))
+    height = 0.9 + 1.7 * (len(rows) - 1)
+    fig = Figure(figsize=(14, height))
     FigureCanvasAgg(fig)
-    top = fig.add_gridspec(len(rows), 1, left=0.12, right=0.98, top=0.98, bottom=0.30, hspace=0.15)
-    for k, (label, strip) in enumerate(rows):
-        ax = fig.add_subplot(top[k, 0])
+    ratios = [0.5] + [1.7] * (len(rows) - 1)
+    grid = fig.add_gridspec(len(rows), 2, width_ratios=[5.2, 1.0], height_ratios=ratios, left=0.09, right=0.99,
+                            top=0.99, bottom=0.01, hspace=0.12, wspace=0.03)
+    for k, (label, strip, latent) in enumerate(rows):
+        ax = fig.add_subplot(grid[k, 0])
         ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    bottom = fig.add_gridspec(1, len(grids), left=0.02, right=0.98, top=0.26, bottom=0.02, wspace=0.08)
-    for k, (label, grid) in enumerate(grids):
-        ax = fig.add_subplot(bottom[0, k])
-        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"{label}: latent grid", fontsize=8)
+        if latent is not None:
+            ax = fig.add_subplot(grid[k, 1])
+            ax.imshow(latent, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k == 1:
+                ax.set_title(f"latent grid ({LATENT_GRID}×{LATENT_GRID})", fontsize=8)
     fig.savefig(args.out / "digits.png", dpi=100)
 
 
