@@ -86,7 +86,7 @@ class STFTLoss(Loss):
     * ``E = (1/N_m) Σ_i ℓ_i``; the group's share ``Σ_{i in group} ℓ_i / N_m`` is returned, no parts.
 
     A "rect" window as large as a square image is one frame, the plain global
-    DFT: the seed's "DFT" baseline.
+    DFT: the "DFT" baseline of Dalal's paper.
 
     Deviation, deliberate: the paper writes ``|P_o − P_i|`` with ``P = atan2(Im, Re)``.
     That difference jumps by 2π whenever one phase crosses the branch cut at ±π.
@@ -99,7 +99,7 @@ class STFTLoss(Loss):
     sides); only its kinks at ΔP = 0 and ΔP = ±π remain, like |·| in the
     amplitude term.
 
-    The seed's public code differs from its paper: it applies no Hann window,
+    Dalal's public code differs from the paper: it applies no Hann window,
     takes a row-wise 1-D DFT instead of a 2-D one, computes the losses on logits,
     and its ``dft+ssim`` path cannot run. This class implements the paper.
 
